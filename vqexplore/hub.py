@@ -1,0 +1,332 @@
+"""Checkpoints on disk and on the Hugging Face Hub: resolve, check, load, describe.
+
+A *checkpoint folder* holds ``config.json`` + ``model.safetensors`` (+ ``README.md``, the
+model card, and optionally ``metrics.json``). A *run folder* (``runs/<name>/``) holds
+``checkpoints/step-XXXXXXXX/`` checkpoint folders and ``metrics.jsonl``. A *Hub repo id*
+(``user/name``) is a repo holding a checkpoint folder's files.
+
+Nothing here unpickles anything: weights are safetensors, configs JSON.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import CheckpointError, HubError
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+METRICS_NAME = "metrics.json"
+RUN_METRICS_NAME = "metrics.jsonl"
+CHECKPOINTS_DIR = "checkpoints"
+_STEP_RE = re.compile(r"^step-(\d+)$")
+_REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def checkpoint_dirname(step: int) -> str:
+    """The folder name of the checkpoint at ``step`` inside ``<run>/checkpoints/``."""
+    return f"step-{int(step):08d}"
+
+
+def is_checkpoint_dir(path: str | Path) -> bool:
+    path = Path(path)
+    return (path / CONFIG_NAME).is_file() and (path / WEIGHTS_NAME).is_file()
+
+
+def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """(step, folder) of every complete checkpoint of a run, oldest first.
+
+    Accepts the run folder or its ``checkpoints/`` folder; half-written temporary folders
+    (which never carry the ``step-N`` name) are ignored.
+    """
+    run_dir = Path(run_dir)
+    base = run_dir / CHECKPOINTS_DIR if (run_dir / CHECKPOINTS_DIR).is_dir() else run_dir
+    found = []
+    if base.is_dir():
+        for child in base.iterdir():
+            m = _STEP_RE.match(child.name)
+            if m and child.is_dir() and is_checkpoint_dir(child):
+                found.append((int(m.group(1)), child))
+    return sorted(found)
+
+
+@dataclass
+class Source:
+    """Where a checkpoint comes from.
+
+    kind: "checkpoint" (a local checkpoint folder), "run" (a local run folder; ``path`` is its
+    newest checkpoint) or "hub" (``path`` is the local snapshot of the repo).
+    run_dir: the run folder when the checkpoint belongs to one (its metrics.jsonl lives there).
+    step: the training step, when known from the folder name.
+    name: a short label for tables and legends.
+    """
+
+    kind: str
+    path: Path
+    name: str
+    run_dir: Path | None = None
+    step: int | None = None
+    repo_id: str | None = None
+
+
+def looks_like_repo_id(text: str) -> bool:
+    return bool(_REPO_ID_RE.match(text)) and ".." not in text
+
+
+def resolve(source: str | Path, *, revision: str | None = None, token: str | bool | None = None) -> Source:
+    """Find the checkpoint folder behind a checkpoint folder, a run folder or a Hub repo id.
+
+    Raises :class:`CheckpointError` (or :class:`HubError`) with one sentence saying what to do.
+    """
+    text = str(source).strip()
+    if not text:
+        raise CheckpointError("no checkpoint given: pass a checkpoint folder, a run folder or a Hub repo id")
+    path = Path(text).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise CheckpointError(f"{path} is a file; pass the checkpoint folder that holds {CONFIG_NAME} and {WEIGHTS_NAME}")
+        if is_checkpoint_dir(path):
+            m = _STEP_RE.match(path.name)
+            run_dir = path.parent.parent if path.parent.name == CHECKPOINTS_DIR else None
+            label = f"{run_dir.name}@{int(m.group(1))}" if (m and run_dir) else path.name
+            return Source("checkpoint", path, label, run_dir, int(m.group(1)) if m else None)
+        ckpts = list_checkpoints(path)
+        if ckpts:
+            step, newest = ckpts[-1]
+            run_dir = path.parent if path.name == CHECKPOINTS_DIR else path
+            return Source("run", newest, run_dir.name, run_dir, step)
+        if (path / CONFIG_NAME).exists() or (path / WEIGHTS_NAME).exists():
+            missing = WEIGHTS_NAME if (path / CONFIG_NAME).exists() else CONFIG_NAME
+            raise CheckpointError(f"{path / missing} is missing: a checkpoint folder needs {CONFIG_NAME} and {WEIGHTS_NAME}")
+        raise CheckpointError(f"{path} is not a checkpoint: expected {CONFIG_NAME} + {WEIGHTS_NAME}, "
+                              f"or a run folder with {CHECKPOINTS_DIR}/step-N/ inside")
+    if looks_like_repo_id(text):
+        local = _download(text, revision=revision, token=token)
+        return Source("hub", local, text, None, None, repo_id=text)
+    raise CheckpointError(f"{text} does not exist; pass a checkpoint folder, a run folder or a Hub repo id like user/name")
+
+
+def _download(repo_id: str, *, revision: str | None, token: str | bool | None) -> Path:
+    """Fetch config.json and model.safetensors of a Hub repo through the real download path
+    (``HF_ENDPOINT`` and ``HF_HUB_OFFLINE`` are honoured; the cache is reused)."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub import errors as hf_errors
+
+    # huggingface_hub retries a refused connection 5 times with backoff (~25 s): probe the
+    # endpoint once with a short timeout and go straight to the local cache when it is down.
+    local_only = not _endpoint_reachable()
+    files = []
+    try:
+        for name in (CONFIG_NAME, WEIGHTS_NAME):
+            files.append(Path(hf_hub_download(repo_id, name, revision=revision, token=token,
+                                              local_files_only=local_only)))
+        try:  # optional: the metrics the trainer published beside the weights
+            hf_hub_download(repo_id, METRICS_NAME, revision=revision, token=token, local_files_only=local_only)
+        except Exception:
+            pass
+    except hf_errors.RepositoryNotFoundError:
+        raise HubError(f"Hub repo {repo_id} was not found (or is private: log in with `hf auth login`)") from None
+    except hf_errors.RevisionNotFoundError:
+        raise HubError(f"Hub repo {repo_id} has no revision {revision!r}") from None
+    except (hf_errors.LocalEntryNotFoundError, hf_errors.OfflineModeIsEnabled):
+        # (a subclass of EntryNotFoundError in recent huggingface_hub: caught first)
+        raise HubError(f"cannot download {repo_id} from the Hub (offline or unreachable) and it is not "
+                       f"in the local cache; connect to the internet or pass a local checkpoint folder") from None
+    except hf_errors.EntryNotFoundError:
+        raise HubError(f"Hub repo {repo_id} has no {name}; it is not a vqexplore checkpoint") from None
+    except hf_errors.HfHubHTTPError as e:
+        raise HubError(f"the Hub refused {repo_id}: {str(e).splitlines()[0]}") from None
+    except OSError as e:  # connection errors surface as OSError subclasses
+        raise HubError(f"cannot reach the Hub for {repo_id} ({type(e).__name__}); connect to the internet "
+                       f"or pass a local checkpoint folder") from None
+    return files[0].parent
+
+
+def _endpoint_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hub endpoint (``HF_ENDPOINT``) accepts a TCP connection within ``timeout``.
+
+    Offline mode counts as unreachable; behind an HTTP(S) proxy we cannot tell, so we try."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def check_safetensors(path: str | Path) -> dict:
+    """Parse a safetensors header and check that the file holds every byte it announces.
+
+    Returns the header (tensor name -> dtype/shape/offsets). Raises CheckpointError naming
+    the file when it is missing, truncated or not safetensors at all.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            raw = f.read(8)
+            if len(raw) < 8:
+                raise ValueError("shorter than a safetensors header")
+            (n,) = struct.unpack("<Q", raw)
+            if n > min(size - 8, 100 << 20):
+                raise ValueError("header length beyond the end of the file")
+            header = json.loads(f.read(n))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is missing: a checkpoint folder needs {CONFIG_NAME} and {WEIGHTS_NAME}") from None
+    except (ValueError, UnicodeDecodeError, struct.error) as e:
+        raise CheckpointError(f"{path} is not a valid safetensors file ({e}); re-save or re-download it") from None
+    end = 0
+    for key, meta in header.items():
+        if key == "__metadata__":
+            continue
+        try:
+            end = max(end, int(meta["data_offsets"][1]))
+        except (KeyError, TypeError, IndexError, ValueError):
+            raise CheckpointError(f"{path} has a malformed header entry {key!r}; re-save or re-download it") from None
+    if 8 + n + end != size:
+        raise CheckpointError(f"{path} is truncated or corrupt ({size} bytes, header says {8 + n + end}); "
+                              f"re-save or re-download it")
+    return header
+
+
+def load_checkpoint(source: str | Path, *, revision: str | None = None,
+                    map_location: str | torch.device = "cpu", token: str | bool | None = None):
+    """VQModel from a checkpoint folder, a run folder (newest checkpoint) or a Hub repo id.
+
+    Loading is strict (every weight present, no extra ones, same shapes) and pickle-free.
+    The model is returned in eval mode; ``model.source`` tells where it came from.
+    """
+    from safetensors.torch import load_file
+
+    from .errors import ConfigError
+    from .models import VQModel, read_config
+
+    src = resolve(source, revision=revision, token=token)
+    cfg_path, weights_path = src.path / CONFIG_NAME, src.path / WEIGHTS_NAME
+    cfg = read_config(cfg_path)
+    check_safetensors(weights_path)
+    try:
+        model = VQModel(**cfg)
+    except (ConfigError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{cfg_path} describes an invalid model: {e}") from None
+    try:
+        state = load_file(str(weights_path), device=str(map_location))
+    except Exception as e:  # safetensors raises its own error type
+        raise CheckpointError(f"{weights_path} cannot be read ({e}); re-save or re-download it") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).splitlines()
+        detail = " ".join(line.strip() for line in first[1:3]) or first[0]
+        raise CheckpointError(f"{weights_path} does not match {cfg_path}: {detail}") from None
+    model.to(map_location).eval()
+    model.source = src
+    return model
+
+
+def load(source: str | Path, *, device: str | torch.device = "cpu", revision: str | None = None,
+         token: str | bool | None = None):
+    """The one entry point: ``vqexplore.load("checkpoints/vq-512")``, ``load("runs/x")``,
+    ``load("user/repo")``. Returns a VQModel in eval mode on ``device``."""
+    return load_checkpoint(source, revision=revision, map_location=device, token=token)
+
+
+def read_metrics(checkpoint_dir: str | Path) -> dict | None:
+    """The checkpoint's ``metrics.json`` (written by ``trainer eval``), or None."""
+    path = Path(checkpoint_dir) / METRICS_NAME
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise CheckpointError(f"{path} is not valid JSON; delete it and re-run `python -m trainer eval`") from None
+    return data if isinstance(data, dict) else None
+
+
+def read_run_metrics(run_dir: str | Path) -> list[dict]:
+    """Rows of ``<run>/metrics.jsonl``; a partly written last line (run in progress) is skipped."""
+    path = Path(run_dir) / RUN_METRICS_NAME
+    rows = []
+    if path.is_file():
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(row, dict):
+                    rows.append(row)
+    return rows
+
+
+_METRIC_NAMES = {
+    "usage": "Codebook usage", "perplexity": "Perplexity", "dead_codes": "Dead codes",
+    "psnr": "PSNR", "ssim": "SSIM", "lpips": "LPIPS", "rfid": "rFID",
+}
+
+
+def model_card(config: dict, *, metrics: dict | None = None, dataset: str | None = None,
+               command: str | None = None, repo_id: str | None = None):
+    """A model card (``huggingface_hub.ModelCard``) with the config, the training data and the
+    evaluation metrics as model-index metadata."""
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    name = repo_id.split("/")[-1] if repo_id else "vqexplore-tokenizer"
+    eval_results = []
+    for key, label in _METRIC_NAMES.items():
+        value = (metrics or {}).get(key)
+        if isinstance(value, (int, float)):
+            eval_results.append(EvalResult(
+                task_type="image-to-image", task_name="Image reconstruction",
+                dataset_type=dataset or "custom", dataset_name=dataset or "custom",
+                metric_type=key, metric_name=label, metric_value=float(value)))
+    data = ModelCardData(
+        library_name="vqexplore", license="mit", pipeline_tag="image-to-image",
+        tags=["vqexplore", "image-tokenizer", "vector-quantization", str(config.get("quantizer", "vq"))],
+        model_name=name, eval_results=eval_results or None,
+        datasets=[dataset] if dataset and "/" in dataset else None)
+    cfg_rows = "\n".join(f"| `{k}` | `{json.dumps(v)}` |" for k, v in sorted(config.items()))
+    metric_rows = "\n".join(
+        f"| {label} | {_fmt(metrics[key])} |" for key, label in _METRIC_NAMES.items()
+        if metrics and key in metrics and metrics[key] is not None)
+    body = [
+        f"# {name}", "",
+        "An image tokenizer (SimpleCNN autoencoder with a vector-quantized bottleneck) trained "
+        "with [vqexplore](https://github.com/vqexplore/vqexplore).", "",
+        "```python", "import vqexplore", f"model = vqexplore.load({(repo_id or 'path/to/this/folder')!r})",
+        "indices = model.encode(images)          # (B, 3, H, W) in [-1, 1] -> (B, H/4, W/4)",
+        "reconstruction = model.decode_indices(indices)", "```", "",
+        "## Configuration", "", "| field | value |", "|---|---|", cfg_rows, "",
+    ]
+    if dataset:
+        body += ["## Training data", "", f"{dataset}", ""]
+    if metric_rows:
+        body += ["## Evaluation", "", "| metric | value |", "|---|---:|", metric_rows, ""]
+    if command:
+        body += ["## How it was made", "", "```", command, "```", ""]
+    return ModelCard.from_template(data, template_str="---\n{{ card_data }}\n---\n\n" + "\n".join(body))
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
