@@ -105,7 +105,8 @@ def test_chunked_entropy_value_and_gradients_match_autograd(chunk_size):
     ref = _naive_entropy(tokens, codebook, 0.5)
     g_tok, g_code = torch.autograd.grad(ref, (tokens, codebook))
     from vqexplore.quantizers import _ChunkedEntropy, _chunk_rows
-    ours = _ChunkedEntropy.apply(tokens, codebook, 0.5, _chunk_rows(11, chunk_size))
+    ours, idx = _ChunkedEntropy.apply(tokens, codebook, 0.5, _chunk_rows(11, chunk_size))
+    assert torch.equal(idx, torch.cdist(tokens, codebook).argmin(1))
     o_tok, o_code = torch.autograd.grad(ours, (tokens, codebook))
     assert torch.allclose(ours, ref, atol=1e-10)
     assert torch.allclose(o_tok, g_tok, atol=1e-9)
@@ -120,7 +121,7 @@ def test_entropy_loss_float32_entry_point_and_gradcheck():
     assert torch.allclose(loss, _naive_entropy(tokens, codebook, 1.0), atol=1e-5)
     from vqexplore.quantizers import _ChunkedEntropy
     t64, c64 = tokens.detach().double().requires_grad_(), codebook.detach().double().requires_grad_()
-    assert torch.autograd.gradcheck(lambda a, b: _ChunkedEntropy.apply(a, b, 0.7, 5), (t64, c64))
+    assert torch.autograd.gradcheck(lambda a, b: _ChunkedEntropy.apply(a, b, 0.7, 5)[0], (t64, c64))
 
 
 def test_vq_entropy_loss_is_weighted_and_only_in_training():
@@ -130,6 +131,7 @@ def test_vq_entropy_loss_is_weighted_and_only_in_training():
     out = vq.train()(z)
     expected = 0.5 * _naive_entropy(_tokens(z), vq.embedding, 0.1)
     assert torch.allclose(out.losses["entropy"], expected, atol=1e-5)
+    assert torch.equal(out.indices.flatten(), torch.cdist(_tokens(z), vq.embedding).argmin(1))
     assert "entropy" not in vq.eval()(z).losses
 
 

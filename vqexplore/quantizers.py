@@ -18,8 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-# Target number of distance-matrix elements held at once (16M floats = 64 MB).
-_CHUNK_ELEMENTS = 1 << 24
+# Target number of distance-matrix elements held at once: 4M floats = 16 MB, so the chunk
+# mostly stays in cache between the matmul and the passes that read it; at least 256 rows
+# so that the matmul itself stays efficient.
+_CHUNK_ELEMENTS = 1 << 22
 
 
 @dataclass
@@ -78,61 +80,65 @@ class _ChunkedEntropy(torch.autograd.Function):
 
     loss = mean_n H(p_n) - H(mean_n p_n): minimising it makes each token's assignment
     confident while spreading the batch over all codes. Forward and backward both walk the
-    tokens in chunks and recompute the logits, so no (N, K) tensor is ever stored.
+    tokens in chunks and recompute the logits, so no (N, K) tensor is ever stored; only two
+    floats per token (log-sum-exp and entropy) are kept for the backward pass. The forward
+    also returns the nearest code of every token, which falls out of the same distances.
+
+    |t|^2 is constant per token, so it cancels in the softmax and is never computed:
+    logits = (2 t.e - |e|^2) / T.
     """
 
     @staticmethod
     def forward(ctx, tokens: Tensor, codebook: Tensor, temperature: float, rows: int):
         n = tokens.shape[0]
         code_sq = codebook.pow(2).sum(1)
-        sample_entropy = tokens.new_zeros(())
+        lse_all = tokens.new_empty(n)
+        ent_all = tokens.new_empty(n)
         prob_sum = tokens.new_zeros(codebook.shape[0])
+        idx = torch.empty(n, dtype=torch.long, device=tokens.device)
         for start in range(0, n, rows):
             chunk = tokens[start : start + rows]
-            logits = _neg_dist_logits(chunk, codebook, code_sq, temperature)
-            logp = logits.log_softmax(1)
-            p = logp.exp()
-            sample_entropy -= (p * logp).sum()
+            logits = torch.addmm(code_sq, chunk, codebook.t(), beta=-1.0 / temperature, alpha=2.0 / temperature)
+            idx[start : start + rows] = logits.argmax(1)
+            lse = logits.logsumexp(1)
+            p = (logits - lse[:, None]).exp_()
+            # H = -sum p log p = lse - sum p * logits
+            ent_all[start : start + rows] = lse - (p * logits).sum(1)
+            lse_all[start : start + rows] = lse
             prob_sum += p.sum(0)
         avg_prob = prob_sum / n
         avg_entropy = -(avg_prob * avg_prob.clamp_min(1e-12).log()).sum()
-        ctx.save_for_backward(tokens, codebook, avg_prob)
+        ctx.save_for_backward(tokens, codebook, avg_prob, lse_all, ent_all)
         ctx.temperature, ctx.rows = temperature, rows
-        return sample_entropy / n - avg_entropy
+        ctx.mark_non_differentiable(idx)
+        return ent_all.mean() - avg_entropy, idx
 
     @staticmethod
-    def backward(ctx, grad_out: Tensor):
-        tokens, codebook, avg_prob = ctx.saved_tensors
+    def backward(ctx, grad_out: Tensor, _grad_idx=None):
+        tokens, codebook, avg_prob, lse_all, ent_all = ctx.saved_tensors
         t, rows, n = ctx.temperature, ctx.rows, tokens.shape[0]
         code_sq = codebook.pow(2).sum(1)
-        # d(-H(avg))/d p_n = log(avg) / n (+ a constant that the softmax Jacobian cancels).
+        # With logp = logits - lse and v = log(avg) / n, the gradient w.r.t. the logits of
+        #   H(p_n) / n - H(avg)   is   p * (v - logp / n - H_n / n - <p, v>)
+        # (constants from d(p log p) are cancelled by the softmax Jacobian).
         v = avg_prob.clamp_min(1e-12).log() / n
         grad_tokens = torch.empty_like(tokens)
         grad_codebook = torch.zeros_like(codebook)
         col_sum = codebook.new_zeros(codebook.shape[0])
+        scale = 2.0 / t * grad_out
         for start in range(0, n, rows):
             chunk = tokens[start : start + rows]
-            logits = _neg_dist_logits(chunk, codebook, code_sq, t)
-            logp = logits.log_softmax(1)
-            p = logp.exp()
-            entropy = -(p * logp).sum(1, keepdim=True)
-            # gradient w.r.t. the logits of: H(p_n)/n  and  -H(avg)
-            g = -p * (logp + entropy) / n + p * (v - (p * v).sum(1, keepdim=True))
-            g = g * grad_out
-            # logits = (2 t.e - |e|^2 - |t|^2) / T; each row of g sums to zero, so the |t|^2
-            # term contributes nothing to the token gradient.
-            grad_tokens[start : start + rows] = (2.0 / t) * (g @ codebook)
-            grad_codebook += (2.0 / t) * (g.t() @ chunk)
+            lse, ent = lse_all[start : start + rows], ent_all[start : start + rows]
+            logits = torch.addmm(code_sq, chunk, codebook.t(), beta=-1.0 / t, alpha=2.0 / t)
+            p = (logits - lse[:, None]).exp_()
+            row_const = (lse - ent) / n - p @ v
+            g = p.mul_(logits.mul_(-1.0 / n).add_(v).add_(row_const[:, None]))
+            # d logits / d t = 2 e / T;  d logits / d e = 2 (t - e) / T
+            grad_tokens[start : start + rows] = scale * (g @ codebook)
+            grad_codebook.addmm_(g.t(), chunk, alpha=scale)
             col_sum += g.sum(0)
-        grad_codebook -= (2.0 / t) * col_sum[:, None] * codebook
+        grad_codebook -= scale * col_sum[:, None] * codebook
         return grad_tokens, grad_codebook, None, None
-
-
-def _neg_dist_logits(chunk: Tensor, codebook: Tensor, code_sq: Tensor, temperature: float) -> Tensor:
-    """-|t - e|^2 / T for a chunk of tokens (n, D) against all codes (K, D) -> (n, K)."""
-    dist = torch.addmm(code_sq, chunk, codebook.t(), beta=1.0, alpha=-2.0)
-    dist += chunk.pow(2).sum(1, keepdim=True)
-    return dist.mul_(-1.0 / temperature)
 
 
 def entropy_loss(tokens: Tensor, codebook: Tensor, temperature: float = 0.01,
@@ -142,6 +148,12 @@ def entropy_loss(tokens: Tensor, codebook: Tensor, temperature: float = 0.01,
     tokens: (N, D), codebook: (K, D) -> scalar. Differentiable w.r.t. both; memory
     chunk x K floats in forward and backward.
     """
+    return entropy_and_nearest(tokens, codebook, temperature, chunk_size)[0]
+
+
+def entropy_and_nearest(tokens: Tensor, codebook: Tensor, temperature: float = 0.01,
+                        chunk_size: int | None = None) -> tuple[Tensor, Tensor]:
+    """(entropy loss, nearest-code ids (N,)) from one chunked pass over the distances."""
     rows = _chunk_rows(codebook.shape[0], chunk_size)
     return _ChunkedEntropy.apply(tokens.float(), codebook.float(), float(temperature), rows)
 
@@ -201,18 +213,19 @@ class VectorQuantizer(nn.Module):
         if self.l2_norm:
             tokens = F.normalize(tokens, dim=1)
         codebook = self.codebook_vectors().float()
-        idx = nearest_code(tokens, codebook, self.chunk_size)
-        q = codebook[idx]
         losses: dict[str, Tensor] = {}
+        if self.entropy_reg > 0 and self.training:
+            entropy, idx = entropy_and_nearest(tokens, codebook, self.entropy_temperature, self.chunk_size)
+            losses["entropy"] = self.entropy_reg * entropy
+        else:
+            idx = nearest_code(tokens, codebook, self.chunk_size)
+        q = codebook[idx]
         if self.ema_update:
             if self.training:
                 self._ema_step(tokens.detach(), idx)
         else:
             losses["codebook"] = F.mse_loss(q, tokens.detach())
         losses["commitment"] = self.commitment_weight * F.mse_loss(tokens, q.detach())
-        if self.entropy_reg > 0 and self.training:
-            losses["entropy"] = self.entropy_reg * entropy_loss(
-                tokens, codebook, self.entropy_temperature, self.chunk_size)
         q = tokens + (q - tokens).detach()  # straight-through estimator
         b, _, h, w = z.shape
         return QuantizerOutput(_from_tokens(q, z.shape).to(z.dtype), idx.view(b, h, w), losses)
