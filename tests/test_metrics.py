@@ -395,3 +395,30 @@ def test_evaluate_refuses_empty_and_malformed_batches():
         M.evaluate(model, [])
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
         M.evaluate(model, [torch.rand(3, 16, 16)])
+
+
+def test_missing_weights_are_downloaded_when_the_host_answers(tmp_path, monkeypatch):
+    # A local HTTP server stands in for the weights' download host (no network here).
+    import functools
+    import http.server
+    import threading
+
+    from vqexplore.metrics import _resolve_weights
+
+    served = tmp_path / "served"
+    served.mkdir()
+    torch.save({"w": torch.arange(3.0)}, served / "weights.pth")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/weights.pth"
+        path = _resolve_weights(None, "weights.pth", url, "LPIPS")
+        assert path == tmp_path / "torch" / "hub" / "checkpoints" / "weights.pth"
+        assert torch.equal(torch.load(path, weights_only=True)["w"], torch.arange(3.0))
+        # An unreachable host is the offline error, at once.
+        with pytest.raises(MissingWeightsError, match="other.pth"):
+            _resolve_weights(None, "other.pth", "http://127.0.0.1:9/other.pth", "LPIPS")
+    finally:
+        server.shutdown()

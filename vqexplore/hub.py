@@ -148,26 +148,30 @@ def _download(repo_id: str, *, revision: str | None, token: str | bool | None) -
     return files[0].parent
 
 
-def _endpoint_reachable(timeout: float = 3.0) -> bool:
-    """Whether the Hub endpoint (``HF_ENDPOINT``) accepts a TCP connection within ``timeout``.
+def url_reachable(url: str, timeout: float = 3.0) -> bool:
+    """Whether the host of ``url`` accepts a TCP connection within ``timeout`` seconds.
 
-    Offline mode counts as unreachable; behind an HTTP(S) proxy we cannot tell, so we try."""
+    Behind an HTTP(S) proxy a direct connection says nothing, so we answer True and let the
+    real request decide."""
     import socket
     from urllib.parse import urlparse
 
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return False
     if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")):
         return True
-    url = urlparse(constants.ENDPOINT)
-    port = url.port or (443 if url.scheme == "https" else 80)
+    parsed = urlparse(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
     try:
-        with socket.create_connection((url.hostname, port), timeout=timeout):
+        with socket.create_connection((parsed.hostname, port), timeout=timeout):
             return True
     except OSError:
         return False
+
+
+def _endpoint_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hub endpoint (``HF_ENDPOINT``) can be reached; offline mode counts as no."""
+    from huggingface_hub import constants
+
+    return not constants.HF_HUB_OFFLINE and url_reachable(constants.ENDPOINT, timeout)
 
 
 def check_safetensors(path: str | Path) -> dict:

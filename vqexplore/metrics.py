@@ -9,10 +9,11 @@ Image metrics compare originals and reconstructions given as (B, 3, H, W) tensor
 - :class:`RFID`: streaming Frechet Inception Distance of reconstructions to originals
   (torchmetrics' FID on torch-fidelity's InceptionV3 features).
 
-LPIPS and rFID need pretrained weights that this library never downloads at run time: they are
-read from torch's hub cache (``torch.hub.get_dir()/checkpoints/``) or from an explicit
-``weights_path``; when absent, :class:`vqexplore.errors.MissingWeightsError` says which file to put
-where. :func:`weights_status` reports that up front, so callers can skip a metric with a note.
+LPIPS and rFID need pretrained weights: they are read from an explicit ``weights_path`` or from
+torch's hub cache (``torch.hub.get_dir()/checkpoints/``), downloaded there as usual when missing
+and the download host answers within a few seconds; offline,
+:class:`vqexplore.errors.MissingWeightsError` says which file to put where. The weights are read
+with ``torch.load(weights_only=True)``: tensors only, no code. :func:`weights_status` reports that up front, so callers can skip a metric with a note.
 
 Codebook metrics work on a (K,) int64 count of how often each code was chosen:
 :func:`code_counts`, :func:`codebook_usage`, :func:`perplexity`, :func:`dead_codes`,
@@ -33,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import MissingWeightsError
+from .hub import url_reachable
 
 __all__ = [
     "to_unit", "psnr", "ssim", "LPIPS", "RFID", "weights_status",
@@ -151,8 +153,12 @@ def _lpips_backbone_urls() -> dict[str, str]:
     }
 
 
-def _resolve_weights(weights_path: str | Path | None, filename: str, url: str, who: str) -> Path:
-    """The weights file to read, or MissingWeightsError in one sentence; never downloads."""
+def _resolve_weights(weights_path: str | Path | None, filename: str, url: str, who: str,
+                     download: bool = True) -> Path:
+    """The weights file to read. Missing from torch's hub cache, it is downloaded there as usual
+    when ``url`` can be reached (checked with a short timeout first, so offline never hangs);
+    otherwise MissingWeightsError in one sentence. With ``download=False`` a reachable URL only
+    counts as available."""
     if weights_path is not None:
         path = Path(weights_path).expanduser()
         if not path.is_file():
@@ -161,6 +167,15 @@ def _resolve_weights(weights_path: str | Path | None, filename: str, url: str, w
         return path
     folder = _hub_checkpoints_dir()
     path = folder / filename
+    if not path.is_file() and url_reachable(url):
+        if not download:
+            return path
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(url, str(path), progress=False)  # writes a temp file, then renames
+        except Exception as e:  # network dropped mid-way, disk full, ...
+            raise MissingWeightsError(f"{who} could not download {url} ({type(e).__name__}); download it into "
+                                      f"{folder} by hand, or pass weights_path=... pointing at a copy.") from None
     if not path.is_file():
         raise MissingWeightsError(f"{who} needs {filename} in {folder} (torch's hub cache, set by TORCH_HOME): "
                                   f"download {url} into that folder, or pass weights_path=... "
@@ -200,7 +215,7 @@ def weights_status(lpips_weights_path: str | Path | None = None,
         import lpips  # noqa: F401
 
         filename, url = _lpips_weights_file("alex")
-        _resolve_weights(lpips_weights_path, filename, url, "LPIPS")
+        _resolve_weights(lpips_weights_path, filename, url, "LPIPS", download=False)
         status["lpips"] = None
     except ImportError:
         status["lpips"] = "LPIPS needs the lpips package: pip install lpips."
@@ -210,7 +225,7 @@ def weights_status(lpips_weights_path: str | Path | None = None,
         import torch_fidelity  # noqa: F401
         import torchmetrics.image.fid  # noqa: F401
 
-        _resolve_weights(rfid_weights_path, INCEPTION_WEIGHTS_FILE, INCEPTION_WEIGHTS_URL, "rFID")
+        _resolve_weights(rfid_weights_path, INCEPTION_WEIGHTS_FILE, INCEPTION_WEIGHTS_URL, "rFID", download=False)
         status["rfid"] = None
     except ImportError:
         status["rfid"] = "rFID needs torchmetrics and torch-fidelity: pip install torchmetrics torch-fidelity."
@@ -231,8 +246,8 @@ class LPIPS(nn.Module):
 
     The calibrated linear layers ship inside the ``lpips`` package. The backbone's ImageNet
     weights (for net="alex": ``alexnet-owt-7be5be79.pth``) are read from ``weights_path`` or from
-    torchvision's cache ``torch.hub.get_dir()/checkpoints/``; they are never downloaded here, and
-    a missing file raises :class:`MissingWeightsError`. ``pretrained_backbone=False`` keeps a
+    torchvision's cache ``torch.hub.get_dir()/checkpoints/`` (downloaded there when missing and
+    reachable); offline, a missing file raises :class:`MissingWeightsError`. ``pretrained_backbone=False`` keeps a
     randomly initialised backbone (a meaningless metric, for tests of the code path only).
     """
 
@@ -318,8 +333,8 @@ class RFID:
     ``torchmetrics.image.fid.FrechetInceptionDistance``: images are rounded to uint8 and resized
     to 299x299 inside it (bilinear, antialiased, torchmetrics' default). Its weights
     (``weights-inception-2015-12-05-6726825d.pth``) come from ``weights_path`` or
-    ``torch.hub.get_dir()/checkpoints/``; they are never downloaded here, and a missing file raises
-    :class:`MissingWeightsError`.
+    ``torch.hub.get_dir()/checkpoints/`` (downloaded there when missing and reachable); offline, a
+    missing file raises :class:`MissingWeightsError`.
 
     ``feature_extractor``: any module mapping (B, 3, H, W) floats in [0, 1] to (B, F) features
     (e.g. a small random conv net in tests); it goes through the same FID statistics. Its

@@ -99,13 +99,15 @@ class _ChunkedEntropy(torch.autograd.Function):
         for start in range(0, n, rows):
             chunk = tokens[start : start + rows]
             logits = torch.addmm(code_sq, chunk, codebook.t(), beta=-1.0 / temperature, alpha=2.0 / temperature)
-            idx[start : start + rows] = logits.argmax(1)
-            lse = logits.logsumexp(1)
-            p = (logits - lse[:, None]).exp_()
+            top, idx[start : start + rows] = logits.max(1)
+            # One exp pass: unnormalised u = exp(logits - max), p = u / sum(u).
+            u = (logits - top[:, None]).exp_()
+            total = u.sum(1)
+            lse = top + total.log()
             # H = -sum p log p = lse - sum p * logits
-            ent_all[start : start + rows] = lse - (p * logits).sum(1)
+            ent_all[start : start + rows] = lse - torch.linalg.vecdot(u, logits) / total
             lse_all[start : start + rows] = lse
-            prob_sum += p.sum(0)
+            prob_sum.addmv_(u.t(), total.reciprocal())
         avg_prob = prob_sum / n
         avg_entropy = -(avg_prob * avg_prob.clamp_min(1e-12).log()).sum()
         ctx.save_for_backward(tokens, codebook, avg_prob, lse_all, ent_all)
