@@ -1,0 +1,462 @@
+"""The vqexplore demo: upload an image and see how each tokenizer reconstructs it.
+
+    python app/gradio_app.py                   # http://127.0.0.1:7860 (GRADIO_SERVER_NAME/PORT honoured)
+
+Also the ``app_file`` of the Hugging Face Space (see README.md) and the default command of the
+Docker image. Everything shown is computed by ``vqexplore.reconstruct``; this file only wires
+it to Gradio.
+
+Environment variables:
+
+``VQEXPLORE_CHECKPOINTS``  folder of checkpoint folders offered as the demo set (default: the
+    repository's ``checkpoints/``). Each direct subfolder holding config.json + model.safetensors
+    (or a run folder) is one checkpoint, named after the folder.
+``VQEXPLORE_HUB_REPOS``    comma-separated Hub repo ids added to the demo set (e.g. for a Space
+    whose repository does not carry the weights).
+``VQEXPLORE_CONCURRENCY``  requests computed at once (default 2; the queue holds the rest).
+``VQEXPLORE_QUEUE_SIZE``   requests waiting at most (default 64; more get "queue full").
+``VQEXPLORE_TORCH_THREADS`` torch threads per request (default: CPU cores / concurrency, at least
+    1, so that concurrent requests do not oversubscribe the cores).
+``VQEXPLORE_MAX_FILE_SIZE`` largest accepted upload (default "50mb"; Gradio's size syntax).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as a script (``python app/gradio_app.py``, a Space's app_file) the repository root is not
+# on sys.path; put it there so that ``import vqexplore`` finds the library of this checkout.
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import base64  # noqa: E402
+import hashlib  # noqa: E402
+import io  # noqa: E402
+import logging  # noqa: E402
+import math  # noqa: E402
+import os  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+from collections import OrderedDict  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+import gradio as gr  # noqa: E402
+from gradio.utils import get_upload_folder  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import vqexplore  # noqa: E402
+from vqexplore.data import MAX_PIXELS, builtin_photos, load_image  # noqa: E402
+from vqexplore.errors import VQExploreError  # noqa: E402
+from vqexplore.hub import is_checkpoint_dir, list_checkpoints, looks_like_repo_id  # noqa: E402
+from vqexplore.reconstruct import NATIVE_MAX_PIXELS, prepare_image, reconstruct  # noqa: E402
+
+log = logging.getLogger("vqexplore.demo")
+
+DEFAULT_CHECKPOINTS = ROOT / "checkpoints"
+MODE_CHOICES = [
+    ("64 x 64 center crop", "64"),
+    (f"native resolution (sides a multiple of 4, at most {NATIVE_MAX_PIXELS:,} pixels "
+     f"= {math.isqrt(NATIVE_MAX_PIXELS)} x {math.isqrt(NATIVE_MAX_PIXELS)}; larger images are downscaled)",
+     "native"),
+]
+MAX_EXTRA_CHECKPOINTS = 4     # typed Hub repo ids per request
+EXTRA_MODEL_CACHE = 8         # typed Hub models kept in memory (demo models are always kept)
+TABLE_HEADERS = ["checkpoint", "quantizer", "codebook size", "token grid", "tokens", "bits",
+                 "PSNR (dB)", "SSIM", "LPIPS"]
+ERROR_MAP_NOTE = "mean absolute error per pixel: black = 0, yellow >= 0.5 of the range"
+
+# Tokenizer images are small (64 x 64): show them enlarged with crisp pixels.
+CSS = """
+.pixelated img { image-rendering: pixelated; }
+#model-input img { width: 100%; height: 100%; object-fit: contain; }
+"""
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return max(1, int(value))
+    except ValueError:
+        raise SystemExit(f"{name}={value!r} is not a whole number; set it to e.g. {default}") from None
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints: the demo set and an in-memory cache (each model is loaded once)
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class Entry:
+    name: str     # label shown in the UI and used by API clients
+    source: str   # what vqexplore.load receives
+
+
+def demo_checkpoints(folder: str | os.PathLike | None = None, hub_repos: str | None = None) -> list[Entry]:
+    """The demo set: checkpoint (or run) folders directly inside ``folder`` (default
+    ``$VQEXPLORE_CHECKPOINTS`` or ``<repo>/checkpoints``), then the Hub repo ids of
+    ``hub_repos`` (default ``$VQEXPLORE_HUB_REPOS``, comma-separated)."""
+    folder = Path(folder or os.environ.get("VQEXPLORE_CHECKPOINTS") or DEFAULT_CHECKPOINTS).expanduser()
+    hub_repos = os.environ.get("VQEXPLORE_HUB_REPOS", "") if hub_repos is None else hub_repos
+    entries: list[Entry] = []
+    if is_checkpoint_dir(folder):  # the variable may name one checkpoint folder
+        entries.append(Entry(folder.name, str(folder)))
+    elif folder.is_dir():
+        for child in sorted(folder.iterdir()):
+            if child.is_dir() and not child.name.startswith(".") and (is_checkpoint_dir(child) or list_checkpoints(child)):
+                entries.append(Entry(child.name, str(child)))
+    elif os.environ.get("VQEXPLORE_CHECKPOINTS"):
+        log.warning("VQEXPLORE_CHECKPOINTS=%s is not a folder; no local demo checkpoints", folder)
+    for repo in (r.strip() for r in hub_repos.split(",")):
+        if repo:
+            entries.append(Entry(repo, repo))
+    return entries
+
+
+class ModelCache:
+    """Models by source, loaded once. Demo models stay; typed Hub models are kept LRU."""
+
+    def __init__(self, pinned: set[str], max_extra: int = EXTRA_MODEL_CACHE):
+        self.pinned = set(pinned)
+        self.max_extra = max_extra
+        self._models: OrderedDict[str, torch.nn.Module] = OrderedDict()
+        self._lock = threading.Lock()
+        self._loading: dict[str, threading.Lock] = {}
+
+    def get(self, source: str) -> torch.nn.Module:
+        with self._lock:
+            if source in self._models:
+                self._models.move_to_end(source)
+                return self._models[source]
+            per_source = self._loading.setdefault(source, threading.Lock())
+        with per_source:  # one load per source even when many requests ask at once
+            with self._lock:
+                if source in self._models:
+                    return self._models[source]
+            model = vqexplore.load(source, device="cpu")
+            model.requires_grad_(False)
+            with self._lock:
+                self._models[source] = model
+                extra = [k for k in self._models if k not in self.pinned]
+                for key in extra[:max(0, len(extra) - self.max_extra)]:
+                    del self._models[key]
+                self._loading.pop(source, None)
+            return model
+
+    def __contains__(self, source: str) -> bool:
+        return source in self._models
+
+
+# --------------------------------------------------------------------------------------------
+# LPIPS: computed when its pretrained weights exist locally, otherwise said once
+# --------------------------------------------------------------------------------------------
+
+class LpipsProvider:
+    """LPIPS when its pretrained weights are on disk, else the reason it is not shown.
+
+    Probing imports lpips, torchvision, torchmetrics and torch-fidelity (tens of seconds on a
+    busy 2-core machine), so it runs in a background thread from start-up: the page is served
+    meanwhile, and only a request that arrives before the probe ends waits for it."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._module = None
+        self.reason: str | None = None
+        self._probe = threading.Thread(target=self._check, name="lpips-probe", daemon=True)
+        self._probe.start()
+
+    def _check(self) -> None:
+        try:
+            from vqexplore.metrics import weights_status
+
+            self.reason = weights_status().get("lpips")
+        except Exception as e:  # the metric is optional: never stop the demo for it
+            self.reason = f"LPIPS is unavailable ({type(e).__name__}: {e})."
+
+    def get(self):
+        self._probe.join()
+        if self.reason is not None:
+            return None
+        with self._lock:
+            if self._module is None and self.reason is None:
+                try:
+                    from vqexplore.metrics import LPIPS
+
+                    self._module = LPIPS()
+                except Exception as e:
+                    self.reason = f"LPIPS is unavailable ({e})"
+        return self._module
+
+
+# --------------------------------------------------------------------------------------------
+# Input component: gr.Image that hands the handler the uploaded file untouched
+# --------------------------------------------------------------------------------------------
+
+def passthrough_upload(image: gr.Image) -> gr.Image:
+    """Make ``image`` hand its handler the uploaded file's path without Gradio decoding it.
+
+    ``vqexplore.data.load_image`` then decodes every format (16-bit PNG, palette, RGBA, WebP,
+    ...) and turns a bad file into one clear message, where Gradio's own decoding fails on a
+    non-image with an opaque error. (An instance override rather than a subclass: Gradio writes
+    a ``.pyi`` stub next to the source file of every Component subclass.)"""
+
+    def preprocess(payload):
+        if payload is None:
+            return None
+        if payload.path:
+            return payload.path
+        url = payload.url or ""
+        if url.startswith("data:") and "," in url:
+            try:
+                return base64.b64decode(url.split(",", 1)[1], validate=False)
+            except ValueError:
+                raise gr.Error("The uploaded image data is not valid base64; upload the file itself.") from None
+        raise gr.Error("No image data arrived; upload the image again.")
+
+    image.preprocess = preprocess
+    return image
+
+
+def _example_files() -> list[str]:
+    """The built-in photos written once as PNG files in Gradio's upload folder (Gradio examples
+    are files, and that folder is served without further configuration)."""
+    from PIL import Image
+
+    try:
+        photos = builtin_photos()
+    except VQExploreError as e:
+        log.warning("no built-in example photos: %s", e)
+        return []
+    try:
+        folder = Path(get_upload_folder()) / "vqexplore-examples"
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for name, img in photos:
+            path = folder / f"{name}.png"
+            if not path.is_file():
+                fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")
+                with os.fdopen(fd, "wb") as f:
+                    Image.fromarray(img).save(f, format="PNG")
+                os.replace(tmp, path)
+            paths.append(str(path))
+        return paths
+    except OSError as e:  # e.g. a folder left by another user: the demo works without examples
+        log.warning("no example photos (%s)", e)
+        return []
+
+
+# --------------------------------------------------------------------------------------------
+# The handler
+# --------------------------------------------------------------------------------------------
+
+def png_file(img: np.ndarray) -> str:
+    """Write uint8 (H, W, 3) as a PNG file named by its content and return its path.
+
+    Outputs are handed to Gradio as files rather than arrays: Gradio writes an array to its
+    content-addressed cache in place (truncate, then write), so when two requests return the
+    same image at the same moment (two users, same example photo and checkpoint) one of them
+    can be served a half-written file. Here the file is written under a temporary name and
+    renamed into place, and Gradio's own copy of a file is atomic too."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(img)).save(buf, format="PNG", compress_level=3)
+    data = buf.getvalue()
+    folder = Path(get_upload_folder()) / "vqexplore-outputs"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{hashlib.sha256(data).hexdigest()[:40]}.png"
+    if not path.exists():
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    return str(path)
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+class Demo:
+    def __init__(self, entries: list[Entry] | None = None):
+        self.entries = demo_checkpoints() if entries is None else entries
+        self.by_name = {e.name: e for e in self.entries}
+        self.models = ModelCache({e.source for e in self.entries})
+        self.lpips = LpipsProvider()
+
+    def preload(self) -> None:
+        """Load the demo set now (a broken one is logged and reported when chosen)."""
+        for e in self.entries:
+            try:
+                self.models.get(e.source)
+            except VQExploreError as err:
+                log.warning("demo checkpoint %s cannot be loaded: %s", e.name, err)
+
+    def _sources(self, chosen: list[str] | None, typed: str | None) -> list[Entry]:
+        picked: list[Entry] = []
+        for name in chosen or []:
+            if name not in self.by_name:
+                raise gr.Error(f"{name!r} is not one of the demo checkpoints "
+                               f"({', '.join(self.by_name) or 'none'}); pick one of them or type a Hub repo id.")
+            picked.append(self.by_name[name])
+        extra = [t.strip() for t in (typed or "").replace("\n", ",").split(",") if t.strip()]
+        if len(extra) > MAX_EXTRA_CHECKPOINTS:
+            raise gr.Error(f"{len(extra)} repo ids typed; give at most {MAX_EXTRA_CHECKPOINTS} at a time.")
+        for repo in extra:
+            if repo in self.by_name:
+                picked.append(self.by_name[repo])
+            elif looks_like_repo_id(repo):
+                picked.append(Entry(repo, repo))
+            else:
+                raise gr.Error(f"{repo!r} is not a Hub repo id; type one like user/name.")
+        unique = list({e.source: e for e in picked}.values())
+        if not unique:
+            raise gr.Error("No checkpoint chosen; tick at least one demo checkpoint or type a Hub repo id.")
+        return unique
+
+    def run(self, image, chosen, typed, mode):
+        """-> (input as the models see it, gallery of [reconstruction, error map, token map] per
+        checkpoint, table of numbers, notes). Every failure is one ``gr.Error`` sentence."""
+        try:
+            return self._run(image, chosen, typed, mode)
+        except gr.Error:
+            raise
+        except Exception as e:  # a bug or an exhausted machine: log it, keep the message short
+            log.exception("reconstruction failed")
+            raise gr.Error(f"The reconstruction failed ({type(e).__name__}); please try again or use a "
+                           f"smaller image or the 64 x 64 mode.") from None
+
+    def _run(self, image, chosen, typed, mode):
+        if image is None:
+            raise gr.Error("No image: upload one or pick an example photo first.")
+        if mode not in dict((v, k) for k, v in MODE_CHOICES):
+            raise gr.Error(f"Unknown mode {mode!r}; choose '64' (64 x 64 center crop) or 'native'.")
+        entries = self._sources(chosen, typed)
+        try:
+            name = Path(image).name if isinstance(image, str) else "the uploaded image"
+            original = load_image(image, max_pixels=MAX_PIXELS, name=name)
+            prepared = prepare_image(original, mode)
+        except VQExploreError as e:
+            raise gr.Error(_sentence(e)) from None
+
+        gallery, rows, notes = [], [], []
+        for entry in entries:
+            try:
+                model = self.models.get(entry.source)
+            except VQExploreError as e:
+                raise gr.Error(f"{entry.name}: {_sentence(e)}") from None
+            [r] = reconstruct(model, [prepared], lpips=self.lpips.get())
+            grid = f"{r.indices.shape[0]}x{r.indices.shape[1]}"
+            distinct = int(np.unique(r.indices).size)
+            gallery += [
+                (png_file(r.reconstruction), f"{entry.name}: reconstruction, PSNR {_fmt(r.psnr, 2)} dB, SSIM {_fmt(r.ssim, 3)}"
+                                   + (f", LPIPS {_fmt(r.lpips, 3)}" if r.lpips is not None else "")),
+                (png_file(r.error_map), f"{entry.name}: error map ({ERROR_MAP_NOTE})"),
+                (png_file(r.token_map), f"{entry.name}: token map, {grid} = {r.num_tokens} tokens "
+                              f"({distinct} distinct of {r.codebook_size} codes), {r.bits:,.0f} bits"),
+            ]
+            rows.append([entry.name, getattr(model, "quantizer_type", "?"), r.codebook_size, grid, r.num_tokens,
+                         round(r.bits, 1), round(r.psnr, 2), round(r.ssim, 4),
+                         None if r.lpips is None else round(r.lpips, 4)])
+        h, w = prepared.shape[:2]
+        notes.append(f"Input {original.shape[1]}x{original.shape[0]} -> model input {w}x{h} "
+                     f"({'64 x 64 center crop' if mode == '64' else 'native resolution'}). "
+                     f"Bits per image = tokens x log2(codebook size).")
+        if self.lpips.reason:
+            notes.append(f"LPIPS not shown: {self.lpips.reason}")
+        return png_file(prepared), gallery, rows, "\n\n".join(notes)
+
+
+def _sentence(e: Exception) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text if text.endswith(".") else text + "."
+
+
+# --------------------------------------------------------------------------------------------
+# The page
+# --------------------------------------------------------------------------------------------
+
+def build_demo(entries: list[Entry] | None = None, *, preload: bool = False) -> gr.Blocks:
+    """The demo's ``gr.Blocks`` (not launched, no queue settings: ``main`` adds those).
+
+    entries: the demo checkpoints (default: ``demo_checkpoints()``, from the environment).
+    preload: load every demo checkpoint now instead of at its first use."""
+    demo_state = Demo(entries)
+    if preload:
+        demo_state.preload()
+    names = [e.name for e in demo_state.entries]
+    examples = _example_files()
+
+    with gr.Blocks(title="vqexplore: how tokenizers see your image") as demo:
+        gr.Markdown(
+            "# vqexplore: how do image tokenizers see your image?\n"
+            "Upload an image (JPEG, PNG incl. 16-bit, WebP, grayscale, RGBA/palette; any size) or pick an "
+            "example photo, choose tokenizers and press **Reconstruct**. For each checkpoint you get the "
+            "reconstruction, the per-pixel error, the token map (one colour per code id, one cell per token), "
+            "the number of tokens and bits per image, and PSNR / SSIM (LPIPS when its weights are installed). "
+            "Images are returned as lossless PNG.")
+        with gr.Row():
+            with gr.Column(scale=1, min_width=320):
+                image = passthrough_upload(gr.Image(
+                    label="Image", type="filepath", sources=["upload", "clipboard"], format="png", height=320,
+                    elem_id="input-image"))
+                if examples:
+                    gr.Examples(examples=[[p] for p in examples], inputs=[image], label="Example photos",
+                                example_labels=[Path(p).stem for p in examples], cache_examples=False,
+                                examples_per_page=len(examples))
+                checkpoints = gr.CheckboxGroup(choices=names, value=names, label="Checkpoints (demo set)",
+                                               elem_id="checkpoints")
+                typed = gr.Textbox(label="More checkpoints: Hub repo ids (comma-separated, optional)",
+                                   value="", placeholder="user/name, user/other", max_lines=2, elem_id="hub-ids")
+                mode = gr.Radio(choices=MODE_CHOICES, value="64", label="Resolution", elem_id="mode")
+                button = gr.Button("Reconstruct", variant="primary", elem_id="run")
+            with gr.Column(scale=2):
+                model_input = gr.Image(label="Input as the tokenizers see it", format="png", type="filepath",
+                                       interactive=False, height=260, elem_classes=["pixelated"],
+                                       elem_id="model-input")
+                gallery = gr.Gallery(label="Per checkpoint: reconstruction | error map | token map",
+                                     columns=3, format="png", object_fit="contain", height="auto",
+                                     elem_classes=["pixelated"], elem_id="results", interactive=False)
+                table = gr.Dataframe(headers=TABLE_HEADERS, label="Numbers per checkpoint", interactive=False,
+                                     elem_id="numbers")
+                notes = gr.Markdown(label="Notes", elem_id="notes")
+        if not names:
+            gr.Markdown("No demo checkpoints were found (set `VQEXPLORE_CHECKPOINTS` or `VQEXPLORE_HUB_REPOS`); "
+                        "type a Hub repo id above.")
+        button.click(demo_state.run, inputs=[image, checkpoints, typed, mode],
+                     outputs=[model_input, gallery, table, notes], api_name="reconstruct")
+    demo.vqexplore = demo_state  # tests and the benchmark reach the model cache through this
+    return demo
+
+
+def configure_torch_threads(concurrency: int) -> int:
+    """Split the cores between concurrent requests (OpenMP teams that oversubscribe the cores
+    spin against each other and are several times slower)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = _env_int("VQEXPLORE_TORCH_THREADS", max(1, cores // concurrency))
+    torch.set_num_threads(threads)
+    return threads
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Gradio's queue rebuilds a pandas summary of up to 10,000 past events after every event, for
+    # its monitoring page (off here); that grows to most of a request's CPU on a long-running demo.
+    os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
+    concurrency = _env_int("VQEXPLORE_CONCURRENCY", 2)
+    threads = configure_torch_threads(concurrency)
+    demo = build_demo(preload=True)
+    log.info("demo checkpoints: %s; concurrency %d x %d torch thread(s)",
+             ", ".join(e.name for e in demo.vqexplore.entries) or "none", concurrency, threads)
+    demo.queue(default_concurrency_limit=concurrency, max_size=_env_int("VQEXPLORE_QUEUE_SIZE", 64))
+    demo.launch(max_file_size=os.environ.get("VQEXPLORE_MAX_FILE_SIZE", "50mb"), ssr_mode=False, css=CSS)
+
+
+if __name__ == "__main__":
+    main()
