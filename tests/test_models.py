@@ -193,3 +193,9 @@ def test_hub_repo_id_unreachable_endpoint_fails_fast(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert time.monotonic() - start < 60
     assert out.stdout.startswith("ERR "), out.stderr
+
+
+def test_demo_checkpoint_folder_is_not_mistaken_for_a_run(tmp_path):
+    VQModel(quantizer="vq", codebook_size=16, code_dim=4, **TINY).save_pretrained(tmp_path / "checkpoints" / "vq-16")
+    src = resolve(tmp_path / "checkpoints" / "vq-16")
+    assert src.kind == "checkpoint" and src.run_dir is None and src.name == "vq-16"

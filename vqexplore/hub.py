@@ -93,7 +93,8 @@ def resolve(source: str | Path, *, revision: str | None = None, token: str | boo
             raise CheckpointError(f"{path} is a file; pass the checkpoint folder that holds {CONFIG_NAME} and {WEIGHTS_NAME}")
         if is_checkpoint_dir(path):
             m = _STEP_RE.match(path.name)
-            run_dir = path.parent.parent if path.parent.name == CHECKPOINTS_DIR else None
+            # runs/<name>/checkpoints/step-N/ belongs to a run; checkpoints/vq-512/ does not.
+            run_dir = path.parent.parent if (m and path.parent.name == CHECKPOINTS_DIR) else None
             label = f"{run_dir.name}@{int(m.group(1))}" if (m and run_dir) else path.name
             return Source("checkpoint", path, label, run_dir, int(m.group(1)) if m else None)
         ckpts = list_checkpoints(path)
@@ -289,12 +290,15 @@ _METRIC_NAMES = {
 
 
 def model_card(config: dict, *, metrics: dict | None = None, dataset: str | None = None,
-               command: str | None = None, repo_id: str | None = None):
+               command: str | None = None, repo_id: str | None = None, name: str | None = None):
     """A model card (``huggingface_hub.ModelCard``) with the config, the training data and the
-    evaluation metrics as model-index metadata."""
+    evaluation metrics as model-index metadata. ``dataset`` is free text; it is listed in the
+    ``datasets`` metadata only when it is a Hub dataset id (``user/name``)."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-    name = repo_id.split("/")[-1] if repo_id else "vqexplore-tokenizer"
+    name = name or (repo_id.split("/")[-1] if repo_id else "vqexplore-tokenizer")
+    hub_dataset = dataset.removeprefix("hf:") if dataset else None
+    hub_dataset = hub_dataset if hub_dataset and looks_like_repo_id(hub_dataset) and not Path(hub_dataset).exists() else None
     eval_results = []
     for key, label in _METRIC_NAMES.items():
         value = (metrics or {}).get(key)
@@ -307,7 +311,7 @@ def model_card(config: dict, *, metrics: dict | None = None, dataset: str | None
         library_name="vqexplore", license="mit", pipeline_tag="image-to-image",
         tags=["vqexplore", "image-tokenizer", "vector-quantization", str(config.get("quantizer", "vq"))],
         model_name=name, eval_results=eval_results or None,
-        datasets=[dataset] if dataset and "/" in dataset else None)
+        datasets=[hub_dataset] if hub_dataset else None)
     cfg_rows = "\n".join(f"| `{k}` | `{json.dumps(v)}` |" for k, v in sorted(config.items()))
     metric_rows = "\n".join(
         f"| {label} | {_fmt(metrics[key])} |" for key, label in _METRIC_NAMES.items()

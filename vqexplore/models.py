@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -205,11 +206,20 @@ class VQModel(
         return load_checkpoint(pretrained_model_name_or_path, revision=revision,
                                map_location=map_location, token=token)
 
+    def _save_pretrained(self, save_directory: Path) -> None:
+        super()._save_pretrained(save_directory)
+        # safetensors writes through a private temp file (mode 0600); give the weights the same
+        # permissions as the other files, so a container user or a web server can read them.
+        weights = Path(save_directory) / "model.safetensors"
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(weights, 0o666 & ~umask)
+
     def generate_model_card(self, *args, **kwargs):
         from .hub import model_card
 
         return model_card(self.config, metrics=kwargs.get("metrics"), dataset=kwargs.get("dataset"),
-                          command=kwargs.get("command"), repo_id=kwargs.get("repo_id"))
+                          command=kwargs.get("command"), repo_id=kwargs.get("repo_id"), name=kwargs.get("name"))
 
     def extra_repr(self) -> str:
         return f"quantizer={self.quantizer_type!r}, codebook_size={self.codebook_size}, code_dim={self.code_dim}"

@@ -1,0 +1,141 @@
+"""Training throughput of the trainer's step vs a bare PyTorch loop (same model, same run).
+
+    python bench/train_step.py                 # the study's model: hidden 256, VQ 16384 x 64, batch 32, 64x64, CPU
+    python bench/train_step.py --rounds 3 --steps 2 --hidden 64   # quicker
+    python bench/train_step.py --device cuda --bf16 --batch 256 --steps 20   # on a GPU
+
+Variants, interleaved round by round so that a change in machine load hits them alike:
+
+- ``bare``:    model(x); mse + sum(quantizer losses); zero_grad; backward; Adam step. Nothing else.
+- ``trainer``: ``trainer.train.train_step`` plus the per-step bookkeeping of the training loop
+  (running loss sums and code counts on the device, the NaN check that the loop does on CPU).
+- ``... channels_last`` (``--channels-last``): the same with the model and the images in
+  channels-last memory format.
+
+Each round runs every variant for ``--steps`` steps, back to back, alternating which goes first.
+Prints images/s (median over rounds) and the trainer/bare ratio as the median of the per-round
+ratios: variants timed seconds apart see the same machine load, which on a shared machine drifts
+far more between rounds than within one. Both variants start from the same weights; they train
+separate copies.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from trainer.train import Window, train_step  # noqa: E402
+from vqexplore import VQModel  # noqa: E402
+
+
+AUTOCAST: torch.dtype | None = None  # --bf16
+
+
+def bare_step(model, optimizer, x):
+    with torch.autocast(x.device.type, dtype=AUTOCAST, enabled=AUTOCAST is not None):
+        out = model(x)
+        loss = F.mse_loss(out.reconstruction.float(), x) + sum(out.losses.values())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def make_trainer_step(model, device):
+    window = Window(model.codebook_size, device)
+    check_every_step = device.type == "cpu"  # as the loop: a free sync on CPU, at log steps on GPU
+
+    def step(model, optimizer, x):
+        out = train_step(model, optimizer, x, AUTOCAST)
+        window.add(out, x.shape[0])
+        if check_every_step and not window.finite():
+            raise RuntimeError("non-finite loss")
+
+    return step
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--codebook-size", type=int, default=16384)
+    p.add_argument("--code-dim", type=int, default=64)
+    p.add_argument("--rounds", type=int, default=9, help="interleaved rounds (the first is warm-up)")
+    p.add_argument("--steps", type=int, default=1, help="timed steps per variant per round")
+    p.add_argument("--channels-last", action="store_true", help="also time channels-last variants")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (as train.precision=bf16)")
+    a = p.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    global AUTOCAST
+    AUTOCAST = torch.bfloat16 if a.bf16 else None
+    device = torch.device(a.device)
+
+    torch.manual_seed(0)
+    base = VQModel(quantizer="vq", codebook_size=a.codebook_size, code_dim=a.code_dim, hidden_dim=a.hidden).to(device)
+    x = torch.rand(a.batch, 3, a.size, a.size, device=device) * 2 - 1
+    variants = {}
+    formats = [("", torch.contiguous_format)] + ([(" channels_last", torch.channels_last)] if a.channels_last else [])
+    for suffix, fmt in formats:
+        for kind in ("bare", "trainer"):
+            model = copy.deepcopy(base).to(memory_format=fmt)
+            opt = torch.optim.Adam(model.parameters(), lr=4e-4)
+            fn = bare_step if kind == "bare" else make_trainer_step(model, device)
+            variants[kind + suffix] = (model, opt, fn, x.contiguous(memory_format=fmt))
+
+    n_params = sum(p.numel() for p in base.parameters())
+    print(f"SimpleCNN hidden {a.hidden}, VQ {a.codebook_size} x {a.code_dim} ({n_params:,} parameters), "
+          f"batch {a.batch} at {a.size}x{a.size}, {device}{' bf16' if a.bf16 else ' fp32'}, "
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+    times = {name: [] for name in variants}
+    start = time.perf_counter()
+    for r in range(a.rounds):
+        order = list(variants) if r % 2 == 0 else list(reversed(variants))  # alternate who goes first
+        for name in order:
+            model, opt, fn, xx = variants[name]
+            _sync(device)
+            t0 = time.perf_counter()
+            for _ in range(a.steps if r else 1):
+                fn(model, opt, xx)
+            _sync(device)
+            dt = (time.perf_counter() - t0) / (a.steps if r else 1)
+            if r:  # round 0 is warm-up (allocator, oneDNN primitive caches)
+                times[name].append(dt)
+        print(f"  round {r + 1}/{a.rounds} done ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
+
+    ips = {name: a.batch / statistics.median(ts) for name, ts in times.items()}
+
+    def paired(name: str, ref: str) -> str:
+        ratios = sorted(r / n for n, r in zip(times[name], times[ref]))
+        return f"{statistics.median(ratios):.3f}x (rounds: {ratios[0]:.2f}-{ratios[-1]:.2f})"
+
+    print()
+    print("| variant | images/s | s/step | vs bare, same format (median of per-round ratios) |")
+    print("|---|---:|---:|---:|")
+    for name in variants:
+        ref = "bare" + (" channels_last" if name.endswith("channels_last") else "")
+        print(f"| {name} | {ips[name]:.2f} | {a.batch / ips[name]:.2f} | {paired(name, ref)} |")
+    if a.channels_last:
+        print(f"\nchannels_last vs contiguous: trainer {paired('trainer channels_last', 'trainer')}, "
+              f"bare {paired('bare channels_last', 'bare')}")
+    print(f"total bench time {time.perf_counter() - start:.0f} s; rounds {a.rounds} (first = warm-up), "
+          f"{a.steps} timed steps per variant per round")
+
+
+if __name__ == "__main__":
+    main()

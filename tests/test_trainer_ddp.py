@@ -1,0 +1,43 @@
+"""DDP on CPU: ``torchrun --nproc-per-node 2`` (gloo) trains a few steps; both ranks end with
+identical weights (including the EMA codebook, whose statistics are all-reduced) and only one
+run folder is written."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+from safetensors.torch import load_file
+
+from test_trainer_helpers import ROOT, env, write_config
+from trainer.train import weights_sha256
+from vqexplore.hub import list_checkpoints
+
+
+def test_torchrun_two_processes(tmp_path):
+    out_dir = tmp_path / "runs"
+    cfg = write_config(tmp_path / "ddp.yaml", "ddp", out_dir, model={"ema_update": True},
+                       train={"steps": 6, "ckpt_every": 3, "val_every": 3, "log_every": 1})
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "trainer", "--cfg", str(cfg)]
+    r = subprocess.run(cmd, cwd=ROOT, env={**env(), "VQEXPLORE_PRINT_WEIGHTS_HASH": "1"},
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    hashes = dict(re.findall(r"rank (\d) weights sha256 ([0-9a-f]{64})", r.stdout))
+    assert set(hashes) == {"0", "1"}, r.stdout
+    assert hashes["0"] == hashes["1"]
+
+    # One run folder, written by rank 0; its final checkpoint is the weights both ranks hold.
+    assert [p.name for p in out_dir.iterdir()] == ["ddp"]
+    assert [s for s, _ in list_checkpoints(out_dir / "ddp")] == [3, 6]
+    import vqexplore
+
+    model = vqexplore.load(out_dir / "ddp")
+    assert weights_sha256(model) == hashes["0"]
+    state = load_file(str(list_checkpoints(out_dir / "ddp")[-1][1] / "model.safetensors"))
+    assert "quantizer.ema_cluster_size" in state
+    # Batch 8 split over 2 ranks: the logged images/s counts the global batch; one row per step.
+    from vqexplore.hub import read_run_metrics
+
+    rows = [r for r in read_run_metrics(out_dir / "ddp") if r["split"] == "train"]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]

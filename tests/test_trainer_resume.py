@@ -1,0 +1,104 @@
+"""A run SIGKILLed at random moments and resumed ends with the same weights as one never
+interrupted (CPU, fixed seed, one thread), and half-written checkpoints are never used."""
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from test_trainer_helpers import ROOT, env, write_config
+from trainer import cli
+from vqexplore.hub import list_checkpoints
+
+STEPS = 40
+# EMA codebook (buffers), Adam state and mid-epoch data position all have to survive the kill.
+SECTIONS = dict(model={"ema_update": True},
+                train={"steps": STEPS, "ckpt_every": 2, "keep_last": 2, "log_every": 2, "val_every": 10})
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    step, folder = list_checkpoints(run)[-1]
+    assert step == STEPS
+    return load_file(str(folder / "model.safetensors"))
+
+
+def _start(cfg: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "trainer", "--cfg", str(cfg), *extra], cwd=ROOT, env=env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _kill_during_training(proc: subprocess.Popen, run: Path, rng: random.Random, log: list,
+                          max_delay: float) -> bool:
+    """Wait until the process is training (metrics.jsonl has grown), then SIGKILL it after a
+    random delay in [0, max_delay]."""
+    metrics = run / "metrics.jsonl"
+    size0 = metrics.stat().st_size if metrics.exists() else 0
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and proc.poll() is None:
+        if metrics.exists() and metrics.stat().st_size > size0:
+            break
+        time.sleep(0.02)
+    delay = rng.uniform(0.0, max_delay)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    steps = [s for s, _ in list_checkpoints(run)]
+    finished = bool(steps) and steps[-1] == STEPS  # the kill came too late to test anything
+    log.append((delay, steps, "too late" if finished else "killed mid-run"))
+    return not finished
+
+
+def test_sigkill_and_resume_gives_identical_weights(tmp_path):
+    seed = int(os.environ.get("TEST_RESUME_SEED", random.randrange(1 << 30)))
+    rng = random.Random(seed)
+
+    # The uninterrupted reference, in this process.
+    ref_cfg = write_config(tmp_path / "ref.yaml", "ref", tmp_path / "runs", **SECTIONS)
+    t0 = time.monotonic()
+    assert cli.main(["--cfg", str(ref_cfg)]) == 0
+    train_seconds = time.monotonic() - t0
+    reference = _weights(tmp_path / "runs" / "ref")
+
+    # The same run, SIGKILLed at a random moment of its training, then resumed.
+    cfg = write_config(tmp_path / "killed.yaml", "killed", tmp_path / "runs", **SECTIONS)
+    run = tmp_path / "runs" / "killed"
+    kills: list = []
+    # Anywhere in the first half of the time that the reference run took (shorter if
+    # this process happens to train faster and ends before the kill).
+    max_delay = 0.5 * train_seconds
+    for _ in range(3):
+        if _kill_during_training(_start(cfg), run, rng, kills, max_delay=max_delay):
+            break
+        shutil.rmtree(run)
+        max_delay /= 3
+    else:
+        raise AssertionError(f"could not kill the run before it ended: {kills}")
+    # A leftover temporary folder (as a kill during a save leaves) must be ignored and removed.
+    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+    junk = run / "checkpoints" / ".tmp-step-00000099-12345"
+    junk.mkdir()
+    (junk / "config.json").write_text("{")
+    final = _start(cfg, "--resume")
+    out, err = final.communicate(timeout=180)
+    assert final.returncode == 0, f"seed {seed}, kills {kills}\n{err}"
+    assert not junk.exists()
+
+    print(f"resume test: seed {seed}, kills (delay s, checkpoints left) {kills}")
+    resumed = _weights(run)
+    assert resumed.keys() == reference.keys()
+    for name in reference:
+        assert torch.equal(resumed[name], reference[name]), f"{name} differs (seed {seed}, kills {kills})"
+
+    # metrics.jsonl holds each step once, in order, despite the kills.
+    from vqexplore.hub import read_run_metrics
+
+    steps = [r["step"] for r in read_run_metrics(run) if r["split"] == "train"]
+    assert steps == list(range(2, STEPS + 1, 2)), steps

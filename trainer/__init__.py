@@ -1,0 +1,6 @@
+"""vqexplore's training program: ``python -m trainer --cfg configs/cpu/default.yaml``.
+
+Modules: ``config`` (YAML -> validated dataclasses), ``train`` (the loop, DDP), ``checkpoint``
+(atomic, pickle-free, resumable checkpoints), ``evaluate`` (``eval``), ``push`` (Hub upload),
+``sweep`` (the study's tables), ``export`` (demo checkpoints), ``cli``.
+"""

@@ -1,0 +1,202 @@
+"""Checkpoints that survive SIGKILL: written atomically, pickle-free, resumable.
+
+``<run>/checkpoints/step-XXXXXXXX/`` holds
+
+- ``config.json``, ``model.safetensors``, ``README.md``: the ``save_pretrained`` format that
+  ``vqexplore.load`` reads (weights and buffers, e.g. EMA codebook statistics);
+- ``trainer_state.safetensors``: the optimizer's tensors (Adam moments and step counts) and the
+  torch RNG states;
+- ``trainer_state.json``: everything else (step, data position, optimizer param_groups, elapsed
+  time, the command that made the run).
+
+A checkpoint is first written into ``.tmp-step-XXXXXXXX-<pid>/`` beside the others (a name
+``vqexplore.hub.list_checkpoints`` never matches), every file and the folder are fsynced, and the
+folder is renamed into place: a reader sees either the whole checkpoint or none of it. Old
+checkpoints are renamed to ``.trash-...`` before they are deleted, for the same reason.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from vqexplore.errors import CheckpointError
+from vqexplore.hub import CHECKPOINTS_DIR, checkpoint_dirname, list_checkpoints
+
+STATE_TENSORS = "trainer_state.safetensors"
+STATE_JSON = "trainer_state.json"
+TMP_PREFIX = ".tmp-"
+TRASH_PREFIX = ".trash-"
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # e.g. Windows cannot open directories
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a small text file so that readers see the old or the new content, never half."""
+    path = Path(path)
+    tmp = path.with_name(f"{TMP_PREFIX}{path.name}-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimizer and RNG state <-> (tensors, JSON), without pickle
+# ---------------------------------------------------------------------------------------------
+
+def optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """optimizer.state_dict() split into safetensors-able tensors and JSON-able values."""
+    sd = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for pid, pstate in sd["state"].items():
+        for key, value in pstate.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer.{pid}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{pid}.{key}"] = value
+    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in sd["param_groups"]]
+    return tensors, {"param_groups": groups, "scalars": scalars}
+
+
+def optimizer_from_flat(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    state: dict[int, dict] = {}
+    for name, value in tensors.items():
+        if not name.startswith("optimizer."):
+            continue
+        _, pid, key = name.split(".", 2)
+        state.setdefault(int(pid), {})[key] = value
+    for name, value in meta.get("scalars", {}).items():
+        pid, key = name.split(".", 1)
+        state.setdefault(int(pid), {})[key] = value
+    groups = []
+    for g in meta["param_groups"]:
+        g = dict(g)
+        if isinstance(g.get("betas"), list):
+            g["betas"] = tuple(g["betas"])
+        groups.append(g)
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def rng_tensors() -> dict[str, torch.Tensor]:
+    out = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            out[f"rng.cuda.{i}"] = s
+    return out
+
+
+def restore_rng(tensors: dict[str, torch.Tensor]) -> None:
+    if "rng.torch" in tensors:
+        torch.set_rng_state(tensors["rng.torch"])
+    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+# ---------------------------------------------------------------------------------------------
+# Save / find / load
+# ---------------------------------------------------------------------------------------------
+
+def save_checkpoint(run_dir: Path, step: int, model, optimizer, state: dict, *,
+                    card: dict | None = None, keep_last: int | None = None) -> Path:
+    """Write ``<run>/checkpoints/step-N/`` atomically and keep the newest ``keep_last``."""
+    root = Path(run_dir) / CHECKPOINTS_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / checkpoint_dirname(step)
+    tmp = root / f"{TMP_PREFIX}{final.name}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    model.save_pretrained(tmp, model_card_kwargs=card or {})
+    tensors, opt_meta = optimizer_to_flat(optimizer)
+    tensors.update(rng_tensors())
+    save_file(tensors, str(tmp / STATE_TENSORS))
+    meta = {**state, "step": int(step), "optimizer": opt_meta, "saved_at": time.time()}
+    (tmp / STATE_JSON).write_text(json.dumps(meta, indent=1))
+    for f in tmp.iterdir():
+        _fsync_file(f)
+    _fsync_dir(tmp)
+    if final.exists():  # only when the very same step is saved again; move the old one aside
+        _remove(final)
+    os.rename(tmp, final)
+    _fsync_dir(root)
+    if keep_last:
+        for _, old in list_checkpoints(run_dir)[:-keep_last]:
+            _remove(old)
+    return final
+
+
+def _remove(path: Path) -> None:
+    """Delete a checkpoint folder without ever leaving a half-deleted ``step-N``."""
+    trash = path.with_name(f"{TRASH_PREFIX}{path.name}-{os.getpid()}-{time.monotonic_ns()}")
+    os.rename(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def clean_temporaries(run_dir: Path) -> list[Path]:
+    """Remove half-written ``.tmp-*`` / ``.trash-*`` folders left by a killed run."""
+    root = Path(run_dir) / CHECKPOINTS_DIR
+    removed = []
+    if root.is_dir():
+        for child in root.iterdir():
+            if child.name.startswith((TMP_PREFIX, TRASH_PREFIX)):
+                shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
+                removed.append(child)
+    return removed
+
+
+def is_resumable(ckpt: Path) -> bool:
+    return (ckpt / STATE_TENSORS).is_file() and (ckpt / STATE_JSON).is_file()
+
+
+def latest_resumable(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint that holds trainer state, or None."""
+    for _, path in reversed(list_checkpoints(run_dir)):
+        if is_resumable(path):
+            return path
+    return None
+
+
+def load_training_state(ckpt: Path, model, optimizer) -> dict:
+    """Load weights, optimizer and RNG from a checkpoint into ``model``/``optimizer``; returns the
+    JSON state (step, data position, ...)."""
+    from vqexplore.hub import WEIGHTS_NAME, check_safetensors
+
+    ckpt = Path(ckpt)
+    try:
+        check_safetensors(ckpt / WEIGHTS_NAME)
+        check_safetensors(ckpt / STATE_TENSORS)
+        meta = json.loads((ckpt / STATE_JSON).read_text())
+        weights = load_file(str(ckpt / WEIGHTS_NAME))
+        tensors = load_file(str(ckpt / STATE_TENSORS))
+    except (OSError, json.JSONDecodeError, ValueError) as e:
+        raise CheckpointError(f"{ckpt} cannot be resumed ({e}); delete it to resume from the one before") from None
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{ckpt / WEIGHTS_NAME} does not match the configured model "
+                              f"(missing {missing[:3]}, unexpected {unexpected[:3]}); resume with the run's own config")
+    optimizer_from_flat(optimizer, tensors, meta["optimizer"])
+    restore_rng(tensors)
+    return meta

@@ -1,0 +1,416 @@
+"""Training configuration: YAML -> dataclasses, validated before any work starts.
+
+A config file has these sections (every key optional except where noted; defaults are the
+reference study's hyper-parameters)::
+
+    name: vq-512                 # the run folder is <out_dir>/<name>
+    out_dir: runs
+    model:                       # the VQModel constructor (config.json of every checkpoint)
+      quantizer: vq              # vq | fsq | simvq
+      codebook_size: 512         # (FSQ: implied by levels)
+      code_dim: 64
+      levels: null               # FSQ only, e.g. [8, 5, 5, 5]
+      l2_norm: false             # VQ only
+      ema_update: false          # VQ only: EMA k-means codebook (decay ema_decay)
+      ema_decay: 0.99
+      entropy_reg: 0.0           # VQ only: weight of the entropy regulariser
+      entropy_temperature: 0.01
+      commitment_weight: 0.25
+      hidden_dim: 256
+      n_resblocks: 2
+    data:
+      train: builtin             # builtin | image folder | Downsampled ImageNet files | hf:<name>
+      val: builtin
+      size: 64                   # images are size x size (multiple of 4)
+      num_workers: 0
+      in_memory: null            # null = automatic
+    train:
+      batch_size: 256            # global batch (split evenly across DDP processes)
+      lr: 4.0e-4                 # Adam, constant
+      steps: 500000
+      seed: 0
+      precision: fp32            # fp32 | bf16 (autocast)
+      compile: false             # torch.compile the model
+      channels_last: false
+      device: auto               # auto | cpu | cuda | cuda:N | mps
+      threads: 0                 # CPU threads per process (0 = PyTorch's default)
+      log_every: 100             # metrics.jsonl / TensorBoard / progress bar
+      val_every: 5000            # 0 = only at the end
+      val_images: 1024           # the fixed validation subset used during training
+      grid_images: 8             # reconstruction grid (PNG + TensorBoard)
+      ckpt_every: 10000          # 0 = only at the end
+      keep_last: 3
+    eval:
+      lpips_weights: null        # local AlexNet weights file for LPIPS (else torch's hub cache)
+      rfid_weights: null         # local InceptionV3 weights file for rFID
+      batch_size: 64
+
+``key=value`` overrides on the command line (``train.steps=200 model.levels=[8,5,5,5]``) go
+through the same validation. Every problem is a :class:`ConfigError` naming the key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import types
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vqexplore.errors import ConfigError
+
+
+@dataclass
+class ModelConfig:
+    quantizer: str = "vq"
+    codebook_size: int | None = None    # default 512 (FSQ: prod(levels))
+    code_dim: int | None = None         # default 64 (FSQ: len(levels))
+    levels: list[int] | None = None
+    l2_norm: bool = False
+    ema_update: bool = False
+    ema_decay: float = 0.99
+    entropy_reg: float = 0.0
+    entropy_temperature: float = 0.01
+    commitment_weight: float = 0.25
+    hidden_dim: int = 256
+    n_resblocks: int = 2
+
+    def kwargs(self) -> dict:
+        """VQModel constructor arguments."""
+        return asdict(self)
+
+
+@dataclass
+class DataConfig:
+    train: str = "builtin"
+    val: str = "builtin"
+    size: int = 64
+    num_workers: int = 0
+    in_memory: bool | None = None
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 256
+    lr: float = 4e-4
+    steps: int = 500_000
+    seed: int = 0
+    precision: str = "fp32"
+    compile: bool = False
+    channels_last: bool = False
+    device: str = "auto"
+    threads: int = 0
+    log_every: int = 100
+    val_every: int = 5000
+    val_images: int = 1024
+    grid_images: int = 8
+    ckpt_every: int = 10_000
+    keep_last: int = 3
+
+
+@dataclass
+class EvalConfig:
+    lpips_weights: str | None = None
+    rfid_weights: str | None = None
+    batch_size: int = 64
+
+
+@dataclass
+class Config:
+    name: str = "run"
+    out_dir: str = "runs"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out_dir) / self.name
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+
+
+_SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "eval": EvalConfig}
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+_FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+# ---------------------------------------------------------------------------------------------
+# Typed conversion of one value
+# ---------------------------------------------------------------------------------------------
+
+def _type_name(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return " or ".join(_type_name(a) for a in args) + " or null"
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}s"
+    return {int: "an integer", float: "a number", bool: "true/false", str: "a string"}.get(tp, str(tp))
+
+
+def _convert(key: str, value: Any, tp) -> Any:
+    """value (from YAML) -> the field's type, or ConfigError naming ``key``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(key, value, arg)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        return [_convert(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer() and abs(value) < 2 ** 53:
+            return int(value)  # 5e5 written in YAML
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        # PyYAML reads "4e-4" (no dot) as a string; it is clearly a number.
+        if isinstance(value, str) and _FLOAT_RE.match(value.strip()):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+
+
+def _build_section(name: str, cls, raw: Any):
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{name}: expected a mapping of keys, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in raw.items():
+        if key not in known:
+            hint = _closest(str(key), known)
+            raise ConfigError(f"{name}.{key}: unknown key{hint}; {name} accepts {', '.join(sorted(known))}")
+        values[key] = _convert(f"{name}.{key}", value, hints[key])
+    return cls(**values)
+
+
+def _closest(key: str, options) -> str:
+    import difflib
+
+    match = difflib.get_close_matches(key, list(options), n=1)
+    return f" (did you mean {match[0]}?)" if match else ""
+
+
+def from_dict(raw: Any) -> Config:
+    """Build a Config from a plain dict (parsed YAML); types checked, values not yet."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"the config must be a mapping with sections {', '.join(_SECTIONS)}, got {type(raw).__name__}")
+    top = {"name", "out_dir", *_SECTIONS}
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in top:
+            raise ConfigError(f"{key}: unknown key{_closest(str(key), top)}; the config accepts {', '.join(sorted(top))}")
+        if key in _SECTIONS:
+            kwargs[key] = _build_section(key, _SECTIONS[key], value)
+        else:
+            kwargs[key] = _convert(key, value, str)
+    return Config(**kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Overrides
+# ---------------------------------------------------------------------------------------------
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """``["train.steps=200", "model.levels=[8,5,5]"]`` applied to the parsed YAML dict.
+
+    Values are parsed as YAML (``true``, ``1e-3``, ``[8, 5]``, ``null``)."""
+    raw = dict(raw or {})
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key=value, e.g. train.steps=200")
+        key, text = item.split("=", 1)
+        key = key.strip()
+        parts = key.split(".")
+        if not key or any(not p for p in parts) or len(parts) > 2:
+            raise ConfigError(f"override {item!r}: the key must be a top-level key or section.key, e.g. train.lr=1e-3")
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            value = text
+        if len(parts) == 1:
+            if parts[0] in _SECTIONS:
+                raise ConfigError(f"override {item!r}: {parts[0]} is a section; set one of its keys, e.g. {parts[0]}.<key>=...")
+            raw[parts[0]] = value
+        else:
+            section, sub = parts
+            if section not in _SECTIONS:
+                top = [*_SECTIONS, "name", "out_dir"]
+                raise ConfigError(f"{key}: unknown section {section!r}{_closest(section, top)}; "
+                                  f"sections are {', '.join(_SECTIONS)}")
+            current = raw.get(section)
+            current = dict(current) if isinstance(current, dict) else {}
+            current[sub] = value
+            raw[section] = current
+    return raw
+
+
+# ---------------------------------------------------------------------------------------------
+# Value checks
+# ---------------------------------------------------------------------------------------------
+
+def _check_data_source(key: str, source: str) -> None:
+    source = source.strip()
+    if not source:
+        raise ConfigError(f"{key}: empty; use 'builtin', an image folder, the Downsampled ImageNet files or hf:<dataset>")
+    if source.lower() == "builtin":
+        return
+    if source.startswith("hf:"):
+        if len(source) <= 3:
+            raise ConfigError(f"{key}: {source!r} names no dataset; write hf:<repo id or saved folder>")
+        return
+    if not Path(source).expanduser().exists():
+        raise ConfigError(f"{key}: {source} does not exist; set {key} to your data folder "
+                          f"(e.g. {key}=/data/imagenet/{'train' if key.endswith('train') else 'val'}) "
+                          f"or use 'builtin'")
+
+
+def _model_check(model: ModelConfig) -> None:
+    """Reuse VQModel's own checks by building it (~0.2 s even for the study's model; the meta
+    device would allocate nothing but costs seconds on first use)."""
+    from vqexplore.models import VQModel, config_fields
+
+    if model.quantizer == "fsq":
+        if model.levels is None:
+            raise ConfigError("model.levels: required for quantizer fsq, e.g. model.levels=[8,5,5,5]")
+        for i, level in enumerate(model.levels):
+            if level < 2:
+                raise ConfigError(f"model.levels[{i}]: every FSQ level must be >= 2, got {level} in {model.levels}")
+    else:
+        for key in ("codebook_size", "code_dim"):
+            value = getattr(model, key)
+            if value is not None and value < 1:
+                raise ConfigError(f"model.{key}: must be a positive integer, got {value!r}")
+    if model.commitment_weight < 0:
+        raise ConfigError(f"model.commitment_weight: must be >= 0, got {model.commitment_weight}")
+    try:
+        built = VQModel(**model.kwargs())
+    except ConfigError as e:
+        msg = str(e)
+        first = msg.split(" ", 1)[0].rstrip(":,")
+        if first in config_fields():
+            raise ConfigError(f"model.{first}: {msg.split(' ', 1)[1]}") from None
+        raise ConfigError(f"model: {msg}") from None
+    # Record the effective sizes (defaults, or implied by FSQ levels) in the saved config.
+    model.codebook_size, model.code_dim = built.codebook_size, built.code_dim
+
+
+def validate(cfg: Config) -> Config:
+    """Check every value; raise ConfigError('<key>: <problem>') for the first bad one."""
+    if not _NAME_RE.match(cfg.name) or cfg.name in (".", ".."):
+        raise ConfigError(f"name: {cfg.name!r} must be a folder name (letters, digits, . _ + -)")
+    if not cfg.out_dir.strip():
+        raise ConfigError("out_dir: must not be empty")
+    _model_check(cfg.model)
+
+    d = cfg.data
+    _check_data_source("data.train", d.train)
+    _check_data_source("data.val", d.val)
+    if d.size < 8 or d.size % 4:
+        raise ConfigError(f"data.size: must be a multiple of 4 and >= 8, got {d.size}")
+    if d.num_workers < 0:
+        raise ConfigError(f"data.num_workers: must be >= 0, got {d.num_workers}")
+
+    t = cfg.train
+    positive = ("batch_size", "steps", "log_every", "val_images", "keep_last")
+    for key in positive:
+        if getattr(t, key) < 1:
+            raise ConfigError(f"train.{key}: must be >= 1, got {getattr(t, key)}")
+    for key in ("val_every", "ckpt_every", "grid_images", "threads"):
+        if getattr(t, key) < 0:
+            raise ConfigError(f"train.{key}: must be >= 0 (0 turns it off), got {getattr(t, key)}")
+    if not (math.isfinite(t.lr) and t.lr > 0):
+        raise ConfigError(f"train.lr: must be a positive number, got {t.lr}")
+    if t.precision not in ("fp32", "bf16"):
+        raise ConfigError(f"train.precision: must be fp32 or bf16, got {t.precision!r}")
+    if t.seed < 0:
+        raise ConfigError(f"train.seed: must be >= 0, got {t.seed}")
+    if not re.match(r"^(auto|cpu|mps|cuda(:\d+)?)$", t.device):
+        raise ConfigError(f"train.device: must be auto, cpu, cuda, cuda:N or mps, got {t.device!r}")
+
+    e = cfg.eval
+    for key in ("lpips_weights", "rfid_weights"):
+        path = getattr(e, key)
+        if path is not None and not Path(path).expanduser().is_file():
+            raise ConfigError(f"eval.{key}: {path} does not exist; point it at the weights file or set it to null")
+    if e.batch_size < 1:
+        raise ConfigError(f"eval.batch_size: must be >= 1, got {e.batch_size}")
+    return cfg
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (or start from the defaults when ``path`` is None), apply ``key=value``
+    overrides and validate. The run name defaults to the file's stem."""
+    raw: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"--cfg {path} does not exist; pass a YAML file such as configs/cpu/default.yaml")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"{path} is not valid YAML{where}; fix the syntax") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path} must hold a mapping with sections {', '.join(_SECTIONS)}")
+        raw.setdefault("name", path.stem)
+    raw = apply_overrides(raw, overrides or [])
+    return validate(from_dict(raw))
+
+
+# Keys that may differ when a run is resumed (everything else must match the saved config).
+RESUMABLE_CHANGES = {
+    "train.steps", "train.log_every", "train.val_every", "train.val_images", "train.grid_images",
+    "train.ckpt_every", "train.keep_last", "train.device", "train.threads", "train.compile", "train.channels_last",
+    "data.num_workers", "data.in_memory", "eval.lpips_weights", "eval.rfid_weights", "eval.batch_size",
+    "out_dir",
+}
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def resume_conflicts(saved: Config, new: Config) -> list[str]:
+    """Keys whose change would make a resumed run differ from the one it continues."""
+    a, b = flatten(saved.to_dict()), flatten(new.to_dict())
+    return [k for k in sorted(set(a) | set(b)) if k not in RESUMABLE_CHANGES and a.get(k) != b.get(k)]

@@ -1,0 +1,173 @@
+"""``python -m trainer sweep configs/cpu``: train every row, evaluate it, write the study's tables.
+
+Every ``*.yaml`` in the folder is one row except ``default*.yaml``. Rows run one after another,
+each in its own run folder; a row whose final checkpoint already exists is not trained again
+(an interrupted sweep continues where it stopped, a half-trained row resumes).
+Tables: VQ (code dim, codebook size, l2 norm, entropy reg), FSQ (levels), SimVQ, and VQ with EMA
+k-means updates, in the layout of the reference study.
+"""
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from vqexplore.errors import ConfigError
+from vqexplore.hub import CHECKPOINTS_DIR, METRICS_NAME, WEIGHTS_NAME, checkpoint_dirname
+
+from .checkpoint import STATE_JSON
+
+from .config import Config, load_config
+
+
+# Text below this line in the output file is kept when the sweep rewrites the tables.
+NOTES_MARKER = "<!-- notes: kept by `python -m trainer sweep` -->"
+
+
+def sweep_configs(folder: str | Path) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ConfigError(f"sweep: {folder} is not a folder of YAML configs (e.g. configs/cpu)")
+    files = sorted(p for p in folder.glob("*.yaml") if not p.name.startswith("default"))
+    if not files:
+        raise ConfigError(f"sweep: {folder} holds no *.yaml configs (default*.yaml are skipped)")
+    return files
+
+
+def table_of(cfg: Config) -> str:
+    m = cfg.model
+    if m.quantizer == "fsq":
+        return "fsq"
+    if m.quantizer == "simvq":
+        return "simvq"
+    return "ema" if m.ema_update else "vq"
+
+
+def _row_order(cfg: Config):
+    m = cfg.model
+    if table_of(cfg) != "vq":
+        return (m.codebook_size or 0, cfg.name)
+    # The study's order: plain (code dim 64, then 8), l2, entropy; codebook size ascending.
+    return (m.entropy_reg > 0, m.l2_norm, -(m.code_dim or 0), m.codebook_size or 0, cfg.name)
+
+
+def run_sweep(folder: str | Path, *, out: str | Path | None = "docs/cpu_sweep.md", overrides: list[str] | None = None,
+              command: str | None = None, eval_batch_size: int = 64) -> str:
+    """Train and evaluate every row; write (and return) the markdown tables."""
+    from .evaluate import evaluate_checkpoint
+    from .train import train
+
+    overrides = list(overrides or [])
+    files = sweep_configs(folder)
+    configs = [(path, load_config(path, overrides)) for path in files]  # every row valid before any work
+    results = []
+    start = time.time()
+    for i, (path, cfg) in enumerate(configs, 1):
+        final = cfg.run_dir / CHECKPOINTS_DIR / checkpoint_dirname(cfg.train.steps)
+        t0 = time.time()
+        print(f"[sweep {i}/{len(configs)}] {path}", file=sys.stderr, flush=True)
+        if not final.is_dir():
+            row_cmd = f"python -m trainer --cfg {path} " + " ".join(shlex.quote(o) for o in overrides)
+            train(cfg, resume=True, command=(command or row_cmd).strip())
+        metrics = _fresh_metrics(final)
+        if metrics is None:  # evaluation is deterministic: a metrics.json newer than the weights is reused
+            metrics, _ = evaluate_checkpoint(str(final), batch_size=eval_batch_size, quiet=True)
+        seconds = time.time() - t0
+        print(f"[sweep {i}/{len(configs)}] {cfg.name}: usage {metrics['usage']:.2%}, PSNR {metrics['psnr']:.2f}, "
+              f"SSIM {metrics['ssim']:.4f} ({seconds:.0f} s)", file=sys.stderr, flush=True)
+        results.append((cfg, metrics, seconds))
+    text = render_tables(results, command=command)
+    print(f"sweep: {len(results)} rows in {(time.time() - start) / 60:.1f} min", file=sys.stderr)
+    if out:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.is_file() and NOTES_MARKER in out.read_text():  # keep hand-written notes
+            text = text.rstrip("\n") + "\n\n" + NOTES_MARKER + out.read_text().split(NOTES_MARKER, 1)[1]
+        out.write_text(text)
+        print(f"wrote {out}", file=sys.stderr)
+    return text
+
+
+def _fresh_metrics(ckpt: Path) -> dict | None:
+    metrics, weights = ckpt / METRICS_NAME, ckpt / WEIGHTS_NAME
+    if metrics.is_file() and metrics.stat().st_mtime >= weights.stat().st_mtime:
+        try:
+            return json.loads(metrics.read_text())
+        except json.JSONDecodeError:
+            return None
+    return None
+
+
+def _train_seconds(cfg: Config) -> float:
+    """Training time of a row by the trainer's own clock (validation and checkpoints excluded)."""
+    state = cfg.run_dir / CHECKPOINTS_DIR / checkpoint_dirname(cfg.train.steps) / STATE_JSON
+    try:
+        return float(json.loads(state.read_text()).get("elapsed", 0.0))
+    except (OSError, ValueError):
+        return 0.0
+
+
+def _pct(v) -> str:
+    return f"{100 * v:.2f}%"
+
+
+def _num(v, digits=4) -> str:
+    return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+def render_tables(results: list[tuple[Config, dict, float]], *, command: str | None = None) -> str:
+    groups: dict[str, list] = {"vq": [], "fsq": [], "simvq": [], "ema": []}
+    for cfg, metrics, seconds in results:
+        groups[table_of(cfg)].append((cfg, metrics, seconds))
+    for rows in groups.values():
+        rows.sort(key=lambda r: _row_order(r[0]))
+    yes = lambda b: "yes" if b else "no"  # noqa: E731
+    tail = lambda m: f"{_pct(m['usage'])} | {m['perplexity']:.1f} | {_num(m['psnr'])} | {_num(m['ssim'])} | " \
+                     f"{_num(m.get('lpips'))} | {_num(m.get('rfid'))} |"  # noqa: E731
+    lines = []
+    if command:
+        lines += ["Produced by:", "", "```", command, "```", ""]
+    first = results[0][0] if results else None
+    if first is not None:
+        t, dcfg, mcfg = first.train, first.data, first.model
+        notes = results[0][1]
+        lines += [f"Setup (every row): data `{dcfg.train}` at {dcfg.size}x{dcfg.size} "
+                  f"({notes.get('data_description', '')}), SimpleCNN hidden {mcfg.hidden_dim}, "
+                  f"{mcfg.n_resblocks} residual blocks, Adam lr {t.lr:g}, batch {t.batch_size}, {t.steps} steps, "
+                  f"seed {t.seed}. Metrics on the whole validation split ({notes.get('num_images')} images) "
+                  f"by `python -m trainer eval`. Training time, all rows: "
+                  f"{sum(_train_seconds(c) for c, _, _ in results) / 60:.1f} min (the trainer's clock; "
+                  f"startup, validation and evaluation excluded).", ""]
+        skipped = sorted({n for _, m, _ in results for n in m.get("notes", [])})
+        if skipped:
+            lines += ["LPIPS and rFID are n/a: their pretrained weights are not on this machine.", ""]
+            lines += [f"- {n}" for n in skipped] + [""]
+    header_tail = "usage | perplexity | PSNR | SSIM | LPIPS | rFID |"
+    align_tail = "---:|---:|---:|---:|---:|---:|"
+    if groups["vq"]:
+        lines += ["VQ-VAE:", "", f"| code dim | codebook size | l2 norm | entropy reg | {header_tail}",
+                  f"|---:|---:|:-:|:-:|{align_tail}"]
+        for cfg, m, _ in groups["vq"]:
+            ent = f"yes ({cfg.model.entropy_reg:g})" if cfg.model.entropy_reg > 0 else "no"
+            lines.append(f"| {cfg.model.code_dim} | {cfg.model.codebook_size} | {yes(cfg.model.l2_norm)} | {ent} | {tail(m)}")
+        lines.append("")
+    if groups["fsq"]:
+        lines += ["FSQ-VAE:", "", f"| levels | codebook size | {header_tail}", f"|:-:|---:|{align_tail}"]
+        for cfg, m, _ in groups["fsq"]:
+            levels = "[" + ",".join(str(v) for v in cfg.model.levels) + "]"
+            lines.append(f"| {levels} | {cfg.model.codebook_size} | {tail(m)}")
+        lines.append("")
+    if groups["simvq"]:
+        lines += ["SimVQ-VAE:", "", f"| code dim | codebook size | {header_tail}", f"|---:|---:|{align_tail}"]
+        for cfg, m, _ in groups["simvq"]:
+            lines.append(f"| {cfg.model.code_dim} | {cfg.model.codebook_size} | {tail(m)}")
+        lines.append("")
+    if groups["ema"]:
+        lines += ["VQ-VAE with EMA k-means codebook updates (decay 0.99; the study published no row):", "",
+                  f"| code dim | codebook size | {header_tail}", f"|---:|---:|{align_tail}"]
+        for cfg, m, _ in groups["ema"]:
+            lines.append(f"| {cfg.model.code_dim} | {cfg.model.codebook_size} | {tail(m)}")
+        lines.append("")
+    return "\n".join(lines)
