@@ -1,0 +1,331 @@
+"""Every plotly figure the apps draw, so the Streamlit dashboard and the Gradio app look alike.
+
+Functions take numpy arrays / pandas frames (from :mod:`vqexplore.analysis`) and return a
+``plotly.graph_objects.Figure``; none computes anything a test could not check separately.
+Points that stand for a code carry the code id in ``customdata`` (first column), so an app can
+turn a click into a code id with :func:`selected_code`.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+__all__ = [
+    "usage_curves", "usage_heatmap", "usage_histogram", "usage_over_steps", "embedding_scatter",
+    "training_curves", "image_grid", "grid_shape", "selected_code", "DEAD_COLOR",
+]
+
+DEAD_COLOR = "#d62728"      # dead codes: red everywhere
+COLORSCALE = "Viridis"
+_MARGIN = dict(l=50, r=20, t=50, b=40)
+
+
+def _counts(counts) -> np.ndarray:
+    arr = np.asarray(counts).reshape(-1)
+    if arr.size == 0:
+        raise ValueError("counts must be a non-empty (K,) array")
+    return arr.astype(np.int64)
+
+
+def grid_shape(codebook_size: int) -> tuple[int, int]:
+    """(rows, cols) of the near-square grid the heatmaps lay the codes out on (row-major ids)."""
+    cols = max(1, math.ceil(math.sqrt(codebook_size)))
+    return math.ceil(codebook_size / cols), cols
+
+
+def usage_curves(named_counts: Mapping[str, np.ndarray], *, x: str = "fraction", log_y: bool = True) -> go.Figure:
+    """Per-code usage sorted from most to least used, one line per checkpoint.
+
+    y: share of the tokens that each code takes (log scale); x: the code's rank as a fraction of
+    the codebook ("fraction", so codebooks of different sizes line up) or as a rank ("rank").
+    A curve that drops to the floor early is a collapsed codebook; dead codes are cut off
+    (their share is 0) and the legend says how many there are.
+    """
+    if x not in ("fraction", "rank"):
+        raise ValueError(f"x must be 'fraction' or 'rank', got {x!r}")
+    fig = go.Figure()
+    for name, counts in named_counts.items():
+        c = _counts(counts)
+        total = max(int(c.sum()), 1)
+        share = np.sort(c)[::-1] / total
+        used = int((c > 0).sum())
+        ranks = np.arange(1, c.size + 1)
+        xs = ranks / c.size if x == "fraction" else ranks
+        # Only the used codes: zero shares have no place on a log axis.
+        fig.add_trace(go.Scattergl(
+            x=xs[:used], y=share[:used], mode="lines", name=f"{name} ({used}/{c.size} used)",
+            customdata=np.stack([ranks[:used], np.sort(c)[::-1][:used]], axis=1),
+            hovertemplate=f"{name}<br>rank %{{customdata[0]}}<br>count %{{customdata[1]}}"
+                          "<br>share %{y:.2e}<extra></extra>"))
+    fig.update_layout(
+        title="Per-code usage, most used first", margin=_MARGIN, legend=dict(orientation="h", y=-0.2),
+        xaxis_title="code rank / codebook size" if x == "fraction" else "code rank",
+        yaxis_title="share of tokens", hovermode="closest")
+    if log_y:
+        fig.update_yaxes(type="log")
+    if x == "fraction":
+        fig.update_xaxes(range=[0, 1])
+    return fig
+
+
+def usage_heatmap(counts, *, title: str | None = None, selectable: bool = False,
+                  highlight: int | None = None) -> go.Figure:
+    """Codes laid out row-major on a near-square grid, coloured by log10(1 + count); dead codes
+    (count 0) drawn in :data:`DEAD_COLOR`. Hover shows the code id and its count.
+
+    ``selectable=True`` draws the cells as square markers (a scatter) instead of a heatmap, so that
+    clicking a cell selects its code in apps (plotly heatmaps emit no selection events).
+    ``highlight``: a code id to ring.
+    """
+    c = _counts(counts)
+    k = c.size
+    rows, cols = grid_shape(k)
+    ids = np.arange(k)
+    logc = np.log10(1.0 + c)
+    dead = int((c == 0).sum())
+    title = title or f"Code usage ({k - dead}/{k} used, {dead} dead in red)"
+    fig = go.Figure()
+    if selectable:
+        r, q = np.divmod(ids, cols)
+        # Marker sizes are in pixels, not data units: keep them small enough not to overlap
+        # in a half-width column; dead codes go underneath so they never hide a used one.
+        size = max(2.0, min(12.0, 360.0 / max(rows, cols)))
+        alive = c > 0
+        fig.add_trace(go.Scattergl(
+            x=q[~alive], y=r[~alive], mode="markers", name="dead",
+            marker=dict(symbol="square", size=size, color=DEAD_COLOR),
+            customdata=np.stack([ids[~alive], c[~alive]], axis=1),
+            hovertemplate="code %{customdata[0]}<br>dead (count 0)<extra></extra>"))
+        fig.add_trace(go.Scattergl(
+            x=q[alive], y=r[alive], mode="markers", name="used",
+            marker=dict(symbol="square", size=size, color=logc[alive], colorscale=COLORSCALE,
+                        cmin=0, cmax=max(float(logc.max()), 1e-9),
+                        colorbar=dict(title="log10(1+count)")),
+            customdata=np.stack([ids[alive], c[alive]], axis=1),
+            hovertemplate="code %{customdata[0]}<br>count %{customdata[1]}<extra></extra>"))
+        fig.update_layout(showlegend=False)
+    else:
+        z = np.full(rows * cols, np.nan)
+        z[:k] = np.where(c > 0, logc, np.nan)
+        dead_z = np.full(rows * cols, np.nan)
+        dead_z[:k] = np.where(c == 0, 1.0, np.nan)
+        id_grid = np.full(rows * cols, -1)
+        id_grid[:k] = ids
+        count_grid = np.full(rows * cols, -1)
+        count_grid[:k] = c
+        custom = np.stack([id_grid.reshape(rows, cols), count_grid.reshape(rows, cols)], axis=-1)
+        # Dead codes are their own single-colour layer under the used ones, so they stand out
+        # whatever the colour scale does.
+        fig.add_trace(go.Heatmap(
+            z=dead_z.reshape(rows, cols), colorscale=[[0, DEAD_COLOR], [1, DEAD_COLOR]], showscale=False,
+            customdata=custom, hovertemplate="code %{customdata[0]}<br>dead (count 0)<extra></extra>",
+            name="dead"))
+        fig.add_trace(go.Heatmap(
+            z=z.reshape(rows, cols), colorscale=COLORSCALE, zmin=0,
+            colorbar=dict(title="log10(1+count)"), customdata=custom,
+            hovertemplate="code %{customdata[0]}<br>count %{customdata[1]}<extra></extra>", name="used"))
+    if highlight is not None and 0 <= int(highlight) < k:
+        hr, hq = divmod(int(highlight), cols)
+        fig.add_trace(go.Scatter(x=[hq], y=[hr], mode="markers", name=f"code {int(highlight)}",
+                                 marker=dict(symbol="square-open", size=16, color="white",
+                                             line=dict(width=3, color="white")), hoverinfo="skip"))
+    fig.update_layout(title=title, margin=_MARGIN, plot_bgcolor="white")
+    fig.update_xaxes(showgrid=False, zeroline=False, title=f"code id mod {cols}",
+                     range=[-0.5, cols - 0.5], constrain="domain")
+    fig.update_yaxes(showgrid=False, zeroline=False, title=f"code id // {cols}", autorange="reversed",
+                     scaleanchor="x", scaleratio=1, constrain="domain")
+    return fig
+
+
+def usage_histogram(counts) -> go.Figure:
+    """How many codes are used how often: histogram of per-code counts on log-spaced bins, with
+    dead codes (count 0) as their own red bar."""
+    c = _counts(counts)
+    used = c[c > 0]
+    dead = int((c == 0).sum())
+    fig = go.Figure()
+    if used.size:
+        top = max(1.0, float(np.log10(used.max())))
+        edges = np.unique(np.round(np.logspace(0, top + 1e-9, num=min(40, max(2, int(top * 10) + 2)))).astype(int))
+        hist, edges = np.histogram(used, bins=np.append(edges, edges[-1] + 1) if edges.size < 2 else edges)
+        centers = np.sqrt(edges[:-1] * np.maximum(edges[1:], 1))
+        fig.add_trace(go.Bar(
+            x=centers, y=hist, width=np.diff(edges) * 0.95, name="used codes", marker_color="#1f77b4",
+            customdata=np.stack([edges[:-1], edges[1:]], axis=1),
+            hovertemplate="count in [%{customdata[0]}, %{customdata[1]})<br>%{y} codes<extra></extra>"))
+        fig.update_xaxes(type="log")
+    fig.update_layout(
+        title=f"Histogram of per-code counts ({dead} dead codes)", margin=_MARGIN, bargap=0,
+        xaxis_title="times a code is used (log)", yaxis_title="number of codes", showlegend=False)
+    if dead:
+        fig.add_annotation(text=f"{dead} dead codes (count 0)", xref="paper", yref="paper", x=0.99, y=0.98,
+                           showarrow=False, font=dict(color=DEAD_COLOR))
+    return fig
+
+
+def usage_over_steps(steps: Sequence[int], counts: np.ndarray, *, sort: str = "first_use",
+                     max_rows: int = 2048) -> go.Figure:
+    """Codes x steps heatmap of a run (counts: (K, S)), log colour, dead cells red: shows when
+    codes die or revive.
+
+    sort: "id" keeps code order; "first_use" orders codes by the first step they are used (never
+    used last), so dying and reviving stand out. Codebooks larger than ``max_rows`` are summed
+    over consecutive sorted codes into ``max_rows`` bands (hover says which).
+    """
+    counts = np.asarray(counts)
+    if counts.ndim != 2 or counts.shape[1] != len(steps):
+        raise ValueError(f"counts must be (K, S) with S = len(steps) = {len(steps)}, got {counts.shape}")
+    k, s = counts.shape
+    ids = np.arange(k)
+    if sort == "first_use":
+        used = counts > 0
+        first = np.where(used.any(1), used.argmax(1), s)
+        order = np.lexsort((-counts.sum(1), first))
+    elif sort == "id":
+        order = ids
+    else:
+        raise ValueError(f"sort must be 'first_use' or 'id', got {sort!r}")
+    sorted_counts = counts[order]
+    if k > max_rows:
+        band = math.ceil(k / max_rows)
+        n = math.ceil(k / band)
+        padded = np.zeros((n * band, s), dtype=np.int64)
+        padded[:k] = sorted_counts
+        z_counts = padded.reshape(n, band, s).sum(1)
+        alive = (padded > 0).reshape(n, band, s).sum(1)
+        label = [f"codes sorted #{i * band}-{min((i + 1) * band, k) - 1}" for i in range(n)]
+        hover = "%{customdata}<br>step %{x}<br>total count %{z:.2f} (log10)<extra></extra>"
+        ylabel = f"codes ({band} per row, sorted by {sort.replace('_', ' ')})"
+    else:
+        z_counts, alive = sorted_counts, (sorted_counts > 0).astype(int)
+        label = [f"code {int(i)}" for i in order]
+        hover = "%{customdata}<br>step %{x}<br>log10(1+count) %{z:.2f}<extra></extra>"
+        ylabel = f"code (sorted by {sort.replace('_', ' ')})"
+    z = np.where(alive > 0, np.log10(1.0 + z_counts), np.nan)
+    dead = np.where(alive > 0, np.nan, 1.0)
+    x = [str(int(v)) for v in steps]
+    custom = np.repeat(np.asarray(label, dtype=object)[:, None], s, axis=1)
+    fig = go.Figure()
+    fig.add_trace(go.Heatmap(z=dead, x=x, colorscale=[[0, DEAD_COLOR], [1, DEAD_COLOR]], showscale=False,
+                             customdata=custom, hovertemplate="%{customdata}<br>step %{x}<br>dead<extra></extra>"))
+    fig.add_trace(go.Heatmap(z=z, x=x, colorscale=COLORSCALE, zmin=0, colorbar=dict(title="log10(1+count)"),
+                             customdata=custom, hovertemplate=hover))
+    usage = (counts > 0).mean(0)
+    fig.update_layout(title="Code usage across checkpoints (dead in red); usage "
+                            + ", ".join(f"{u:.0%}" for u in usage[[0, -1]]) + " first/last",
+                      margin=_MARGIN, plot_bgcolor="white")
+    fig.update_xaxes(title="training step", type="category")
+    fig.update_yaxes(title=ylabel, autorange="reversed", showticklabels=False)
+    return fig
+
+
+def embedding_scatter(codes_xy: np.ndarray, counts, *, latents_xy: np.ndarray | None = None,
+                      method: str = "umap", highlight: int | None = None, title: str | None = None) -> go.Figure:
+    """Codebook projection: one point per code coloured by log10(1 + usage count), dead codes red,
+    hover with id and count; optional encoder outputs as small grey points underneath.
+    WebGL (Scattergl) so 16k+ points stay fluid. Code ids are ``customdata[0]``."""
+    xy = np.asarray(codes_xy, dtype=np.float32)
+    c = _counts(counts)
+    if xy.shape != (c.size, 2):
+        raise ValueError(f"codes_xy must be (K, 2) with K = len(counts) = {c.size}, got {xy.shape}")
+    ids = np.arange(c.size)
+    alive = c > 0
+    label = method.upper()
+    fig = go.Figure()
+    if latents_xy is not None and len(latents_xy):
+        lat = np.asarray(latents_xy)
+        fig.add_trace(go.Scattergl(x=lat[:, 0], y=lat[:, 1], mode="markers", name="encoder outputs",
+                                   marker=dict(size=3, color="rgba(120,120,120,0.35)"), hoverinfo="skip"))
+    size = 4 if c.size > 4096 else 6 if c.size > 1024 else 8
+    fig.add_trace(go.Scattergl(
+        x=xy[~alive, 0], y=xy[~alive, 1], mode="markers", name=f"dead codes ({int((~alive).sum())})",
+        marker=dict(size=size, color=DEAD_COLOR, opacity=0.6),
+        customdata=np.stack([ids[~alive], c[~alive]], axis=1),
+        hovertemplate="code %{customdata[0]}<br>dead (count 0)<extra></extra>"))
+    logc = np.log10(1.0 + c)
+    fig.add_trace(go.Scattergl(
+        x=xy[alive, 0], y=xy[alive, 1], mode="markers", name=f"used codes ({int(alive.sum())})",
+        marker=dict(size=size + 1, color=logc[alive], colorscale=COLORSCALE, cmin=0,
+                    cmax=max(float(logc.max()), 1e-9), colorbar=dict(title="log10(1+count)")),
+        customdata=np.stack([ids[alive], c[alive]], axis=1),
+        hovertemplate="code %{customdata[0]}<br>count %{customdata[1]}<extra></extra>"))
+    if highlight is not None and 0 <= int(highlight) < c.size:
+        h = int(highlight)
+        fig.add_trace(go.Scatter(x=[xy[h, 0]], y=[xy[h, 1]], mode="markers", name=f"code {h}",
+                                 marker=dict(symbol="circle-open", size=18, color="black", line=dict(width=3)),
+                                 customdata=[[h, int(c[h])]],
+                                 hovertemplate="code %{customdata[0]}<br>count %{customdata[1]}<extra></extra>"))
+    fig.update_layout(title=title or f"{label} of the codebook ({c.size} codes), colour = usage",
+                      margin=_MARGIN, legend=dict(orientation="h", y=-0.12), plot_bgcolor="white")
+    fig.update_xaxes(title=f"{label} 1", showgrid=False, zeroline=False)
+    fig.update_yaxes(title=f"{label} 2", showgrid=False, zeroline=False)
+    return fig
+
+
+def training_curves(frame, groups: Mapping[str, Sequence[str]] | None = None, *, log_loss: bool = True) -> go.Figure:
+    """Metrics vs step from :func:`vqexplore.analysis.training_curves` (long format), one panel
+    per group (``analysis.curve_groups``: losses together, then one panel per metric), train
+    solid and val dashed."""
+    from .analysis import curve_groups
+
+    groups = dict(groups) if groups is not None else curve_groups(frame)
+    if not groups:
+        fig = go.Figure()
+        fig.update_layout(title="No metrics logged yet", margin=_MARGIN)
+        return fig
+    names = list(groups)
+    fig = make_subplots(rows=len(names), cols=1, shared_xaxes=True, vertical_spacing=min(0.08, 0.3 / len(names)),
+                        subplot_titles=names)
+    for row, group in enumerate(names, start=1):
+        for metric in groups[group]:
+            part = frame[frame["metric"] == metric]
+            for split, sub in part.groupby("split", sort=True):
+                fig.add_trace(go.Scatter(
+                    x=sub["step"], y=sub["value"], mode="lines+markers" if len(sub) < 30 else "lines",
+                    name=f"{split}/{metric}", line=dict(dash="dash" if split != "train" else "solid"),
+                    hovertemplate=f"{split}/{metric}<br>step %{{x}}<br>%{{y:.4g}}<extra></extra>"), row=row, col=1)
+        if group == "losses" and log_loss and (frame[frame["metric"].isin(groups[group])]["value"] > 0).all():
+            fig.update_yaxes(type="log", row=row, col=1)
+    fig.update_layout(height=200 * len(names) + 100, margin=_MARGIN, hovermode="x unified",
+                      title="Training curves")
+    fig.update_xaxes(title="step", row=len(names), col=1)
+    return fig
+
+
+def image_grid(images: Sequence[np.ndarray], *, titles: Sequence[str] | None = None, cols: int = 4,
+               cell: int = 160) -> go.Figure:
+    """uint8 (H, W, 3) images in a grid of plotly image panels (for apps that want one figure)."""
+    n = len(images)
+    if n == 0:
+        raise ValueError("image_grid needs at least one image")
+    cols = max(1, min(cols, n))
+    rows = math.ceil(n / cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=list(titles) if titles else None,
+                        horizontal_spacing=0.02, vertical_spacing=0.06)
+    for i, img in enumerate(images):
+        fig.add_trace(go.Image(z=np.asarray(img)), row=i // cols + 1, col=i % cols + 1)
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    fig.update_layout(height=rows * cell + 40, width=cols * cell, margin=dict(l=5, r=5, t=30, b=5))
+    return fig
+
+
+def selected_code(event) -> int | None:
+    """The code id of the first point in a Streamlit plotly selection event (``st.plotly_chart(...,
+    on_select="rerun")``) or a plotly click payload, or None. Relies on customdata[0] = code id."""
+    try:
+        selection = event["selection"] if "selection" in event else event
+        points = selection.get("points") or []
+    except (TypeError, KeyError, AttributeError):
+        return None
+    for point in points:
+        data = point.get("customdata")
+        if isinstance(data, (list, tuple)) and data:
+            data = data[0]
+        if isinstance(data, (int, float)) and not isinstance(data, bool):
+            return int(data)
+    return None
