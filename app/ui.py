@@ -415,6 +415,16 @@ def model_or_stop(p: Picked):
     st.stop()
 
 
+def single_checkpoint_page(title: str) -> tuple[Picked, object, tuple]:
+    """Start a page about one checkpoint: title and sidebar, the focused checkpoint (shared across
+    pages), its model (or one error and a stop), a caption describing it, and the sample."""
+    page(title)
+    p = pick_one(require_selection())
+    model = model_or_stop(p)
+    st.caption(describe(model, p))
+    return p, model, sample()
+
+
 def describe(model, p: Picked) -> str:
     cfg = model.config
     bits = [cfg.get("quantizer", "vq").upper(), f"K={model.codebook_size}", f"D={model.code_dim}"]

@@ -294,7 +294,7 @@ def test_push_stages_card_with_metrics(trained_run, monkeypatch, tmp_path):
             uploaded.update({p.name: p.read_text(errors="replace") for p in Path(folder_path).iterdir()})
 
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
-    monkeypatch.setattr(push, "_reachable", lambda endpoint: True)
+    monkeypatch.setattr(push, "url_reachable", lambda endpoint, timeout=5.0: True)
     url = push.push_checkpoint(str(ckpt), "someone/vq-test", token="hf_fake")
     assert url.endswith("someone/vq-test")
     assert sorted(uploaded) == ["README.md", "config.json", "metrics.json", "model.safetensors"]

@@ -9,13 +9,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import tempfile
 from pathlib import Path
-from urllib.parse import urlparse
 
 from vqexplore.errors import CheckpointError, HubError
-from vqexplore.hub import CONFIG_NAME, METRICS_NAME, WEIGHTS_NAME, looks_like_repo_id, model_card, resolve
+from vqexplore.hub import (CONFIG_NAME, METRICS_NAME, WEIGHTS_NAME, looks_like_repo_id, model_card, resolve,
+                          url_reachable)
 
 from .evaluate import training_info
 
@@ -26,19 +25,6 @@ def _endpoint() -> str:
     from huggingface_hub import constants
 
     return constants.ENDPOINT
-
-
-def _reachable(endpoint: str, timeout: float = 5.0) -> bool:
-    """One TCP connect to the Hub endpoint; huggingface_hub would otherwise retry for a while."""
-    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")):
-        return True  # behind a proxy we cannot tell: let the request decide
-    url = urlparse(endpoint)
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        with socket.create_connection((url.hostname, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def push_checkpoint(ckpt: str, repo: str, *, private: bool = False, token: str | None = None,
@@ -58,7 +44,7 @@ def push_checkpoint(ckpt: str, repo: str, *, private: bool = False, token: str |
         raise HubError("no Hugging Face token: run `hf auth login` or set HF_TOKEN, then push again")
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
         raise HubError("HF_HUB_OFFLINE is set; unset it and connect to the internet to push")
-    if not _reachable(endpoint):
+    if not url_reachable(endpoint, timeout=5.0):
         raise HubError(f"cannot reach the Hugging Face Hub at {endpoint}; connect to the internet "
                        f"(or fix HF_ENDPOINT) and push again")
 

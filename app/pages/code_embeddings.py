@@ -5,12 +5,7 @@ import streamlit as st
 import ui
 from vqexplore import plots
 
-ui.page("Code embeddings")
-picked = ui.require_selection()
-p = ui.pick_one(picked)
-model = ui.model_or_stop(p)
-st.caption(ui.describe(model, p))
-sample = ui.sample()
+p, model, sample = ui.single_checkpoint_page("Code embeddings")
 n = sample[0]
 
 c1, c2 = st.columns([1, 2])

@@ -6,12 +6,7 @@ import streamlit as st
 import ui
 from vqexplore import plots
 
-ui.page("Code inspector")
-picked = ui.require_selection()
-p = ui.pick_one(picked)
-model = ui.model_or_stop(p)
-st.caption(ui.describe(model, p))
-sample = ui.sample()
+p, model, sample = ui.single_checkpoint_page("Code inspector")
 n = sample[0]
 k = model.codebook_size
 

@@ -6,12 +6,7 @@ import ui
 from vqexplore import analysis, plots
 from vqexplore.hub import list_checkpoints
 
-ui.page("Codebook usage")
-picked = ui.require_selection()
-p = ui.pick_one(picked)
-model = ui.model_or_stop(p)
-st.caption(ui.describe(model, p))
-sample = ui.sample()
+p, model, sample = ui.single_checkpoint_page("Codebook usage")
 n = sample[0]
 
 with ui.shown_errors():
