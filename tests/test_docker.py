@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import functools
 import os
 import re
 import shlex
@@ -167,11 +168,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@functools.lru_cache(maxsize=1)
 def as_image_user() -> list[str]:
-    """Prefix that runs a command as the image's non-root user (when we are root)."""
+    """Prefix that runs a command as the image's non-root user, when we are root and that user
+    can run this checkout's virtualenv. A checkout under a private folder (a CI clone in a 0700
+    temp dir) cannot be entered by uid 1000: then the commands run as the current user, and
+    the non-root USER is still checked in test_dockerfile_instructions."""
     if os.geteuid() != 0 or not shutil.which("setpriv"):
         return []
-    return ["setpriv", f"--reuid={IMAGE_UID}", f"--regid={IMAGE_UID}", "--clear-groups"]
+    prefix = ["setpriv", f"--reuid={IMAGE_UID}", f"--regid={IMAGE_UID}", "--clear-groups"]
+    probe = subprocess.run([*prefix, sys.executable, "-c", "import vqexplore, gradio"], cwd="/",
+                           env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, timeout=120)
+    if probe.returncode != 0:
+        print(f"note: uid {IMAGE_UID} cannot run {sys.executable}; the image's commands run as uid {os.geteuid()}")
+        return []
+    return prefix
 
 
 def image_env(df: Dockerfile, venv_bin: Path, home: Path, **overrides) -> dict[str, str]:
