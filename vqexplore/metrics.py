@@ -210,27 +210,28 @@ def weights_status(lpips_weights_path: str | Path | None = None,
     Returns ``{"lpips": None | reason, "rfid": None | reason}``: None means the weights (and the
     package) are available; otherwise a one-sentence reason fit for a "LPIPS skipped: ..." note.
     """
+    from importlib.util import find_spec
+
+    # Only look for the packages (find_spec) and the files: importing lpips, torchmetrics and
+    # torch-fidelity just to answer this costs seconds at every app start.
     status: dict[str, str | None] = {}
-    try:
-        import lpips  # noqa: F401
-
-        filename, url = _lpips_weights_file("alex")
-        _resolve_weights(lpips_weights_path, filename, url, "LPIPS", download=False)
-        status["lpips"] = None
-    except ImportError:
+    if find_spec("lpips") is None:
         status["lpips"] = "LPIPS needs the lpips package: pip install lpips."
-    except MissingWeightsError as e:
-        status["lpips"] = str(e)
-    try:
-        import torch_fidelity  # noqa: F401
-        import torchmetrics.image.fid  # noqa: F401
-
-        _resolve_weights(rfid_weights_path, INCEPTION_WEIGHTS_FILE, INCEPTION_WEIGHTS_URL, "rFID", download=False)
-        status["rfid"] = None
-    except ImportError:
+    else:
+        try:
+            filename, url = _lpips_weights_file("alex")
+            _resolve_weights(lpips_weights_path, filename, url, "LPIPS", download=False)
+            status["lpips"] = None
+        except MissingWeightsError as e:
+            status["lpips"] = str(e)
+    if find_spec("torch_fidelity") is None or find_spec("torchmetrics") is None:
         status["rfid"] = "rFID needs torchmetrics and torch-fidelity: pip install torchmetrics torch-fidelity."
-    except MissingWeightsError as e:
-        status["rfid"] = str(e)
+    else:
+        try:
+            _resolve_weights(rfid_weights_path, INCEPTION_WEIGHTS_FILE, INCEPTION_WEIGHTS_URL, "rFID", download=False)
+            status["rfid"] = None
+        except MissingWeightsError as e:
+            status["rfid"] = str(e)
     return status
 
 
