@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from .hub import WEIGHTS_NAME, list_checkpoints, read_metrics, read_run_metrics
-from .metrics import CodebookStats, codebook_stats
+from .metrics import CodebookStats, code_counts, codebook_stats
 
 __all__ = [
     "encode_indices", "usage_counts", "usage_stats", "EncodedSample", "encode_sample", "UsageOverSteps", "usage_over_steps",
@@ -80,7 +80,7 @@ def encode_indices(model: nn.Module, images: Tensor, batch_size: int = 64) -> np
 def usage_counts(model: nn.Module, images: Tensor, batch_size: int = 64) -> np.ndarray:
     """How often each code is chosen on ``images``: (K,) int64 (K = ``model.codebook_size``)."""
     ids = encode_indices(model, images, batch_size)
-    return np.bincount(ids.reshape(-1), minlength=model.codebook_size).astype(np.int64)
+    return code_counts(torch.from_numpy(ids), model.codebook_size).numpy()
 
 
 def usage_stats(counts: np.ndarray | Tensor) -> CodebookStats:
@@ -102,7 +102,7 @@ class EncodedSample:
 
     def counts(self, codebook_size: int) -> np.ndarray:
         """(K,) int64 usage counts."""
-        return np.bincount(self.indices.reshape(-1), minlength=codebook_size).astype(np.int64)
+        return code_counts(torch.from_numpy(self.indices), codebook_size).numpy()
 
 
 @torch.no_grad()
