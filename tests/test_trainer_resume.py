@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from test_trainer_helpers import ROOT, env, write_config
+from helpers.trainer_runs import ROOT, env, write_config
 from trainer import cli
 from vqexplore.hub import list_checkpoints
 

@@ -16,6 +16,9 @@ reference study's hyper-parameters)::
       entropy_reg: 0.0           # VQ only: weight of the entropy regulariser
       entropy_temperature: 0.01
       commitment_weight: 0.25
+      kmeans_init: false         # VQ only: k-means on the first batch's encoder outputs
+      dead_code_threshold: 0.0   # VQ only: restart codes whose EMA count/step falls below it
+      rotation_trick: false      # VQ only: rotation-trick gradients instead of straight-through
       hidden_dim: 256
       n_resblocks: 2
     data:
@@ -76,6 +79,9 @@ class ModelConfig:
     entropy_reg: float = 0.0
     entropy_temperature: float = 0.01
     commitment_weight: float = 0.25
+    kmeans_init: bool = False
+    dead_code_threshold: float = 0.0
+    rotation_trick: bool = False
     hidden_dim: int = 256
     n_resblocks: int = 2
 
