@@ -15,7 +15,7 @@ import torch
 import yaml
 
 import vqexplore
-from test_trainer_helpers import ROOT, run_trainer, write_config
+from helpers.trainer_runs import ROOT, run_trainer, write_config
 from trainer import cli
 from trainer.config import load_config
 from trainer.sweep import sweep_configs

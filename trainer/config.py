@@ -16,6 +16,9 @@ reference study's hyper-parameters)::
       entropy_reg: 0.0           # VQ only: weight of the entropy regulariser
       entropy_temperature: 0.01
       commitment_weight: 0.25
+      kmeans_init: false         # VQ only: k-means on the first batch's encoder outputs
+      dead_code_threshold: 0.0   # VQ only: restart codes whose EMA count/step falls below it
+      rotation_trick: false      # VQ only: rotation-trick gradients instead of straight-through
       hidden_dim: 256
       n_resblocks: 2
     data:
@@ -26,7 +29,12 @@ reference study's hyper-parameters)::
       in_memory: null            # null = automatic
     train:
       batch_size: 256            # global batch (split evenly across DDP processes)
-      lr: 4.0e-4                 # Adam, constant
+      lr: 4.0e-4                 # Adam, peak learning rate
+      lr_schedule: constant      # constant | cosine (from lr down to min_lr at the last step)
+      warmup_steps: 0            # linear warm-up from 0 to lr over these first steps
+      min_lr: 0.0                # the cosine schedule's final learning rate
+      grad_clip: 0.0             # clip the global gradient norm to this (0 = off)
+      ema_decay: 0.0             # keep an EMA of the weights (e.g. 0.999), saved as step-N/ema (0 = off)
       steps: 500000
       seed: 0
       precision: fp32            # fp32 | bf16 (autocast)
@@ -77,6 +85,9 @@ class ModelConfig:
     entropy_reg: float = 0.0
     entropy_temperature: float = 0.01
     commitment_weight: float = 0.25
+    kmeans_init: bool = False
+    dead_code_threshold: float = 0.0
+    rotation_trick: bool = False
     hidden_dim: int = 256
     n_resblocks: int = 2
 
@@ -98,6 +109,11 @@ class DataConfig:
 class TrainConfig:
     batch_size: int = 256
     lr: float = 4e-4
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0
+    min_lr: float = 0.0
+    grad_clip: float = 0.0
+    ema_decay: float = 0.0
     steps: int = 500_000
     seed: int = 0
     precision: str = "fp32"
@@ -354,6 +370,16 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"train.{key}: must be >= 0 (0 turns it off), got {getattr(t, key)}")
     if not (math.isfinite(t.lr) and t.lr > 0):
         raise ConfigError(f"train.lr: must be a positive number, got {t.lr}")
+    if t.lr_schedule not in ("constant", "cosine"):
+        raise ConfigError(f"train.lr_schedule: must be constant or cosine, got {t.lr_schedule!r}")
+    if t.warmup_steps < 0:
+        raise ConfigError(f"train.warmup_steps: must be >= 0 (0 turns warm-up off), got {t.warmup_steps}")
+    if not (math.isfinite(t.min_lr) and 0 <= t.min_lr <= t.lr):
+        raise ConfigError(f"train.min_lr: must lie in [0, train.lr={t.lr:g}], got {t.min_lr}")
+    if not (math.isfinite(t.grad_clip) and t.grad_clip >= 0):
+        raise ConfigError(f"train.grad_clip: must be >= 0 (0 turns clipping off), got {t.grad_clip}")
+    if not 0 <= t.ema_decay < 1:
+        raise ConfigError(f"train.ema_decay: must lie in [0, 1) (0 turns the weight EMA off), got {t.ema_decay}")
     if t.precision not in ("fp32", "bf16"):
         raise ConfigError(f"train.precision: must be fp32 or bf16, got {t.precision!r}")
     if t.seed < 0:

@@ -101,8 +101,9 @@ class VQModel(
     def __init__(self, quantizer: str = "vq", codebook_size: int | None = None, code_dim: int | None = None,
                  levels: list[int] | None = None, l2_norm: bool = False, ema_update: bool = False,
                  ema_decay: float = 0.99, entropy_reg: float = 0.0, entropy_temperature: float = 0.01,
-                 commitment_weight: float = 0.25, hidden_dim: int = 256, n_resblocks: int = 2,
-                 in_channels: int = 3):
+                 commitment_weight: float = 0.25, kmeans_init: bool = False,
+                 dead_code_threshold: float = 0.0, rotation_trick: bool = False, hidden_dim: int = 256,
+                 n_resblocks: int = 2, in_channels: int = 3):
         super().__init__()
         if quantizer == "fsq" and isinstance(levels, (list, tuple)) and levels and \
                 all(isinstance(v, int) and v >= 2 for v in levels):
@@ -116,6 +117,14 @@ class VQModel(
         code_dim = 64 if code_dim is None else code_dim
         _validate(quantizer, codebook_size, code_dim, levels, hidden_dim, n_resblocks, ema_decay,
                   entropy_reg, entropy_temperature, l2_norm, ema_update)
+        vq_only = {"kmeans_init": kmeans_init, "dead_code_threshold": dead_code_threshold,
+                   "rotation_trick": rotation_trick}
+        for name, value in vq_only.items():
+            if value and quantizer != "vq":
+                raise ConfigError(f"{name} applies to quantizer='vq' only, not {quantizer!r}")
+        if not isinstance(dead_code_threshold, (int, float)) or isinstance(dead_code_threshold, bool) \
+                or not dead_code_threshold >= 0:
+            raise ConfigError(f"dead_code_threshold must be a number >= 0 (0 turns restarts off), got {dead_code_threshold!r}")
         self.quantizer_type = quantizer
         if quantizer == "fsq":
             self.quantizer = FSQ(levels)
@@ -125,7 +134,8 @@ class VQModel(
             self.quantizer = VectorQuantizer(
                 codebook_size, code_dim, l2_norm=l2_norm, ema_update=ema_update, ema_decay=ema_decay,
                 entropy_reg=entropy_reg, entropy_temperature=entropy_temperature,
-                commitment_weight=commitment_weight)
+                commitment_weight=commitment_weight, kmeans_init=kmeans_init,
+                dead_code_threshold=dead_code_threshold, rotation_trick=rotation_trick)
         dim = self.quantizer.code_dim
         self.encoder = Encoder(hidden_dim, n_resblocks, in_channels)
         self.pre_quant = nn.Conv2d(hidden_dim, dim, 1)

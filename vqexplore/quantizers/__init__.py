@@ -1,0 +1,21 @@
+"""Quantizers: one module per method, the same small interface for all.
+
+Every quantizer is an ``nn.Module`` whose forward takes encoder outputs ``z`` (B, D, H, W) and
+returns a :class:`QuantizerOutput` (quantized codes, (B, H, W) ids, named losses). Codebook access
+is uniform: ``codebook_size``, ``code_dim``, ``codebook_vectors() -> (K, D)``, ``lookup(ids)`` and
+``to_code_space(tokens)``, so analysis code never branches on the quantizer type.
+
+- ``vq``     VectorQuantizer: VQ-VAE with l2 norm, EMA k-means update, entropy regularisation,
+             k-means init, dead-code restart and the rotation trick
+- ``fsq``    FSQ: finite scalar quantization (implicit codebook)
+- ``simvq``  SimVQ: frozen random codebook through one learned linear layer
+- ``search`` the shared chunked nearest-code search, entropy term and k-means
+"""
+from .base import Quantizer, QuantizerOutput
+from .fsq import FSQ
+from .search import entropy_and_nearest, entropy_loss, kmeans, nearest_code
+from .simvq import SimVQ
+from .vq import VectorQuantizer, rotate_to
+
+__all__ = ["Quantizer", "QuantizerOutput", "VectorQuantizer", "FSQ", "SimVQ", "nearest_code",
+           "entropy_loss", "entropy_and_nearest", "kmeans", "rotate_to"]
