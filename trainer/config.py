@@ -10,7 +10,7 @@ reference study's hyper-parameters)::
       codebook_size: 512         # commitment_weight, hidden_dim, ...)
       code_dim: 64
     data:
-      train: builtin             # builtin | image folder | Downsampled ImageNet files | hf:<name>
+      train: builtin             # builtin | photos | image folder | Downsampled ImageNet files | hf:<name>
       val: builtin
       size: 64                   # images are size x size (multiple of 4)
       num_workers: 0
@@ -59,6 +59,7 @@ from typing import Any
 
 import yaml
 
+from vqexplore.data import NAMED_SOURCES
 from vqexplore.errors import ConfigError
 from vqexplore.typecheck import check_keywords, convert, unknown_key
 from vqexplore.utils import flatten
@@ -232,8 +233,8 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
 def _check_data_source(key: str, source: str) -> None:
     source = source.strip()
     if not source:
-        raise ConfigError(f"{key}: empty; use 'builtin', an image folder, the Downsampled ImageNet files or hf:<dataset>")
-    if source.lower() == "builtin":
+        raise ConfigError(f"{key}: empty; use 'builtin', 'photos', an image folder, the Downsampled ImageNet files or hf:<dataset>")
+    if source.lower() in NAMED_SOURCES:
         return
     if source.startswith("hf:"):
         if len(source) <= 3:
@@ -242,7 +243,7 @@ def _check_data_source(key: str, source: str) -> None:
     if not Path(source).expanduser().exists():
         raise ConfigError(f"{key}: {source} does not exist; set {key} to your data folder "
                           f"(e.g. {key}=/data/imagenet/{'train' if key.endswith('train') else 'val'}) "
-                          f"or use 'builtin'")
+                          f"or use 'builtin' or 'photos'")
 
 
 def validate(cfg: Config) -> Config:
