@@ -21,11 +21,12 @@ class StepOutput:
 
 
 def train_step(model, optimizer: torch.optim.Optimizer, images: Tensor,
-               autocast_dtype: torch.dtype | None = None) -> StepOutput:
+               autocast_dtype: torch.dtype | None = None, grad_clip: float = 0.0) -> StepOutput:
     """One Adam step on loss = MSE(reconstruction, images) + sum of the quantizer's losses.
 
     images: (B, 3, H, W) in [-1, 1] on the model's device. ``autocast_dtype`` (e.g. bfloat16)
     runs the forward under autocast; the quantizers compute distances in float32 regardless.
+    ``grad_clip`` > 0 clips the global gradient norm to it before the step.
     """
     with torch.autocast(images.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
         out = model(images)
@@ -33,6 +34,8 @@ def train_step(model, optimizer: torch.optim.Optimizer, images: Tensor,
         loss = recon_loss + sum(out.losses.values())
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
     return StepOutput(loss.detach(), recon_loss.detach(), {k: v.detach() for k, v in out.losses.items()},
                       out.indices)

@@ -23,13 +23,14 @@ from torch import Tensor
 from vqexplore import VQModel
 from vqexplore.data import describe_source, iter_batches, make_dataset, make_loader
 from vqexplore.errors import ConfigError, VQExploreError
-from vqexplore.hub import CHECKPOINTS_DIR, RUN_METRICS_NAME, checkpoint_dirname, list_checkpoints
+from vqexplore.hub import CHECKPOINTS_DIR, EMA_DIR, RUN_METRICS_NAME, checkpoint_dirname, list_checkpoints
 
 from . import checkpoint as ckpt_io
 from . import distributed
 from .config import Config, from_dict, resume_conflicts, validate
 from .distributed import Dist
 from .runlog import RunLog
+from .recipe import WeightEMA, learning_rate, set_learning_rate
 from .step import StepOutput, Window, train_step
 
 
@@ -154,11 +155,14 @@ class Run:
         self.model, self.optimizer, self.data = model, optimizer, data
         self.step, self.elapsed = 0, 0.0      # elapsed: training seconds (validation, saving excluded)
         self.last_val: dict | None = None     # the newest validation row
+        self.last_val_ema: dict | None = None  # ... of the weight EMA (train.ema_decay > 0)
         self.autocast = torch.bfloat16 if self.t.precision == "bf16" else None
+        self.ema = WeightEMA(model, self.t.ema_decay) if self.t.ema_decay > 0 else None
 
     def restore(self, ckpt: Path) -> None:
         """Weights, optimiser, RNG and position from a resumable checkpoint."""
-        state = ckpt_io.load_training_state(ckpt, self.model, self.optimizer)
+        state = ckpt_io.load_training_state(ckpt, self.model, self.optimizer,
+                                            ema_model=self.ema.model if self.ema else None)
         self.step, self.elapsed = int(state["step"]), float(state.get("elapsed", 0.0))
         if self.d.main:
             print(f"resuming {self.cfg.run_dir} from {ckpt.name} (step {self.step})", file=sys.stderr)
@@ -183,7 +187,12 @@ class Run:
                 images = next(batches).to(self.device, non_blocking=True)
                 if t.channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
-                out = train_step(step_model, self.optimizer, images, self.autocast)
+                set_learning_rate(self.optimizer, learning_rate(
+                    self.step, lr=t.lr, steps=t.steps, schedule=t.lr_schedule,
+                    warmup_steps=t.warmup_steps, min_lr=t.min_lr))
+                out = train_step(step_model, self.optimizer, images, self.autocast, t.grad_clip)
+                if self.ema is not None:
+                    self.ema.update(self.model)
                 self.step += 1
                 window.add(out, images.shape[0] * d.world)
 
@@ -221,6 +230,8 @@ class Run:
         if (v := self.last_val) is not None:
             summary = (f": val usage {v['usage']:.1%}, perplexity {v['perplexity']:.1f}, "
                        f"PSNR {v['psnr']:.2f} dB, SSIM {v['ssim']:.4f} on {v['num_images']} images")
+        if (v := self.last_val_ema) is not None:
+            summary += f"; weight EMA ({final / EMA_DIR}): PSNR {v['psnr']:.2f} dB, usage {v['usage']:.1%}"
         print(f"done: {final}{summary}", file=sys.stderr)
 
     # -- what the loop does on schedule ---------------------------------------------------------
@@ -272,6 +283,10 @@ class Run:
 
         model, grid = self.model, self.data.grid_images
         metrics = evaluate(model, self.data.val_images.split(self.cfg.eval.batch_size), device=self.device)
+        if self.ema is not None:
+            ema = evaluate(self.ema.model, self.data.val_images.split(self.cfg.eval.batch_size), device=self.device)
+            self.last_val_ema = {"step": self.step, "split": "val_ema", **ema, "time": time.time()}
+            log.write(self.last_val_ema)
         if grid.shape[0]:
             with torch.no_grad():
                 model.eval()
@@ -289,4 +304,5 @@ class Run:
                  "data": self.data.description, "world_size": self.d.world}
         card = {"dataset": self.data.description, "command": self.command}
         return ckpt_io.save_checkpoint(self.cfg.run_dir, step, self.model, self.optimizer, state,
-                                       card=card, keep_last=self.t.keep_last)
+                                       card=card, keep_last=self.t.keep_last,
+                                       ema_model=self.ema.model if self.ema else None)
