@@ -100,6 +100,9 @@ def main() -> None:
         torch.set_num_threads(a.threads)
     device = torch.device(a.device)
     work = Path(tempfile.mkdtemp(prefix="bench-tokenize-"))
+    # Downsampled ImageNet files are converted once to memory-mappable .npy in this cache: keep
+    # the benchmark's out of the user's.
+    os.environ["VQEXPLORE_CACHE"] = str(work / "cache")
     try:
         ckpt = Path(a.ckpt) if a.ckpt else work / "model"
         if not a.ckpt:
