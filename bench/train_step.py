@@ -7,7 +7,7 @@
 Variants, interleaved round by round so that a change in machine load hits them alike:
 
 - ``bare``:    model(x); mse + sum(quantizer losses); zero_grad; backward; Adam step. Nothing else.
-- ``trainer``: ``trainer.train.train_step`` plus the per-step bookkeeping of the training loop
+- ``trainer``: ``trainer.step.train_step`` plus the per-step bookkeeping of the training loop
   (running loss sums and code counts on the device, the NaN check that the loop does on CPU).
 - ``... channels_last`` (``--channels-last``): the same with the model and the images in
   channels-last memory format.
@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainer.train import Window, train_step  # noqa: E402
+from trainer.step import Window, train_step  # noqa: E402
 from vqexplore import VQModel  # noqa: E402
 
 

@@ -456,7 +456,13 @@ def test_downsampled_imagenet_npz(tmp_path, monkeypatch):
     assert not mapped.in_memory
     clone = pickle.loads(pickle.dumps(mapped))    # spawn-started workers: maps reopen, pages not copied
     assert clone._arrays is None and torch.equal(clone[(2, 11)], mapped[(2, 11)])
-    assert len(list((tmp_path / "cache").rglob("*.npy"))) == 1        # only the compressed val file
+    converted = sorted((tmp_path / "cache").rglob("*.npy"))      # every file converted once, then mapped
+    assert len(converted) == 4
+    stamps = [f.stat().st_mtime_ns for f in converted]
+    D.make_dataset(root, "train", in_memory=False)
+    D.make_dataset(root, "val", in_memory=False)
+    assert sorted((tmp_path / "cache").rglob("*.npy")) == converted
+    assert [f.stat().st_mtime_ns for f in converted] == stamps    # not converted again
     single = D.make_dataset(root / "train_data_batch_2.npz", "val")   # one file: used for any split
     assert len(single) == 3
     assert "3 train batch files, val_data" in D.describe_source(root)
@@ -537,6 +543,6 @@ def test_hf_repo_id_offline_is_one_data_error(monkeypatch):
     from vqexplore import hub
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(hub, "_endpoint_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(hub, "url_reachable", lambda url, timeout=3.0: False)  # the network, mocked
     with pytest.raises(DataError, match="cannot reach the Hugging Face Hub to load someone/imagenet-64"):
         D.make_dataset("hf:someone/imagenet-64:validation", "val")

@@ -104,7 +104,7 @@ def test_chunked_entropy_value_and_gradients_match_autograd(chunk_size):
     codebook = torch.randn(11, 6, dtype=torch.float64).mul(0.3).requires_grad_()
     ref = _naive_entropy(tokens, codebook, 0.5)
     g_tok, g_code = torch.autograd.grad(ref, (tokens, codebook))
-    from vqexplore.quantizers import _ChunkedEntropy, _chunk_rows
+    from vqexplore.quantizers.search import _ChunkedEntropy, chunk_rows as _chunk_rows
     ours, idx = _ChunkedEntropy.apply(tokens, codebook, 0.5, _chunk_rows(11, chunk_size))
     assert torch.equal(idx, torch.cdist(tokens, codebook).argmin(1))
     o_tok, o_code = torch.autograd.grad(ours, (tokens, codebook))
@@ -119,7 +119,7 @@ def test_entropy_loss_float32_entry_point_and_gradcheck():
     codebook = torch.randn(9, 4, requires_grad=True)
     loss = entropy_loss(tokens, codebook, temperature=1.0, chunk_size=6)
     assert torch.allclose(loss, _naive_entropy(tokens, codebook, 1.0), atol=1e-5)
-    from vqexplore.quantizers import _ChunkedEntropy
+    from vqexplore.quantizers.search import _ChunkedEntropy
     t64, c64 = tokens.detach().double().requires_grad_(), codebook.detach().double().requires_grad_()
     assert torch.autograd.gradcheck(lambda a, b: _ChunkedEntropy.apply(a, b, 0.7, 5)[0], (t64, c64))
 

@@ -9,8 +9,8 @@ import sys
 
 from safetensors.torch import load_file
 
-from test_trainer_helpers import ROOT, env, write_config
-from trainer.train import weights_sha256
+from helpers.ddp_train import weights_sha256
+from helpers.trainer_runs import ROOT, env, write_config
 from vqexplore.hub import list_checkpoints
 
 
@@ -19,8 +19,8 @@ def test_torchrun_two_processes(tmp_path):
     cfg = write_config(tmp_path / "ddp.yaml", "ddp", out_dir, model={"ema_update": True},
                        train={"steps": 6, "ckpt_every": 3, "val_every": 3, "log_every": 1})
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "trainer", "--cfg", str(cfg)]
-    r = subprocess.run(cmd, cwd=ROOT, env={**env(), "VQEXPLORE_PRINT_WEIGHTS_HASH": "1"},
+           str(ROOT / "tests" / "helpers" / "ddp_train.py"), str(cfg)]
+    r = subprocess.run(cmd, cwd=ROOT, env=env(),
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     hashes = dict(re.findall(r"rank (\d) weights sha256 ([0-9a-f]{64})", r.stdout))

@@ -14,20 +14,24 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from test_trainer_helpers import ROOT, env, write_config
+from helpers.trainer_runs import ROOT, env, write_config
 from trainer import cli
 from vqexplore.hub import list_checkpoints
 
 STEPS = 40
-# EMA codebook (buffers), Adam state and mid-epoch data position all have to survive the kill.
-SECTIONS = dict(model={"ema_update": True},
-                train={"steps": STEPS, "ckpt_every": 2, "keep_last": 2, "log_every": 2, "val_every": 10})
+# EMA codebook (buffers), the remedies' state (k-means done, usage EMA, restart counter), Adam
+# state, the weight EMA, the lr schedule and mid-epoch data position all have to survive the kill.
+SECTIONS = dict(model={"ema_update": True, "kmeans_init": True, "dead_code_threshold": 0.05},
+                train={"steps": STEPS, "ckpt_every": 2, "keep_last": 2, "log_every": 2, "val_every": 10,
+                       "lr_schedule": "cosine", "warmup_steps": 5, "grad_clip": 1.0, "ema_decay": 0.9})
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:
+    """The final checkpoint's weights and its weight EMA's (prefixed ``ema/``)."""
     step, folder = list_checkpoints(run)[-1]
     assert step == STEPS
-    return load_file(str(folder / "model.safetensors"))
+    ema = {f"ema/{k}": v for k, v in load_file(str(folder / "ema" / "model.safetensors")).items()}
+    return {**load_file(str(folder / "model.safetensors")), **ema}
 
 
 def _start(cfg: Path, *extra: str) -> subprocess.Popen:

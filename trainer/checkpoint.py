@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from vqexplore.errors import CheckpointError
-from vqexplore.hub import CHECKPOINTS_DIR, checkpoint_dirname, list_checkpoints
+from vqexplore.hub import CHECKPOINTS_DIR, EMA_DIR, WEIGHTS_NAME, checkpoint_dirname, list_checkpoints
 
 STATE_TENSORS = "trainer_state.safetensors"
 STATE_JSON = "trainer_state.json"
@@ -120,8 +120,11 @@ def restore_rng(tensors: dict[str, torch.Tensor]) -> None:
 # ---------------------------------------------------------------------------------------------
 
 def save_checkpoint(run_dir: Path, step: int, model, optimizer, state: dict, *,
-                    card: dict | None = None, keep_last: int | None = None) -> Path:
-    """Write ``<run>/checkpoints/step-N/`` atomically and keep the newest ``keep_last``."""
+                    card: dict | None = None, keep_last: int | None = None, ema_model=None) -> Path:
+    """Write ``<run>/checkpoints/step-N/`` atomically and keep the newest ``keep_last``.
+
+    ``ema_model`` (an EMA of the weights) is saved inside it as ``step-N/ema/``, itself a
+    checkpoint folder that ``vqexplore.load`` opens like any other."""
     root = Path(run_dir) / CHECKPOINTS_DIR
     root.mkdir(parents=True, exist_ok=True)
     final = root / checkpoint_dirname(step)
@@ -130,13 +133,16 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, state: dict, *,
         shutil.rmtree(tmp)
     tmp.mkdir()
     model.save_pretrained(tmp, model_card_kwargs=card or {})
+    if ema_model is not None:
+        ema_model.save_pretrained(tmp / EMA_DIR, model_card_kwargs=card or {})
     tensors, opt_meta = optimizer_to_flat(optimizer)
     tensors.update(rng_tensors())
     save_file(tensors, str(tmp / STATE_TENSORS))
     meta = {**state, "step": int(step), "optimizer": opt_meta, "saved_at": time.time()}
     (tmp / STATE_JSON).write_text(json.dumps(meta, indent=1))
-    for f in tmp.iterdir():
-        _fsync_file(f)
+    for f in tmp.rglob("*"):
+        if f.is_file():
+            _fsync_file(f)
     _fsync_dir(tmp)
     if final.exists():  # only when the very same step is saved again; move the old one aside
         _remove(final)
@@ -179,10 +185,11 @@ def latest_resumable(run_dir: Path) -> Path | None:
     return None
 
 
-def load_training_state(ckpt: Path, model, optimizer) -> dict:
-    """Load weights, optimizer and RNG from a checkpoint into ``model``/``optimizer``; returns the
-    JSON state (step, data position, ...)."""
-    from vqexplore.hub import WEIGHTS_NAME, check_safetensors
+def load_training_state(ckpt: Path, model, optimizer, ema_model=None) -> dict:
+    """Load weights, optimizer and RNG from a checkpoint into ``model``/``optimizer`` (and the
+    weight EMA into ``ema_model``: the checkpoint's ``ema/`` folder, or the weights themselves when
+    the run had no EMA before); returns the JSON state (step, data position, ...)."""
+    from vqexplore.hub import check_safetensors
 
     ckpt = Path(ckpt)
     try:
@@ -197,6 +204,13 @@ def load_training_state(ckpt: Path, model, optimizer) -> dict:
     if missing or unexpected:
         raise CheckpointError(f"{ckpt / WEIGHTS_NAME} does not match the configured model "
                               f"(missing {missing[:3]}, unexpected {unexpected[:3]}); resume with the run's own config")
+    if ema_model is not None:
+        ema_file = ckpt / EMA_DIR / WEIGHTS_NAME
+        try:
+            ema_model.load_state_dict(load_file(str(ema_file)) if ema_file.is_file() else weights)
+        except (OSError, RuntimeError, ValueError) as e:
+            raise CheckpointError(f"{ema_file} cannot be resumed ({e}); delete the checkpoint to resume "
+                                  f"from the one before") from None
     optimizer_from_flat(optimizer, tensors, meta["optimizer"])
     restore_rng(tensors)
     return meta

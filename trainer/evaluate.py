@@ -63,7 +63,7 @@ def evaluate_checkpoint(ckpt: str, *, data: str | None = None, out: str | None =
     from vqexplore.data import describe_source, make_dataset
     from vqexplore.metrics import LPIPS, RFID, evaluate, weights_status
 
-    from .train import pick_device
+    from .distributed import pick_device
 
     src = resolve(ckpt)
     if src.kind == "hub" and out is None:

@@ -1,4 +1,5 @@
-"""The training loop, top to bottom: processes, run folder, data, model, resume, loop.
+"""The training run, top to bottom: open (or resume) the run, data, model and optimiser, the
+loop, the final report.
 
 One process: ``python -m trainer --cfg X.yaml``. Several: ``torchrun --nproc-per-node N -m
 trainer --cfg X.yaml`` (DDP; gloo on CPU, nccl on GPU; the global batch ``train.batch_size`` is
@@ -11,227 +12,31 @@ moment and resumed from its last checkpoint ends with the same weights as one ne
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from vqexplore import VQModel
 from vqexplore.data import describe_source, iter_batches, make_dataset, make_loader
 from vqexplore.errors import ConfigError, VQExploreError
-from vqexplore.hub import CHECKPOINTS_DIR, RUN_METRICS_NAME, checkpoint_dirname, list_checkpoints
+from vqexplore.hub import CHECKPOINTS_DIR, EMA_DIR, RUN_METRICS_NAME, checkpoint_dirname, list_checkpoints
 
 from . import checkpoint as ckpt_io
+from . import distributed
 from .config import Config, from_dict, resume_conflicts, validate
+from .distributed import Dist
+from .runlog import RunLog
+from .recipe import WeightEMA, learning_rate, set_learning_rate
+from .step import StepOutput, Window, train_step
 
 
 class TrainingDiverged(VQExploreError):
     """The loss became NaN or infinite."""
 
-
-# ---------------------------------------------------------------------------------------------
-# The step: what the benchmark times against a bare PyTorch loop
-# ---------------------------------------------------------------------------------------------
-
-@dataclass
-class StepOutput:
-    loss: Tensor                 # total loss (detached scalar)
-    recon_loss: Tensor           # MSE(reconstruction, images) (detached scalar)
-    losses: dict[str, Tensor]    # the quantizer's named losses (detached scalars)
-    indices: Tensor              # (B, h, w) code ids
-
-
-def train_step(model, optimizer: torch.optim.Optimizer, images: Tensor,
-               autocast_dtype: torch.dtype | None = None) -> StepOutput:
-    """One Adam step on loss = MSE(reconstruction, images) + sum of the quantizer's losses.
-
-    images: (B, 3, H, W) in [-1, 1] on the model's device. ``autocast_dtype`` (e.g. bfloat16)
-    runs the forward under autocast; the quantizers compute distances in float32 regardless.
-    """
-    with torch.autocast(images.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-        out = model(images)
-        recon_loss = F.mse_loss(out.reconstruction.float(), images.float())
-        loss = recon_loss + sum(out.losses.values())
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return StepOutput(loss.detach(), recon_loss.detach(), {k: v.detach() for k, v in out.losses.items()},
-                      out.indices)
-
-
-class Window:
-    """Running sums of the losses and code counts between two log rows, kept on the device so
-    that a step never waits for the host."""
-
-    def __init__(self, codebook_size: int, device: torch.device):
-        self.counts = torch.zeros(codebook_size, dtype=torch.long, device=device)
-        self.sums: dict[str, Tensor] = {}
-        self.reset()
-
-    def reset(self) -> None:
-        self.sums.clear()
-        self.counts.zero_()
-        self.n, self.images, self.t0 = 0, 0, time.perf_counter()
-
-    def add(self, out: StepOutput, images: int) -> None:
-        for key, value in (("loss", out.loss), ("recon_loss", out.recon_loss),
-                           *((f"{k}_loss", v) for k, v in out.losses.items())):
-            self.sums[key] = self.sums[key] + value if key in self.sums else value.clone()
-        self.counts += torch.bincount(out.indices.flatten(), minlength=self.counts.numel())
-        self.n += 1
-        self.images += images
-
-    def finite(self) -> bool:
-        """False if any loss since the last reset was NaN or infinite (they propagate into the sum)."""
-        return "loss" not in self.sums or bool(torch.isfinite(self.sums["loss"]))
-
-    def summary(self) -> dict:
-        """Mean losses, and codebook usage / perplexity of the codes chosen in the window."""
-        means = {k: float(v) / max(self.n, 1) for k, v in self.sums.items()}
-        return {**means, **_code_stats(self.counts)}
-
-
-# ---------------------------------------------------------------------------------------------
-# Processes and devices
-# ---------------------------------------------------------------------------------------------
-
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world > 1
-
-
-def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank)
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError("train.device: cuda was asked for but no CUDA GPU is visible; use train.device=auto or cpu")
-        if device.index is None:
-            device = torch.device("cuda", local_rank)
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError("train.device: mps was asked for but is not available; use train.device=auto or cpu")
-    return device
-
-
-def setup_distributed(device_name: str) -> tuple[Dist, torch.device]:
-    """Read torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK) and join the process group."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist(), pick_device(device_name)
-    import torch.distributed as dist
-
-    d = Dist(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
-    device = pick_device(device_name, d.local_rank)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return d, device
-
-
-def _all_true(flag: bool, d: Dist, device: torch.device) -> bool:
-    """True on every rank only if ``flag`` is true on every rank."""
-    if not d.enabled:
-        return flag
-    import torch.distributed as dist
-
-    t = torch.tensor([0.0 if flag else 1.0], device=device)
-    dist.all_reduce(t)
-    return bool(t.item() == 0)
-
-
-def weights_sha256(model) -> str:
-    """A hash of every weight and buffer (to compare ranks or runs)."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-# ---------------------------------------------------------------------------------------------
-# Run folder: config, metrics.jsonl, TensorBoard, reconstruction grids
-# ---------------------------------------------------------------------------------------------
-
-class RunLog:
-    """metrics.jsonl + TensorBoard + PNG grids of one run (rank 0 only)."""
-
-    def __init__(self, run_dir: Path, start_step: int):
-        self.run_dir = run_dir
-        self.path = run_dir / RUN_METRICS_NAME
-        self._truncate_after(start_step)
-        self.file = open(self.path, "a", encoding="utf-8")
-        from torch.utils.tensorboard import SummaryWriter
-
-        # purge_step hides events a killed run logged after the checkpoint we resume from.
-        self.tb = SummaryWriter(str(run_dir), purge_step=start_step if start_step > 0 else None)
-
-    def _truncate_after(self, step: int) -> None:
-        """Drop rows beyond ``step`` (logged by a killed run after its last checkpoint)."""
-        if not self.path.exists():
-            return
-        keep = []
-        for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by the kill
-            if isinstance(row, dict) and row.get("step", 0) <= step:
-                keep.append(json.dumps(row))
-        ckpt_io.write_text_atomic(self.path, "".join(line + "\n" for line in keep))
-
-    def write(self, row: dict) -> None:
-        self.file.write(json.dumps(row) + "\n")
-        self.file.flush()
-        prefix = row["split"]
-        for key, value in row.items():
-            if key not in ("step", "split", "time", "epoch") and isinstance(value, (int, float)) \
-                    and not isinstance(value, bool):
-                self.tb.add_scalar(f"{prefix}/{key}", value, row["step"])
-
-    def grid(self, step: int, originals: Tensor, reconstructions: Tensor) -> Path:
-        """Originals (top row) over reconstructions (bottom row), PNG + TensorBoard."""
-        from torchvision.utils import make_grid, save_image
-
-        images = torch.cat([originals, reconstructions]).float().add(1).div(2).clamp(0, 1).cpu()
-        grid = make_grid(images, nrow=originals.shape[0], padding=2, pad_value=1.0)
-        folder = self.run_dir / "samples"
-        folder.mkdir(exist_ok=True)
-        path = folder / f"{checkpoint_dirname(step)}.png"
-        save_image(grid, path)
-        self.tb.add_image("val/reconstructions", grid, step)
-        return path
-
-    def close(self) -> None:
-        self.file.close()
-        self.tb.close()
-
-
-# ---------------------------------------------------------------------------------------------
-# Training
-# ---------------------------------------------------------------------------------------------
 
 def train(cfg: Config, *, resume: bool = False, command: str | None = None) -> Path:
     """Train (or resume) the run ``cfg.out_dir/cfg.name``; returns its folder.
@@ -239,207 +44,265 @@ def train(cfg: Config, *, resume: bool = False, command: str | None = None) -> P
     Raises ConfigError / DataError / CheckpointError for user errors, TrainingDiverged when the
     loss becomes NaN or infinite (the newest checkpoint on disk is the last good one).
     """
+    train_model(cfg, resume=resume, command=command)
+    return cfg.run_dir
+
+
+def train_model(cfg: Config, *, resume: bool = False, command: str | None = None) -> VQModel:
+    """:func:`train`, returning the trained model (every process holds the same weights)."""
     if cfg.train.threads:
         # On a busy or small CPU, fewer threads than cores avoids OpenMP spin-waiting.
         torch.set_num_threads(cfg.train.threads)
-    d, device = setup_distributed(cfg.train.device)
+    d, device = distributed.setup(cfg.train.device)
     try:
-        return _train(cfg, d, device, resume, command)
+        resume_from = open_run(cfg, d, resume)
+        data = load_data(cfg, d, device)
+        model, optimizer = build_model(cfg, device)
+        run = Run(cfg, d, device, command, model, optimizer, data)
+        if resume_from is not None:
+            run.restore(resume_from)
+        elif resume and d.main:
+            print(f"--resume: {cfg.run_dir} has no checkpoint yet; starting from step 0", file=sys.stderr)
+        run.loop()
+        run.finish()
+        return model
     finally:
-        if d.enabled:
-            import torch.distributed as dist
-
-            if dist.is_initialized():
-                dist.destroy_process_group()
+        distributed.teardown(d)
 
 
-def _train(cfg: Config, d: Dist, device: torch.device, resume: bool, command: str | None) -> Path:
-    t = cfg.train
+# ---------------------------------------------------------------------------------------------
+# 1. Open the run folder: a fresh run must not silently overwrite an older one
+# ---------------------------------------------------------------------------------------------
+
+def open_run(cfg: Config, d: Dist, resume: bool) -> Path | None:
+    """Check the run folder; return the checkpoint to resume from (None: start at step 0)."""
+    if cfg.train.batch_size % d.world:
+        raise ConfigError(f"train.batch_size: {cfg.train.batch_size} does not split evenly across "
+                          f"{d.world} processes")
     run_dir = cfg.run_dir
-    if t.batch_size % d.world:
-        raise ConfigError(f"train.batch_size: {t.batch_size} does not split evenly across {d.world} processes")
-    batch_per_rank = t.batch_size // d.world
-    autocast_dtype = torch.bfloat16 if t.precision == "bf16" else None
+    if not resume:
+        if list_checkpoints(run_dir):
+            raise ConfigError(f"name: {run_dir} already holds checkpoints; pass --resume to continue it, "
+                              f"or choose another name=... (or delete the folder)")
+        return None
+    if d.main:
+        ckpt_io.clean_temporaries(run_dir)
+    resume_from = ckpt_io.latest_resumable(run_dir)
+    saved_cfg = run_dir / "config.yaml"
+    if resume_from is not None and saved_cfg.is_file():
+        import yaml
 
-    # -- the run folder: a fresh run must not silently overwrite an older one -------------------
-    resume_from = None
-    if resume:
-        ckpt_io.clean_temporaries(run_dir) if d.main else None
-        resume_from = ckpt_io.latest_resumable(run_dir)
-        saved_cfg = run_dir / "config.yaml"
-        if resume_from is not None and saved_cfg.is_file():
-            import yaml
+        conflicts = resume_conflicts(validate(from_dict(yaml.safe_load(saved_cfg.read_text()))), cfg)
+        if conflicts:
+            raise ConfigError(f"{conflicts[0]}: differs from the run being resumed ({saved_cfg}); "
+                              f"resume with the same value or start a new run with name=...")
+    return resume_from
 
-            conflicts = resume_conflicts(validate(from_dict(yaml.safe_load(saved_cfg.read_text()))), cfg)
-            if conflicts:
-                raise ConfigError(f"{conflicts[0]}: differs from the run being resumed ({saved_cfg}); "
-                                  f"resume with the same value or start a new run with name=...")
-    elif list_checkpoints(run_dir):
-        raise ConfigError(f"name: {run_dir} already holds checkpoints; pass --resume to continue it, "
-                          f"or choose another name=... (or delete the folder)")
 
-    # -- data ----------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------
+# 2. Data
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Data:
+    loader: torch.utils.data.DataLoader   # this process's share of every global batch
+    batches_per_epoch: int
+    description: str                      # the training source in words (cards, logs)
+    val_images: Tensor | None             # (N, 3, S, S) in [-1, 1], the fixed validation subset (rank 0)
+    grid_images: Tensor | None            # (G, 3, S, S) on the device, for the reconstruction grid (rank 0)
+
+
+def load_data(cfg: Config, d: Dist, device: torch.device) -> Data:
+    t = cfg.train
     train_set = make_dataset(cfg.data.train, "train", cfg.data.size, seed=t.seed, in_memory=cfg.data.in_memory)
     if len(train_set) < t.batch_size:
         raise ConfigError(f"train.batch_size: {t.batch_size} is larger than the training set "
                           f"({len(train_set)} images); lower it")
-    loader = make_loader(train_set, batch_per_rank, shuffle=True, seed=t.seed, num_workers=cfg.data.num_workers,
-                         drop_last=True, distributed=d.enabled)
-    batches_per_epoch = len(loader)
+    loader = make_loader(train_set, t.batch_size // d.world, shuffle=True, seed=t.seed,
+                         num_workers=cfg.data.num_workers, drop_last=True, distributed=d.enabled)
     val_images = grid_images = None
     if d.main:
         val_set = make_dataset(cfg.data.val, "val", cfg.data.size, seed=t.seed, in_memory=cfg.data.in_memory)
-        n_val = min(t.val_images, len(val_set))
-        # The fixed validation subset, decoded once (the first n_val items of the val split).
-        val_images = torch.stack([val_set[i] for i in range(n_val)])
+        # The fixed validation subset, decoded once (the first val_images items of the val split).
+        val_images = torch.stack([val_set[i] for i in range(min(t.val_images, len(val_set)))])
         grid_images = val_images[: t.grid_images].to(device)
+    return Data(loader, len(loader), describe_source(cfg.data.train), val_images, grid_images)
 
-    # -- model and optimizer ---------------------------------------------------------------------
-    torch.manual_seed(t.seed)
+
+# ---------------------------------------------------------------------------------------------
+# 3. Model and optimiser
+# ---------------------------------------------------------------------------------------------
+
+def build_model(cfg: Config, device: torch.device) -> tuple[VQModel, torch.optim.Optimizer]:
+    """The model, initialised from ``train.seed``, and its Adam optimiser."""
+    torch.manual_seed(cfg.train.seed)
     model = VQModel(**cfg.model.kwargs()).to(device)
-    if t.channels_last:
+    if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=t.lr)
-    step, elapsed = 0, 0.0
-    if resume_from is not None:
-        state = ckpt_io.load_training_state(resume_from, model, optimizer)
-        step, elapsed = int(state["step"]), float(state.get("elapsed", 0.0))
-        if d.main:
-            print(f"resuming {run_dir} from {resume_from.name} (step {step})", file=sys.stderr)
-    elif resume and d.main:
-        print(f"--resume: {run_dir} has no checkpoint yet; starting from step 0", file=sys.stderr)
-    step_model = model
-    if d.enabled:
-        from torch.nn.parallel import DistributedDataParallel as DDP
+    return model, torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
 
-        step_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if t.compile:
-        step_model = torch.compile(step_model)
-    batches = iter_batches(loader, start_step=step)
 
-    # -- run folder (rank 0) ---------------------------------------------------------------------
-    log = None
-    data_description = describe_source(cfg.data.train)
-    card = {"dataset": data_description, "command": command}
-    if d.main:
+# ---------------------------------------------------------------------------------------------
+# 4. The loop, and 5. the final report
+# ---------------------------------------------------------------------------------------------
+
+class Run:
+    """One training run in progress: what the loop reads and the state it advances."""
+
+    def __init__(self, cfg: Config, d: Dist, device: torch.device, command: str | None,
+                 model: VQModel, optimizer: torch.optim.Optimizer, data: Data):
+        self.cfg, self.t, self.d, self.device, self.command = cfg, cfg.train, d, device, command
+        self.model, self.optimizer, self.data = model, optimizer, data
+        self.step, self.elapsed = 0, 0.0      # elapsed: training seconds (validation, saving excluded)
+        self.last_val: dict | None = None     # the newest validation row
+        self.last_val_ema: dict | None = None  # ... of the weight EMA (train.ema_decay > 0)
+        self.autocast = torch.bfloat16 if self.t.precision == "bf16" else None
+        self.ema = WeightEMA(model, self.t.ema_decay) if self.t.ema_decay > 0 else None
+
+    def restore(self, ckpt: Path) -> None:
+        """Weights, optimiser, RNG and position from a resumable checkpoint."""
+        state = ckpt_io.load_training_state(ckpt, self.model, self.optimizer,
+                                            ema_model=self.ema.model if self.ema else None)
+        self.step, self.elapsed = int(state["step"]), float(state.get("elapsed", 0.0))
+        if self.d.main:
+            print(f"resuming {self.cfg.run_dir} from {ckpt.name} (step {self.step})", file=sys.stderr)
+
+    def loop(self) -> None:
+        """Train from ``self.step`` to ``train.steps``: log, validate and checkpoint on schedule."""
+        from tqdm.auto import tqdm
+
+        t, d = self.t, self.d
+        step_model = distributed.wrap(self.model, d, self.device)
+        if t.compile:
+            step_model = torch.compile(step_model)
+        batches = iter_batches(self.data.loader, start_step=self.step)
+        log = self._open_log() if d.main else None
+        bar = tqdm(total=t.steps, initial=self.step, disable=not d.main, dynamic_ncols=True,
+                   mininterval=0.5 if sys.stderr.isatty() else 10.0, desc=self.cfg.name)
+        per_step_check = self.device.type == "cpu" and not d.enabled  # a free sync on CPU: stop at once
+        window = Window(self.model.codebook_size, self.device)
+        self.model.train()
+        try:
+            while self.step < t.steps:
+                images = next(batches).to(self.device, non_blocking=True)
+                if t.channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
+                set_learning_rate(self.optimizer, learning_rate(
+                    self.step, lr=t.lr, steps=t.steps, schedule=t.lr_schedule,
+                    warmup_steps=t.warmup_steps, min_lr=t.min_lr))
+                out = train_step(step_model, self.optimizer, images, self.autocast, t.grad_clip)
+                if self.ema is not None:
+                    self.ema.update(self.model)
+                self.step += 1
+                window.add(out, images.shape[0] * d.world)
+
+                step, is_last = self.step, self.step == t.steps
+                do_log = step % t.log_every == 0 or is_last
+                do_val = d.main and ((t.val_every and step % t.val_every == 0) or is_last)
+                do_ckpt = (t.ckpt_every and step % t.ckpt_every == 0) or is_last
+                if per_step_check or do_log or do_ckpt:
+                    self._stop_if_diverged(window, out)
+                if do_log:
+                    self._log_train(window, log, bar)
+                if do_val:
+                    self.last_val = self._validate(log)
+                if do_ckpt and d.main:
+                    self._save()
+                if do_log or do_val or do_ckpt:
+                    window.t0 = time.perf_counter()  # images/s counts training time only
+                bar.update(1)
+        except KeyboardInterrupt:
+            last = ckpt_io.latest_resumable(self.cfg.run_dir) if d.main else None
+            raise VQExploreError(f"interrupted at step {self.step}; continue with --resume "
+                                 f"(from {last.name if last else 'step 0'})") from None
+        finally:
+            bar.close()
+            if log is not None:
+                log.close()
+
+    def finish(self) -> None:
+        """Wait for rank 0's files, then print where the final checkpoint is and how it scores."""
+        distributed.barrier(self.d)
+        if not self.d.main:
+            return
+        final = self.cfg.run_dir / CHECKPOINTS_DIR / checkpoint_dirname(self.step)
+        summary = ""
+        if (v := self.last_val) is not None:
+            summary = (f": val usage {v['usage']:.1%}, perplexity {v['perplexity']:.1f}, "
+                       f"PSNR {v['psnr']:.2f} dB, SSIM {v['ssim']:.4f} on {v['num_images']} images")
+        if (v := self.last_val_ema) is not None:
+            summary += f"; weight EMA ({final / EMA_DIR}): PSNR {v['psnr']:.2f} dB, usage {v['usage']:.1%}"
+        print(f"done: {final}{summary}", file=sys.stderr)
+
+    # -- what the loop does on schedule ---------------------------------------------------------
+
+    def _open_log(self) -> RunLog:
+        """Rank 0: write config.yaml and open metrics.jsonl / TensorBoard (from ``self.step``)."""
+        run_dir, model = self.cfg.run_dir, self.model
         run_dir.mkdir(parents=True, exist_ok=True)
-        if step == 0:  # a fresh start: forget metrics/events of an attempt that never checkpointed
+        if self.step == 0:  # a fresh start: forget metrics/events of an attempt that never checkpointed
             for old in run_dir.glob("events.out.tfevents.*"):
                 old.unlink()
             (run_dir / RUN_METRICS_NAME).unlink(missing_ok=True)
-        ckpt_io.write_text_atomic(run_dir / "config.yaml", cfg.to_yaml())
-        log = RunLog(run_dir, step)
+        ckpt_io.write_text_atomic(run_dir / "config.yaml", self.cfg.to_yaml())
+        t = self.t
         print(f"run {run_dir}: {sum(p.numel() for p in model.parameters()):,} parameters, "
-              f"{cfg.model.quantizer} K={model.codebook_size} D={model.code_dim}, data {data_description}, "
-              f"device {device}, {d.world} process(es), batch {t.batch_size}", file=sys.stderr)
+              f"{self.cfg.model.quantizer} K={model.codebook_size} D={model.code_dim}, "
+              f"data {self.data.description}, device {self.device}, {self.d.world} process(es), "
+              f"batch {t.batch_size}", file=sys.stderr)
+        return RunLog(run_dir, self.step)
 
-    def save(at_step: int) -> Path:
-        state = {"epoch": at_step // batches_per_epoch, "batch_in_epoch": at_step % batches_per_epoch,
-                 "batches_per_epoch": batches_per_epoch, "elapsed": elapsed, "command": command,
-                 "data": data_description, "world_size": d.world}
-        return ckpt_io.save_checkpoint(run_dir, at_step, model, optimizer, state, card=card, keep_last=t.keep_last)
+    def _stop_if_diverged(self, window: Window, out: StepOutput) -> None:
+        # A NaN anywhere in the window propagates into the window's sum.
+        if distributed.all_true(window.finite(), self.d, self.device):
+            return
+        last = ckpt_io.latest_resumable(self.cfg.run_dir)
+        where = f"{last}" if last else "none was written yet"
+        raise TrainingDiverged(
+            f"the loss became {float(out.loss)} at step {self.step} (or within the last "
+            f"{window.n} steps); training stopped, last good checkpoint: {where}; "
+            f"lower train.lr (now {self.t.lr:g}) or check the data")
 
-    def validate_now(at_step: int) -> dict:
+    def _log_train(self, window: Window, log: RunLog | None, bar) -> None:
+        distributed.sum_over_ranks(window.counts, self.d)  # usage over the whole global batch
+        seconds = time.perf_counter() - window.t0
+        self.elapsed += seconds
+        row = {"step": self.step, "split": "train", "epoch": (self.step - 1) // self.data.batches_per_epoch,
+               **window.summary(), "lr": self.optimizer.param_groups[0]["lr"],
+               "images_per_s": window.images / max(seconds, 1e-9), "time": time.time(),
+               "elapsed": self.elapsed}
+        if log is not None:
+            log.write(row)
+            bar.set_postfix(loss=f"{row['loss']:.4f}", usage=f"{row['usage']:.1%}",
+                            ppl=f"{row['perplexity']:.0f}", refresh=False)
+        window.reset()
+
+    def _validate(self, log: RunLog) -> dict:
+        """Rank 0: metrics on the fixed validation subset, and the reconstruction grid."""
         from vqexplore.metrics import evaluate
 
-        chunks = val_images.split(cfg.eval.batch_size)
-        metrics = evaluate(model, chunks, device=device)
-        if grid_images.shape[0]:
+        model, grid = self.model, self.data.grid_images
+        metrics = evaluate(model, self.data.val_images.split(self.cfg.eval.batch_size), device=self.device)
+        if self.ema is not None:
+            ema = evaluate(self.ema.model, self.data.val_images.split(self.cfg.eval.batch_size), device=self.device)
+            self.last_val_ema = {"step": self.step, "split": "val_ema", **ema, "time": time.time()}
+            log.write(self.last_val_ema)
+        if grid.shape[0]:
             with torch.no_grad():
                 model.eval()
-                recon = model(grid_images).reconstruction
+                recon = model(grid).reconstruction
                 model.train()
-            log.grid(at_step, grid_images, recon)
-        row = {"step": at_step, "split": "val", **metrics, "time": time.time()}
+            log.grid(self.step, grid, recon)
+        row = {"step": self.step, "split": "val", **metrics, "time": time.time()}
         log.write(row)
         return row
 
-    # -- the loop --------------------------------------------------------------------------------
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=t.steps, initial=step, disable=not d.main, dynamic_ncols=True,
-               mininterval=0.5 if sys.stderr.isatty() else 10.0, desc=cfg.name)
-    per_step_check = device.type == "cpu" and not d.enabled  # a free sync on CPU: stop at once
-    window = Window(model.codebook_size, device)
-    last_val: dict | None = None
-    model.train()
-    try:
-        while step < t.steps:
-            images = next(batches).to(device, non_blocking=True)
-            if t.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            out = train_step(step_model, optimizer, images, autocast_dtype)
-            step += 1
-            window.add(out, images.shape[0] * d.world)
-
-            is_last = step == t.steps
-            do_log = step % t.log_every == 0 or is_last
-            do_val = d.main and ((t.val_every and step % t.val_every == 0) or is_last)
-            do_ckpt = (t.ckpt_every and step % t.ckpt_every == 0) or is_last
-            if per_step_check or do_log or do_ckpt:
-                # A NaN anywhere in the window propagates into the window's sum.
-                if not _all_true(window.finite(), d, device):
-                    last = ckpt_io.latest_resumable(run_dir)
-                    where = f"{last}" if last else "none was written yet"
-                    raise TrainingDiverged(
-                        f"the loss became {float(out.loss)} at step {step} (or within the last "
-                        f"{window.n} steps); training stopped, last good checkpoint: {where}; "
-                        f"lower train.lr (now {t.lr:g}) or check the data")
-            if do_log:
-                if d.enabled:
-                    import torch.distributed as dist
-
-                    dist.all_reduce(window.counts)  # usage over the whole global batch
-                seconds = time.perf_counter() - window.t0
-                elapsed += seconds
-                row = {"step": step, "split": "train", "epoch": (step - 1) // batches_per_epoch,
-                       **window.summary(), "lr": optimizer.param_groups[0]["lr"],
-                       "images_per_s": window.images / max(seconds, 1e-9), "time": time.time(),
-                       "elapsed": elapsed}
-                if d.main:
-                    log.write(row)
-                    bar.set_postfix(loss=f"{row['loss']:.4f}", usage=f"{row['usage']:.1%}",
-                                    ppl=f"{row['perplexity']:.0f}", refresh=False)
-                window.reset()
-            if do_val:
-                last_val = validate_now(step)
-            if do_ckpt and d.main:
-                save(step)
-            if do_log or do_val or do_ckpt:
-                window.t0 = time.perf_counter()  # images/s counts training time only
-            bar.update(1)
-    except KeyboardInterrupt:
-        last = ckpt_io.latest_resumable(run_dir) if d.main else None
-        raise VQExploreError(f"interrupted at step {step}; continue with --resume "
-                             f"(from {last.name if last else 'step 0'})") from None
-    finally:
-        bar.close()
-        if log is not None:
-            log.close()
-
-    if os.environ.get("VQEXPLORE_PRINT_WEIGHTS_HASH"):  # for tests: compare ranks / runs
-        print(f"rank {d.rank} weights sha256 {weights_sha256(model)}", flush=True)
-    if d.enabled:
-        import torch.distributed as dist
-
-        dist.barrier()  # rank 0 has finished writing when every process returns
-    if d.main:
-        final = run_dir / CHECKPOINTS_DIR / checkpoint_dirname(step)
-        summary = ""
-        if last_val is not None:
-            summary = (f": val usage {last_val['usage']:.1%}, perplexity {last_val['perplexity']:.1f}, "
-                       f"PSNR {last_val['psnr']:.2f} dB, SSIM {last_val['ssim']:.4f} "
-                       f"on {last_val['num_images']} images")
-        print(f"done: {final}{summary}", file=sys.stderr)
-    return run_dir
-
-
-def _code_stats(counts: Tensor) -> dict:
-    """Usage and perplexity of a (K,) code count (an empty count gives zeros)."""
-    from vqexplore.metrics import codebook_stats
-
-    counts = counts.cpu()
-    if int(counts.sum()) == 0:
-        return {"usage": 0.0, "perplexity": 0.0}
-    s = codebook_stats(counts)
-    return {"usage": s.usage, "perplexity": s.perplexity}
+    def _save(self) -> Path:
+        step, per_epoch = self.step, self.data.batches_per_epoch
+        state = {"epoch": step // per_epoch, "batch_in_epoch": step % per_epoch,
+                 "batches_per_epoch": per_epoch, "elapsed": self.elapsed, "command": self.command,
+                 "data": self.data.description, "world_size": self.d.world}
+        card = {"dataset": self.data.description, "command": self.command}
+        return ckpt_io.save_checkpoint(self.cfg.run_dir, step, self.model, self.optimizer, state,
+                                       card=card, keep_last=self.t.keep_last,
+                                       ema_model=self.ema.model if self.ema else None)

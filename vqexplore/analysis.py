@@ -120,7 +120,7 @@ def encode_sample(model: nn.Module, images: Tensor, batch_size: int = 64) -> Enc
             ids.append(model.quantizer(z).indices.cpu())
             tokens = z.permute(0, 2, 3, 1).float()
             shape = tokens.shape
-            lats.append(_to_code_space(model.quantizer, tokens.reshape(-1, shape[-1])).reshape(shape).cpu())
+            lats.append(model.quantizer.to_code_space(tokens.reshape(-1, shape[-1])).reshape(shape).cpu())
     finally:
         model.train(was_training)
     return EncodedSample(torch.cat(ids).numpy().astype(np.int64), torch.cat(lats).numpy().astype(np.float32))
@@ -178,16 +178,6 @@ def usage_over_steps(run_dir: str | Path, images: Tensor, *, max_checkpoints: in
 # ---------------------------------------------------------------------------------------------
 # Projections of the codebook
 # ---------------------------------------------------------------------------------------------
-
-def _to_code_space(quantizer: nn.Module, tokens: Tensor) -> Tensor:
-    """Encoder outputs (N, D) -> the space the codebook lives in, where the nearest-code search
-    happens: l2-normalised for VQ with ``l2_norm``, tanh-bounded and scaled for FSQ."""
-    if hasattr(quantizer, "bound") and hasattr(quantizer, "levels"):  # FSQ
-        return quantizer.bound(tokens) / (quantizer.levels // 2).to(tokens.dtype)
-    if getattr(quantizer, "l2_norm", False):
-        return torch.nn.functional.normalize(tokens, dim=1)
-    return tokens
-
 
 def encoder_outputs(model: nn.Module, images: Tensor, max_points: int = 2048, seed: int = 0,
                     batch_size: int = 64, encoded: EncodedSample | None = None) -> np.ndarray:

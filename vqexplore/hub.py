@@ -24,6 +24,7 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 METRICS_NAME = "metrics.json"
 RUN_METRICS_NAME = "metrics.jsonl"
+EMA_DIR = "ema"  # step-N/ema/: the EMA of the weights, itself a checkpoint folder
 CHECKPOINTS_DIR = "checkpoints"
 _STEP_RE = re.compile(r"^step-(\d+)$")
 _REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

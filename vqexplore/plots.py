@@ -329,3 +329,120 @@ def selected_code(event) -> int | None:
         if isinstance(data, (int, float)) and not isinstance(data, bool):
             return int(data)
     return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Token surgery, rate-distortion, aligned codes
+# ---------------------------------------------------------------------------------------------
+
+__all__ += ["token_grid", "rate_distortion", "QUANTIZER_COLORS", "alignment_scatter"]
+
+QUANTIZER_COLORS = {"VQ": "#1f77b4", "FSQ": "#ff7f0e", "SimVQ": "#2ca02c"}
+_CELL_SELECTED = "#ff00ff"
+
+
+def token_grid(image: np.ndarray, indices: np.ndarray, *, cells: np.ndarray | None = None,
+               size: int = 384, title: str | None = None) -> go.Figure:
+    """An image (uint8 (H, W, 3)) with one clickable square per token of its (h, w) code grid,
+    for picking cells to edit: click a cell, or drag a box / lasso over several. Each cell's
+    ``customdata`` is (row, col, code) (see :func:`vqexplore.surgery.cells_from_points`);
+    ``cells``: bool (h, w) currently selected cells, outlined. Drawn ``size`` px wide, pixels
+    nearest-neighbour (no smoothing)."""
+    image = np.asarray(image)
+    indices = np.asarray(indices)
+    h, w = indices.shape
+    sy, sx = image.shape[0] / h, image.shape[1] / w
+    rows, cols = np.mgrid[0:h, 0:w]
+    rows, cols = rows.ravel(), cols.ravel()
+    width = int(size)
+    height = int(round(size * image.shape[0] / image.shape[1]))
+    cell_px = max(1.0, width / w)
+    fig = go.Figure(go.Image(z=image, hoverinfo="skip"))
+    trace = go.Scattergl if h * w > 4096 else go.Scatter
+    # Nearly transparent markers that cover each cell: what clicks and box selections hit.
+    fig.add_trace(trace(
+        x=cols * sx + (sx - 1) / 2, y=rows * sy + (sy - 1) / 2, mode="markers", name="tokens",
+        marker=dict(symbol="square", size=cell_px * 0.95, color="rgba(255,255,255,0.02)", line=dict(width=0)),
+        customdata=np.stack([rows, cols, indices.ravel()], axis=1),
+        hovertemplate="cell (%{customdata[0]}, %{customdata[1]})<br>code %{customdata[2]}<extra></extra>",
+        selected=dict(marker=dict(color="rgba(255,0,255,0.35)")), unselected=dict(marker=dict(opacity=1))))
+    if cells is not None and np.any(cells):
+        r, c = np.nonzero(np.asarray(cells))
+        fig.add_trace(go.Scatter(
+            x=c * sx + (sx - 1) / 2, y=r * sy + (sy - 1) / 2, mode="markers", name="selected", hoverinfo="skip",
+            marker=dict(symbol="square-open", size=cell_px * 0.9, color=_CELL_SELECTED, line=dict(width=2))))
+    fig.update_layout(width=width + 10, height=height + (40 if title else 10), showlegend=False,
+                      margin=dict(l=5, r=5, t=35 if title else 5, b=5), title=title, dragmode="select",
+                      clickmode="event+select")
+    fig.update_xaxes(visible=False, range=[-0.5, image.shape[1] - 0.5])
+    fig.update_yaxes(visible=False, range=[image.shape[0] - 0.5, -0.5])
+    return fig
+
+
+def rate_distortion(frame, *, x: str = "bits (entropy)", y: str = "PSNR", highlight: Sequence[str] = ()) -> go.Figure:
+    """Bits per image against quality, one point per checkpoint, coloured by quantizer.
+
+    frame: :func:`vqexplore.ratedistortion.rate_distortion_table` rows, plus an optional "set"
+    column (e.g. "selected", "CPU sweep") drawn with its own marker; x: "bits (entropy)" or
+    "bits (fixed)"; y: "PSNR", "SSIM" or "LPIPS" (lower is better: the axis is reversed so that up
+    is always better). ``highlight``: checkpoint names labelled on the plot.
+    """
+    if x not in ("bits (entropy)", "bits (fixed)"):
+        raise ValueError(f"x must be 'bits (entropy)' or 'bits (fixed)', got {x!r}")
+    if y not in ("PSNR", "SSIM", "LPIPS"):
+        raise ValueError(f"y must be PSNR, SSIM or LPIPS, got {y!r}")
+    data = frame.copy()
+    if "set" not in data.columns:
+        data["set"] = "checkpoints"
+    data = data[data[y].notna()] if len(data) else data
+    sets = list(dict.fromkeys(data["set"]))
+    symbols = ["circle", "diamond-open", "square-open", "x", "triangle-up-open"]
+    fig = go.Figure()
+    for s_index, group in enumerate(sets):
+        for quantizer in [q for q in QUANTIZER_COLORS if q in set(data["quantizer"])] + \
+                sorted(set(data["quantizer"]) - set(QUANTIZER_COLORS)):
+            part = data[(data["set"] == group) & (data["quantizer"] == quantizer)]
+            if not len(part):
+                continue
+            labels = [n if n in highlight else "" for n in part["checkpoint"]]
+            fig.add_trace(go.Scatter(
+                x=part[x], y=part[y], mode="markers+text" if any(labels) else "markers",
+                name=f"{quantizer} · {group}", text=labels, textposition="top center",
+                marker=dict(color=QUANTIZER_COLORS.get(quantizer, "#7f7f7f"), symbol=symbols[s_index % len(symbols)],
+                            size=13 if s_index == 0 else 10, line=dict(width=2, color=QUANTIZER_COLORS.get(quantizer, "#7f7f7f"))),
+                customdata=np.stack([part["checkpoint"], part["variant"], part["codebook size"],
+                                     part["bits (fixed)"].round(0), part["bits (entropy)"].round(1),
+                                     part["source"]], axis=1),
+                hovertemplate="<b>%{customdata[0]}</b> (%{customdata[1]}, K=%{customdata[2]})<br>"
+                              "bits/image: %{customdata[3]} fixed, %{customdata[4]} entropy<br>"
+                              f"{y} %{{y:.4f}}<br>%{{customdata[5]}}<extra></extra>"))
+    label = {"bits (entropy)": "bits per image: tokens x entropy of the token distribution (what a model pays)",
+             "bits (fixed)": "bits per image: tokens x log2(codebook size)"}[x]
+    fig.update_layout(title=f"Rate-distortion: {y} vs bits per image", margin=_MARGIN, hovermode="closest",
+                      legend=dict(orientation="h", y=-0.25), xaxis_title=label,
+                      yaxis_title=y + (" (lower is better, axis reversed)" if y == "LPIPS" else ""))
+    if y == "LPIPS":
+        fig.update_yaxes(autorange="reversed")
+    return fig
+
+
+def alignment_scatter(distance: np.ndarray, counts: np.ndarray, persists: np.ndarray, codes: np.ndarray,
+                      threshold: float, *, title: str | None = None) -> go.Figure:
+    """Matched codes of an alignment: how far each live code of A moved (x, euclidean distance
+    to its match in B) against how often A uses it (y, log); persisting codes (moved less than
+    ``threshold``, the dashed line) in green, the others red. ``customdata[0]`` is the A code id."""
+    distance, counts = np.asarray(distance, dtype=float), np.asarray(counts)
+    persists, codes = np.asarray(persists, dtype=bool), np.asarray(codes)
+    fig = go.Figure()
+    for mask, name, color in ((persists, "persists", "#2ca02c"), (~persists, "moved / replaced", DEAD_COLOR)):
+        fig.add_trace(go.Scatter(
+            x=distance[mask], y=np.maximum(counts[mask], 1), mode="markers", name=f"{name} ({int(mask.sum())})",
+            marker=dict(color=color, size=8, opacity=0.8),
+            customdata=np.stack([codes[mask], counts[mask], distance[mask]], axis=1),
+            hovertemplate="code %{customdata[0]}<br>count %{customdata[1]}<br>moved %{customdata[2]:.3f}<extra></extra>"))
+    fig.add_vline(x=threshold, line=dict(dash="dash", color="#555"), annotation_text="threshold")
+    fig.update_layout(title=title or "Live codes: distance to their match vs usage", margin=_MARGIN,
+                      legend=dict(orientation="h", y=-0.2), xaxis_title="distance to the matched code",
+                      yaxis_title="count in A (log)", hovermode="closest")
+    fig.update_yaxes(type="log")
+    return fig

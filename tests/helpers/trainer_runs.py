@@ -1,4 +1,4 @@
-"""Shared helpers of the trainer tests (no tests here): a tiny config and subprocess runners."""
+"""Shared helpers of the trainer tests: a tiny config and subprocess runners."""
 from __future__ import annotations
 
 import os
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # A model and data small enough for a step in a few milliseconds on one core.
 TINY = {

@@ -1,0 +1,85 @@
+"""Rate-distortion points (vqexplore.ratedistortion): entropy in bits, points from comparison rows,
+evaluated runs and the CPU sweep's markdown tables (the real docs/cpu_sweep.md)."""
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vqexplore import VQModel, analysis
+from vqexplore.data import validation_batch
+from vqexplore.metrics import perplexity
+from vqexplore.ratedistortion import (RD_COLUMNS, entropy_bits, point_from_metrics, point_from_row, points_from_runs,
+                                      points_from_sweep_table, rate_distortion_table, tokens_per_image)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_entropy_bits():
+    assert entropy_bits([5, 5, 5, 5]) == pytest.approx(2.0)
+    assert entropy_bits([7, 0, 0]) == 0.0
+    assert entropy_bits(np.array([1, 1, 2])) == pytest.approx(1.5)
+    counts = torch.tensor([3, 1, 0, 9, 4])
+    assert entropy_bits(counts.numpy()) == pytest.approx(math.log2(perplexity(counts)))
+    with pytest.raises(ValueError, match="all zero"):
+        entropy_bits([0, 0])
+    assert tokens_per_image(64) == 256 and tokens_per_image((32, 48)) == 96
+
+
+def test_point_from_a_live_comparison_row():
+    torch.manual_seed(0)
+    model = VQModel(quantizer="vq", codebook_size=64, code_dim=4, hidden_dim=8, n_resblocks=1)
+    images = validation_batch(n=8, size=32)
+    counts = analysis.usage_counts(model, images)
+    row = analysis.comparison_row("tiny", model, images=images, counts=counts, saved_metrics={})
+    p = point_from_row(row, model.config, image_size=32)
+    assert p.tokens == 64 and p.codebook_size == 64
+    assert p.entropy == pytest.approx(entropy_bits(counts), rel=1e-9)
+    assert p.bits_fixed == 64 * 6 and p.bits_entropy == pytest.approx(64 * entropy_bits(counts))
+    assert p.psnr == pytest.approx(row["PSNR"]) and p.quantizer == "VQ" and p.variant == "code dim 4"
+    assert "live (8 val images)" in p.source
+    frame = rate_distortion_table([p])
+    assert list(frame.columns) == list(RD_COLUMNS) and len(frame) == 1
+
+
+def test_points_from_evaluated_runs(tmp_path):
+    cfg = dict(quantizer="fsq", levels=[4, 4], hidden_dim=8, n_resblocks=1)
+    for name, ppl in (("fsq-a", 4.0), ("fsq-b", 8.0)):
+        ckpt = tmp_path / name / "checkpoints" / "step-00000010"
+        VQModel(**cfg).save_pretrained(ckpt)
+        (ckpt / "metrics.json").write_text(json.dumps(
+            {"perplexity": ppl, "psnr": 20.0, "ssim": 0.5, "lpips": None, "codebook_size": 16, "image_size": 32,
+             "num_images": 10}))
+    VQModel(**cfg).save_pretrained(tmp_path / "not-evaluated" / "checkpoints" / "step-00000010")
+    points = points_from_runs(tmp_path)
+    assert [p.name for p in points] == ["fsq-a", "fsq-b"]
+    assert [p.entropy for p in points] == pytest.approx([2.0, 3.0])
+    assert points[0].bits_fixed == 64 * 4 and points[0].variant == "levels 4-4"
+    assert "step 10 metrics.json" in points[0].source
+    assert points_from_runs(tmp_path / "missing") == []
+    with pytest.raises(ValueError, match="perplexity"):
+        point_from_metrics("x", {"quantizer": "vq", "codebook_size": 8}, {"psnr": 1.0})
+
+
+def test_points_from_the_cpu_sweep_table():
+    points = points_from_sweep_table(REPO / "docs" / "cpu_sweep.md")
+    by_name = {p.name: p for p in points}
+    configs = {p.stem for p in (REPO / "configs" / "cpu").glob("*.yaml") if not p.stem.startswith("default")}
+    assert set(by_name) == configs  # one point per sweep row, named like its config
+    vq = by_name["vq-512"]
+    assert (vq.quantizer, vq.variant, vq.codebook_size, vq.image_size, vq.tokens) == ("VQ", "plain", 512, 32, 64)
+    assert vq.entropy == pytest.approx(math.log2(5.4)) and vq.psnr == pytest.approx(17.0326)
+    assert by_name["fsq-88865"].codebook_size == 15360 and by_name["fsq-88865"].quantizer == "FSQ"
+    assert by_name["vq-entropy-2048"].variant == "entropy" and by_name["vq-ema-512"].variant == "EMA"
+    assert by_name["vq-d8-2048"].variant == "code dim 8" and by_name["vq-l2-16384"].variant == "l2"
+    assert vq.lpips is None and "256 images" in vq.source
+
+
+def test_sweep_table_errors(tmp_path):
+    with pytest.raises(ValueError, match="trainer sweep"):
+        points_from_sweep_table(tmp_path / "missing.md")
+    (tmp_path / "empty.md").write_text("# nothing here\n")
+    with pytest.raises(ValueError, match="no sweep tables"):
+        points_from_sweep_table(tmp_path / "empty.md")
