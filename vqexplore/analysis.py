@@ -559,7 +559,7 @@ def describe_config(config: Mapping) -> dict:
     quantizer = config.get("quantizer", "vq")
     levels = config.get("levels")
     return {
-        "quantizer": {"vq": "VQ", "fsq": "FSQ", "simvq": "SimVQ"}.get(quantizer, str(quantizer)),
+        "quantizer": {"vq": "VQ", "fsq": "FSQ", "simvq": "SimVQ", "lfq": "LFQ", "bsq": "BSQ", "ibq": "IBQ"}.get(quantizer, str(quantizer)),
         "levels": str(list(levels)) if levels else "",
         "code dim": config.get("code_dim"),
         "codebook size": config.get("codebook_size"),
