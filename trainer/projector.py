@@ -17,31 +17,17 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from vqexplore.errors import CheckpointError
+from vqexplore.utils import eval_mode, write_atomic
 
 CONFIG_NAME = "projector_config.pbtxt"
 TENSORS_NAME, METADATA_NAME, SPRITE_NAME = "codebook.tsv", "metadata.tsv", "sprite.png"
 MAX_SPRITE_PX = 4096
-
-
-def _write_atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; TensorBoard may run as another user
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @torch.no_grad()
@@ -52,16 +38,12 @@ def code_tiles(model, tile_grid: int = 4, batch_size: int = 512) -> np.ndarray:
     k = model.codebook_size
     device = next(model.parameters()).device
     tiles = []
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for start in range(0, k, batch_size):
             ids = torch.arange(start, min(k, start + batch_size), device=device)
             grids = ids[:, None, None].expand(-1, tile_grid, tile_grid)
             images = model.decode_indices(grids).clamp(-1, 1).cpu()
             tiles.extend(tensor_to_image(x) for x in images)
-    finally:
-        model.train(was_training)
     return np.stack(tiles)
 
 
@@ -117,13 +99,13 @@ def export_projector(ckpt: str, out: str | os.PathLike, *, data: str = "builtin"
     sheet, tile_px = sprite_sheet(tiles)
 
     out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out / TENSORS_NAME, lambda f: np.savetxt(f, vectors, fmt="%.9g", delimiter="\t"))
+    write_atomic(out / TENSORS_NAME, lambda f: np.savetxt(f, vectors, fmt="%.9g", delimiter="\t"))
     total = max(int(counts.sum()), 1)
     lines = ["code\tcount\tshare\tused\tquantizer"]
     quantizer = str(model.config.get("quantizer", "vq"))
     lines += [f"{i}\t{int(c)}\t{c / total:.6f}\t{'yes' if c else 'no'}\t{quantizer}" for i, c in enumerate(counts)]
-    _write_atomic(out / METADATA_NAME, lambda f: f.write(("\n".join(lines) + "\n").encode()))
-    _write_atomic(out / SPRITE_NAME, lambda f: Image.fromarray(sheet).save(f, format="PNG"))
+    write_atomic(out / METADATA_NAME, lambda f: f.write(("\n".join(lines) + "\n").encode()))
+    write_atomic(out / SPRITE_NAME, lambda f: Image.fromarray(sheet).save(f, format="PNG"))
     name = f"codebook {src.name}"
     config = (
         "embeddings {\n"
@@ -136,7 +118,7 @@ def export_projector(ckpt: str, out: str | os.PathLike, *, data: str = "builtin"
         f"    single_image_dim: {tile_px}\n"
         "  }\n"
         "}\n")
-    _write_atomic(out / CONFIG_NAME, lambda f: f.write(config.encode()))
+    write_atomic(out / CONFIG_NAME, lambda f: f.write(config.encode()))
     return {"out": str(out), "tensor_name": name, "codebook_size": int(vectors.shape[0]),
             "code_dim": int(vectors.shape[1]), "used_codes": int((counts > 0).sum()), "num_images": int(images.shape[0]),
             "tile_px": tile_px, "sprite_px": int(sheet.shape[0])}

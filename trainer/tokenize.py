@@ -34,8 +34,8 @@ import numpy as np
 import torch
 
 from vqexplore.errors import CheckpointError, DataError
+from vqexplore.utils import write_atomic
 
-from .checkpoint import write_text_atomic
 
 FORMAT = "vqexplore-tokens/1"
 TOKENS_NAME, INDEX_NAME, PROGRESS_NAME = "tokens.npy", "index.json", "progress.json"
@@ -156,9 +156,9 @@ def tokenize_dataset(ckpt: str, data: str, out: str | os.PathLike, *, split: str
         raise CheckpointError(f"--out {out} exists and holds other files; choose an empty or new folder")
     out.mkdir(parents=True, exist_ok=True)
     if done == 0:
-        write_text_atomic(index_path, json.dumps({**index, "image_ids": ids}) + "\n")
+        write_atomic(index_path, json.dumps({**index, "image_ids": ids}) + "\n")
         tokens = np.lib.format.open_memmap(tokens_path, mode="w+", dtype=dtype, shape=(n, *grid))
-        write_text_atomic(out / PROGRESS_NAME, json.dumps({"done": 0}) + "\n")
+        write_atomic(out / PROGRESS_NAME, json.dumps({"done": 0}) + "\n")
     else:
         tokens = np.load(tokens_path, mmap_mode="r+")
         if tokens.shape != (n, *grid) or tokens.dtype != dtype:
@@ -189,16 +189,16 @@ def tokenize_dataset(ckpt: str, data: str, out: str | os.PathLike, *, split: str
                     bar.update(b)
                 if time.monotonic() - last_save >= CHECKPOINT_SECONDS:
                     tokens.flush()  # rows on disk before they are counted
-                    write_text_atomic(out / PROGRESS_NAME, json.dumps({"done": written}) + "\n")
+                    write_atomic(out / PROGRESS_NAME, json.dumps({"done": written}) + "\n")
                     last_save = time.monotonic()
     finally:
         tokens.flush()
-        write_text_atomic(out / PROGRESS_NAME, json.dumps({"done": written}) + "\n")
+        write_atomic(out / PROGRESS_NAME, json.dumps({"done": written}) + "\n")
         if bar is not None:
             bar.close()
     seconds = time.perf_counter() - start
     index["complete"] = True
-    write_text_atomic(index_path, json.dumps({**index, "image_ids": ids}) + "\n")
+    write_atomic(index_path, json.dumps({**index, "image_ids": ids}) + "\n")
     (out / PROGRESS_NAME).unlink(missing_ok=True)
     rate = (written - done) / seconds if seconds > 0 else math.inf
     return {**index, "seconds": seconds, "images_per_second": rate}
