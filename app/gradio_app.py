@@ -46,7 +46,6 @@ import logging  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
 import signal  # noqa: E402
-import tempfile  # noqa: E402
 import threading  # noqa: E402
 from collections import OrderedDict  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
@@ -61,6 +60,7 @@ from vqexplore.data import MAX_PIXELS, builtin_photos, load_image  # noqa: E402
 from vqexplore.errors import VQExploreError  # noqa: E402
 from vqexplore.hub import is_checkpoint_dir, list_checkpoints, looks_like_repo_id  # noqa: E402
 from vqexplore.reconstruct import NATIVE_MAX_PIXELS, prepare_image, reconstruct  # noqa: E402
+from vqexplore.utils import write_atomic  # noqa: E402
 
 log = logging.getLogger("vqexplore.demo")
 
@@ -303,10 +303,7 @@ def _example_files() -> list[str]:
         for name, img in photos:
             path = folder / f"{name}.png"
             if not path.is_file():
-                fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")
-                with os.fdopen(fd, "wb") as f:
-                    Image.fromarray(img).save(f, format="PNG")
-                os.replace(tmp, path)
+                write_atomic(path, lambda f, img=img: Image.fromarray(img).save(f, format="PNG"), durable=False)
             paths.append(str(path))
         return paths
     except OSError as e:  # e.g. a folder left by another user: the demo works without examples
@@ -339,14 +336,7 @@ def png_file(img: np.ndarray) -> str:
         # is not deleted on the schedule of its first use before this client fetches it.
         os.utime(path)
     except FileNotFoundError:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(path, data, durable=False)
     return str(path)
 
 

@@ -26,6 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from vqexplore.errors import CheckpointError
+from vqexplore.utils import fsync_dir
 from vqexplore.hub import CHECKPOINTS_DIR, EMA_DIR, WEIGHTS_NAME, checkpoint_dirname, list_checkpoints
 
 STATE_TENSORS = "trainer_state.safetensors"
@@ -37,29 +38,6 @@ TRASH_PREFIX = ".trash-"
 def _fsync_file(path: Path) -> None:
     with open(path, "rb") as f:
         os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # e.g. Windows cannot open directories
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a small text file so that readers see the old or the new content, never half."""
-    path = Path(path)
-    tmp = path.with_name(f"{TMP_PREFIX}{path.name}-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,11 +121,11 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, state: dict, *,
     for f in tmp.rglob("*"):
         if f.is_file():
             _fsync_file(f)
-    _fsync_dir(tmp)
+    fsync_dir(tmp)
     if final.exists():  # only when the very same step is saved again; move the old one aside
         _remove(final)
     os.rename(tmp, final)
-    _fsync_dir(root)
+    fsync_dir(root)
     if keep_last:
         for _, old in list_checkpoints(run_dir)[:-keep_last]:
             _remove(old)

@@ -10,8 +10,9 @@ import torch
 
 from vqexplore.errors import CheckpointError, MissingWeightsError
 from vqexplore.hub import METRICS_NAME, resolve
+from vqexplore.utils import write_atomic
 
-from .checkpoint import STATE_JSON, write_text_atomic
+from .checkpoint import STATE_JSON
 
 
 def _run_config(src) -> dict | None:
@@ -108,7 +109,7 @@ def evaluate_checkpoint(ckpt: str, *, data: str | None = None, out: str | None =
     })
     path = Path(out) if out else src.path / METRICS_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, json.dumps(metrics, indent=2) + "\n")
+    write_atomic(path, json.dumps(metrics, indent=2) + "\n")
     if update_card and out is None and src.kind != "hub":
         _refresh_card(model, src.path, metrics, info)
     if not quiet:
@@ -130,4 +131,4 @@ def _refresh_card(model, folder: Path, metrics: dict, info: dict) -> None:
     name = folder.parent.parent.name if folder.parent.name == "checkpoints" else folder.name
     card = model_card(model.config, metrics=metrics, dataset=info.get("data") or metrics.get("data_description"),
                       command=info.get("command"), name=name)
-    write_text_atomic(folder / "README.md", str(card))
+    write_atomic(folder / "README.md", str(card))

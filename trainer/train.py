@@ -24,6 +24,7 @@ from vqexplore import VQModel
 from vqexplore.data import describe_source, iter_batches, make_dataset, make_loader
 from vqexplore.errors import ConfigError, VQExploreError
 from vqexplore.hub import CHECKPOINTS_DIR, EMA_DIR, RUN_METRICS_NAME, checkpoint_dirname, list_checkpoints
+from vqexplore.utils import eval_mode, write_atomic
 
 from . import checkpoint as ckpt_io
 from . import distributed
@@ -244,7 +245,7 @@ class Run:
             for old in run_dir.glob("events.out.tfevents.*"):
                 old.unlink()
             (run_dir / RUN_METRICS_NAME).unlink(missing_ok=True)
-        ckpt_io.write_text_atomic(run_dir / "config.yaml", self.cfg.to_yaml())
+        write_atomic(run_dir / "config.yaml", self.cfg.to_yaml())
         t = self.t
         print(f"run {run_dir}: {sum(p.numel() for p in model.parameters()):,} parameters, "
               f"{self.cfg.model.quantizer} K={model.codebook_size} D={model.code_dim}, "
@@ -288,10 +289,8 @@ class Run:
             self.last_val_ema = {"step": self.step, "split": "val_ema", **ema, "time": time.time()}
             log.write(self.last_val_ema)
         if grid.shape[0]:
-            with torch.no_grad():
-                model.eval()
+            with torch.no_grad(), eval_mode(model):
                 recon = model(grid).reconstruction
-                model.train()
             log.grid(self.step, grid, recon)
         row = {"step": self.step, "split": "val", **metrics, "time": time.time()}
         log.write(row)

@@ -103,7 +103,7 @@ def _variant(config: Mapping) -> str:
     return ", ".join(parts) or "plain"
 
 
-_QUANTIZER_NAMES = {"vq": "VQ", "fsq": "FSQ", "simvq": "SimVQ"}
+_QUANTIZER_NAMES = {"vq": "VQ", "fsq": "FSQ", "simvq": "SimVQ", "lfq": "LFQ", "bsq": "BSQ", "ibq": "IBQ"}
 
 
 def _number(value) -> float | None:

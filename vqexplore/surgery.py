@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .utils import eval_mode
+
 __all__ = ["box_cells", "cells_mask", "edit_tokens", "nearest_codes", "decoder_footprint",
            "decode_grid", "SurgeryResult", "token_surgery", "cells_from_points"]
 
@@ -153,12 +155,8 @@ def decode_grid(model: nn.Module, indices: np.ndarray | torch.Tensor) -> np.ndar
     single = ids.dim() == 2
     ids = ids[None] if single else ids
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         images = model.decode_indices(ids.to(device)).clamp(-1, 1).cpu()
-    finally:
-        model.train(was_training)
     out = np.stack([tensor_to_image(x) for x in images])
     return out[0] if single else out
 
