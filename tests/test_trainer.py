@@ -58,7 +58,7 @@ def _error_line(err: str) -> str:
     (lambda c: c["model"].update(codebook_size=0), "model.codebook_size: must be a positive integer"),
     (lambda c: c["model"].update(quantizer="fsq", codebook_size=None, code_dim=None, levels=[8, 1, 5]),
      "model.levels[1]: every FSQ level must be >= 2"),
-    (lambda c: c["model"].update(quantizer="lfq"), "model.quantizer: must be one of vq, fsq, simvq"),
+    (lambda c: c["model"].update(quantizer="gumbel"), "model.quantizer: must be one of vq, fsq, simvq, lfq, bsq, ibq"),
     (lambda c: c["data"].update(train="/no/such/imagenet/train"), "data.train: /no/such/imagenet/train does not exist"),
     (lambda c: c["data"].update(size=30), "data.size: must be a multiple of 4"),
     (lambda c: c["train"].update(precision="fp8"), "train.precision: must be fp32 or bf16"),

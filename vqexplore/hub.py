@@ -97,8 +97,24 @@ def looks_like_repo_id(text: str) -> bool:
     return bool(_REPO_ID_RE.match(text)) and ".." not in text
 
 
-def resolve(source: str | Path, *, revision: str | None = None, token: str | bool | None = None) -> Source:
+def inside(path: str | Path, roots) -> bool:
+    """Whether ``path`` (symlinks and ``..`` resolved) lies inside one of the folders ``roots``."""
+    real = os.path.realpath(os.path.expanduser(str(path)))
+    for root in roots:
+        base = os.path.realpath(os.path.expanduser(str(root)))
+        if real == base or real.startswith(base.rstrip(os.sep) + os.sep):
+            return True
+    return False
+
+
+def resolve(source: str | Path, *, revision: str | None = None, token: str | bool | None = None,
+            local_roots=None) -> Source:
     """Find the checkpoint folder behind a checkpoint folder, a run folder or a Hub repo id.
+
+    local_roots: ``None`` (default) accepts any local path. A sequence of folders confines local
+    paths to those folders (what a hosted app wants): any other text is treated as a Hub repo id
+    or refused with one message that does not depend on what exists on disk, so a visitor learns
+    nothing about the server's files. ``()`` accepts Hub repo ids only.
 
     Raises :class:`CheckpointError` (or :class:`HubError`) with one sentence saying what to do.
     """
@@ -106,6 +122,14 @@ def resolve(source: str | Path, *, revision: str | None = None, token: str | boo
     if not text:
         raise CheckpointError("no checkpoint given: pass a checkpoint folder, a run folder or a Hub repo id")
     path = Path(text).expanduser()
+    if local_roots is not None and not (local_roots and inside(path, local_roots)):
+        if looks_like_repo_id(text):
+            local = _download(text, revision=revision, token=token)
+            return Source("hub", local, text, None, None, repo_id=text)
+        where = " or ".join(str(r) for r in local_roots)
+        raise CheckpointError(f"{text} is not a Hub repo id like user/name"
+                              + (f" nor a folder inside {where}" if where else "")
+                              + "; pick one of the listed checkpoints or type a Hub repo id")
     if path.exists():
         if not path.is_dir():
             raise CheckpointError(f"{path} is a file; pass the checkpoint folder that holds {CONFIG_NAME} and {WEIGHTS_NAME}")
