@@ -8,6 +8,7 @@ cheap stamp of its weights file (size, mtime) so that a rewritten checkpoint is 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
@@ -27,6 +28,7 @@ from vqexplore.errors import VQExploreError  # noqa: E402
 
 import viewstate  # noqa: E402
 
+log = logging.getLogger("vqexplore.dashboard")
 PAGES_DIR = Path(__file__).resolve().parent / "views"
 SAMPLE_SIZES = (16, 64, 256)
 DEFAULT_SAMPLE = 64
@@ -39,12 +41,26 @@ DEFAULT_IMAGE_SIZE = 64  # the study's resolution
 # ---------------------------------------------------------------------------------------------
 
 def _cli_args() -> argparse.Namespace:
-    """``streamlit run app/dashboard.py -- --checkpoints DIR --runs DIR``."""
+    """``streamlit run app/dashboard.py -- --checkpoints DIR --runs DIR [--confine]``."""
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--checkpoints", default=None)
     parser.add_argument("--runs", default=None)
+    parser.add_argument("--confine", action="store_true")
     args, _ = parser.parse_known_args(sys.argv[1:])
     return args
+
+
+def confined() -> bool:
+    """Hosted mode (``--confine`` or ``VQEXPLORE_CONFINE=1``; the Docker image's default): typed
+    sources are folders inside the checkpoint and run roots, or Hub repo ids; any other server
+    path is refused with one message that does not say whether it exists."""
+    env = os.environ.get("VQEXPLORE_CONFINE", "").strip().lower()
+    return _cli_args().confine or env in ("1", "true", "yes", "on")
+
+
+def local_roots() -> tuple[Path, ...] | None:
+    """The folders a typed path may point into, or None (any path: a laptop)."""
+    return (checkpoint_root(), runs_root()) if confined() else None
 
 
 def checkpoint_root() -> Path:
@@ -97,13 +113,14 @@ def weights_stamp(path: str) -> tuple:
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
-def _resolve(text: str, stamp: float) -> Picked:
-    """``stamp`` only keys the cache (a time bucket for local paths, 0 for Hub ids)."""
+def _resolve(text: str, stamp: float, roots: tuple[str, ...] | None) -> Picked:
+    """``stamp`` only keys the cache (a time bucket for local paths, 0 for Hub ids); ``roots``:
+    see ``local_roots()``."""
     import vqexplore
 
     from vqexplore.hub import list_checkpoints
 
-    src = vqexplore.resolve(text)
+    src = vqexplore.resolve(text, local_roots=roots)
     # resolve() guesses a run for any checkpoint inside a folder named "checkpoints" (the demo
     # folders too): only keep it when that run really has step-N checkpoints.
     run_dir = str(src.run_dir) if src.run_dir and list_checkpoints(src.run_dir) else None
@@ -113,8 +130,12 @@ def _resolve(text: str, stamp: float) -> Picked:
 def resolve(text: str) -> Picked:
     """Resolve a path or Hub repo id (raises VQExploreError). Local runs are re-resolved every
     few seconds so a run that writes a new checkpoint moves on to it."""
-    local = Path(text).expanduser().exists()
-    return _resolve(text, time.time() // 5 if local else 0.0)
+    from vqexplore.hub import inside
+
+    roots = local_roots()
+    local = Path(text).expanduser().exists() and (roots is None or inside(text, roots))
+    return _resolve(text, time.time() // 5 if local else 0.0,
+                    None if roots is None else tuple(str(r) for r in roots))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -123,15 +144,19 @@ def resolve(text: str) -> Picked:
 
 @contextmanager
 def shown_errors(what: str = ""):
-    """Turn an exception into one message on the page (the rest of the page keeps running)."""
+    """Turn an exception into one message on the page (the rest of the page keeps running).
+
+    ``what`` names the checkpoint or file concerned ("vq-512: "). An unexpected error (a bug)
+    is one line too; its traceback goes to the server's log, not to the visitor's page."""
     try:
         yield
     except VQExploreError as e:
         st.error(f"{what}{e}")
-    except Exception as e:  # a bug: still one message, the traceback in an expander
-        st.error(f"{what}unexpected {type(e).__name__}: {e}")
-        with st.expander("details"):
-            st.code("".join(traceback.format_exception(e)))
+    except Exception as e:
+        log.error("unexpected error%s\n%s", f" ({what.rstrip(': ')})" if what else "",
+                  "".join(traceback.format_exception(e)))
+        st.error(f"{what}unexpected {type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no details'} "
+                 f"(the traceback is in the server log)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -300,6 +325,7 @@ def _add_source() -> None:
         st.session_state["add_error"] = str(e)
         return
     except Exception as e:  # never let a bad path take the app down
+        log.exception("adding %r failed", text)
         st.session_state["add_error"] = f"{text}: unexpected {type(e).__name__}: {e}"
         return
     st.session_state.pop("add_error", None)
@@ -341,7 +367,9 @@ def sidebar() -> None:
                        args=("selected_sources",),
                        help=f"Checkpoint folders in {checkpoint_root()}, runs in {runs_root()}, and any added below.")
         st.text_input("Add a checkpoint folder, run folder or Hub repo id", key="new_source",
-                      on_change=_add_source, placeholder="runs/my-run  or  user/repo")
+                      on_change=_add_source, placeholder="runs/my-run  or  user/repo",
+                      help=(f"Folders inside {checkpoint_root()} or {runs_root()} only (this server is "
+                            f"confined), or a Hub repo id." if confined() else None))
         st.button("Add", on_click=_add_source, key="add_source_button")
         if st.session_state.get("add_error"):
             st.error(st.session_state["add_error"])

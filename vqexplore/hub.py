@@ -80,8 +80,24 @@ def looks_like_repo_id(text: str) -> bool:
     return bool(_REPO_ID_RE.match(text)) and ".." not in text
 
 
-def resolve(source: str | Path, *, revision: str | None = None, token: str | bool | None = None) -> Source:
+def inside(path: str | Path, roots) -> bool:
+    """Whether ``path`` (symlinks and ``..`` resolved) lies inside one of the folders ``roots``."""
+    real = os.path.realpath(os.path.expanduser(str(path)))
+    for root in roots:
+        base = os.path.realpath(os.path.expanduser(str(root)))
+        if real == base or real.startswith(base.rstrip(os.sep) + os.sep):
+            return True
+    return False
+
+
+def resolve(source: str | Path, *, revision: str | None = None, token: str | bool | None = None,
+            local_roots=None) -> Source:
     """Find the checkpoint folder behind a checkpoint folder, a run folder or a Hub repo id.
+
+    local_roots: ``None`` (default) accepts any local path. A sequence of folders confines local
+    paths to those folders (what a hosted app wants): any other text is treated as a Hub repo id
+    or refused with one message that does not depend on what exists on disk, so a visitor learns
+    nothing about the server's files. ``()`` accepts Hub repo ids only.
 
     Raises :class:`CheckpointError` (or :class:`HubError`) with one sentence saying what to do.
     """
@@ -89,6 +105,14 @@ def resolve(source: str | Path, *, revision: str | None = None, token: str | boo
     if not text:
         raise CheckpointError("no checkpoint given: pass a checkpoint folder, a run folder or a Hub repo id")
     path = Path(text).expanduser()
+    if local_roots is not None and not (local_roots and inside(path, local_roots)):
+        if looks_like_repo_id(text):
+            local = _download(text, revision=revision, token=token)
+            return Source("hub", local, text, None, None, repo_id=text)
+        where = " or ".join(str(r) for r in local_roots)
+        raise CheckpointError(f"{text} is not a Hub repo id like user/name"
+                              + (f" nor a folder inside {where}" if where else "")
+                              + "; pick one of the listed checkpoints or type a Hub repo id")
     if path.exists():
         if not path.is_dir():
             raise CheckpointError(f"{path} is a file; pass the checkpoint folder that holds {CONFIG_NAME} and {WEIGHTS_NAME}")
@@ -212,18 +236,20 @@ def check_safetensors(path: str | Path) -> dict:
 
 
 def load_checkpoint(source: str | Path, *, revision: str | None = None,
-                    map_location: str | torch.device = "cpu", token: str | bool | None = None):
+                    map_location: str | torch.device = "cpu", token: str | bool | None = None,
+                    local_roots=None):
     """VQModel from a checkpoint folder, a run folder (newest checkpoint) or a Hub repo id.
 
     Loading is strict (every weight present, no extra ones, same shapes) and pickle-free.
     The model is returned in eval mode; ``model.source`` tells where it came from.
+    ``local_roots``: see :func:`resolve` (``()``: Hub repo ids only).
     """
     from safetensors.torch import load_file
 
     from .errors import ConfigError
     from .models import VQModel, read_config
 
-    src = resolve(source, revision=revision, token=token)
+    src = resolve(source, revision=revision, token=token, local_roots=local_roots)
     cfg_path, weights_path = src.path / CONFIG_NAME, src.path / WEIGHTS_NAME
     cfg = read_config(cfg_path)
     check_safetensors(weights_path)
@@ -247,10 +273,11 @@ def load_checkpoint(source: str | Path, *, revision: str | None = None,
 
 
 def load(source: str | Path, *, device: str | torch.device = "cpu", revision: str | None = None,
-         token: str | bool | None = None):
+         token: str | bool | None = None, local_roots=None):
     """The one entry point: ``vqexplore.load("checkpoints/vq-512")``, ``load("runs/x")``,
-    ``load("user/repo")``. Returns a VQModel in eval mode on ``device``."""
-    return load_checkpoint(source, revision=revision, map_location=device, token=token)
+    ``load("user/repo")``. Returns a VQModel in eval mode on ``device``. ``local_roots``: see
+    :func:`resolve` (a hosted app passes its folders, or ``()`` for Hub repo ids only)."""
+    return load_checkpoint(source, revision=revision, map_location=device, token=token, local_roots=local_roots)
 
 
 def read_metrics(checkpoint_dir: str | Path) -> dict | None:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .data import center_crop, fit_to_multiple, image_to_tensor, tensor_to_image
+from .errors import CheckpointError
 from .metrics import psnr, ssim, to_unit
 from .utils import eval_mode
 
@@ -100,6 +101,10 @@ def reconstruct(model, images: list[np.ndarray], *, lpips=None, device: str | to
     Images of equal size are batched together. ``lpips`` is an optional
     ``vqexplore.metrics.LPIPS`` module. The model's train/eval mode is restored afterwards.
     """
+    channels = getattr(model, "config", {}).get("in_channels", 3)
+    if channels != 3:
+        raise CheckpointError(f"the checkpoint takes {channels}-channel images (in_channels={channels}) and "
+                              f"these are RGB images; pick an RGB tokenizer")
     device = device or next(model.parameters()).device
     results: list[Reconstruction | None] = [None] * len(images)
     by_shape: dict[tuple, list[int]] = {}
