@@ -58,7 +58,7 @@ import torch  # noqa: E402
 import vqexplore  # noqa: E402
 from vqexplore.data import MAX_PIXELS, builtin_photos, load_image  # noqa: E402
 from vqexplore.errors import VQExploreError  # noqa: E402
-from vqexplore.hub import is_checkpoint_dir, list_checkpoints, looks_like_repo_id  # noqa: E402
+from vqexplore.hub import checkpoints_in, is_checkpoint_dir, looks_like_repo_id  # noqa: E402
 from vqexplore.reconstruct import NATIVE_MAX_PIXELS, prepare_image, reconstruct  # noqa: E402
 from vqexplore.utils import write_atomic  # noqa: E402
 
@@ -142,9 +142,7 @@ def demo_checkpoints(folder: str | os.PathLike | None = None, hub_repos: str | N
     if is_checkpoint_dir(folder):  # the variable may name one checkpoint folder
         entries.append(Entry(folder.name, str(folder)))
     elif folder.is_dir():
-        for child in sorted(folder.iterdir()):
-            if child.is_dir() and not child.name.startswith(".") and (is_checkpoint_dir(child) or list_checkpoints(child)):
-                entries.append(Entry(child.name, str(child)))
+        entries += [Entry(name, str(path)) for name, path, _ in checkpoints_in(folder)]
     elif os.environ.get("VQEXPLORE_CHECKPOINTS"):
         log.warning("VQEXPLORE_CHECKPOINTS=%s is not a folder; no local demo checkpoints", folder)
     for repo in (r.strip() for r in hub_repos.split(",")):

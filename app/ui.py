@@ -8,13 +8,13 @@ cheap stamp of its weights file (size, mtime) so that a rewritten checkpoint is 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
 import time
 import traceback
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -25,6 +25,7 @@ import numpy as np  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from vqexplore.errors import VQExploreError  # noqa: E402
+from vqexplore.hub import Source  # noqa: E402
 
 import viewstate  # noqa: E402
 
@@ -73,33 +74,14 @@ def runs_root() -> Path:
     return Path(_cli_args().runs or os.environ.get("VQEXPLORE_RUNS") or REPO / "runs")
 
 
-@dataclass(frozen=True)
-class Picked:
-    """A selected source, resolved: ``path`` is the checkpoint folder the model loads from."""
-
-    label: str
-    text: str            # what the user picked or typed (path or repo id)
-    kind: str            # checkpoint | run | hub
-    path: str
-    run_dir: str | None
-    step: int | None
-
-
 def discover(ckpt_root: Path, run_root: Path) -> dict[str, str]:
-    """label -> path of every checkpoint folder under ``ckpt_root`` and run folder under ``run_root``."""
-    from vqexplore.hub import is_checkpoint_dir, list_checkpoints
+    """label -> path of every checkpoint (or run) folder in ``ckpt_root`` and run folder in
+    ``run_root``; runs are labelled ``run: <name>``."""
+    from vqexplore.hub import checkpoints_in
 
-    found: dict[str, str] = {}
-    for root, is_run in ((ckpt_root, False), (run_root, True)):
-        if not root.is_dir():
-            continue
-        for child in sorted(root.iterdir()):
-            if not child.is_dir() or child.name.startswith("."):
-                continue
-            if not is_run and is_checkpoint_dir(child):
-                found[child.name] = str(child)
-            elif list_checkpoints(child):
-                found[f"run: {child.name}"] = str(child)
+    found = {name if kind == "checkpoint" else f"run: {name}": str(path)
+             for name, path, kind in checkpoints_in(ckpt_root)}
+    found.update({f"run: {name}": str(path) for name, path, kind in checkpoints_in(run_root) if kind == "run"})
     return found
 
 
@@ -113,7 +95,7 @@ def weights_stamp(path: str) -> tuple:
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
-def _resolve(text: str, stamp: float, roots: tuple[str, ...] | None) -> Picked:
+def _resolve(text: str, stamp: float, roots: tuple[str, ...] | None) -> Source:
     """``stamp`` only keys the cache (a time bucket for local paths, 0 for Hub ids); ``roots``:
     see ``local_roots()``."""
     import vqexplore
@@ -123,11 +105,12 @@ def _resolve(text: str, stamp: float, roots: tuple[str, ...] | None) -> Picked:
     src = vqexplore.resolve(text, local_roots=roots)
     # resolve() guesses a run for any checkpoint inside a folder named "checkpoints" (the demo
     # folders too): only keep it when that run really has step-N checkpoints.
-    run_dir = str(src.run_dir) if src.run_dir and list_checkpoints(src.run_dir) else None
-    return Picked(src.name, text, src.kind, str(src.path), run_dir, src.step)
+    if src.run_dir and not list_checkpoints(src.run_dir):
+        src = dataclasses.replace(src, run_dir=None)
+    return src
 
 
-def resolve(text: str) -> Picked:
+def resolve(text: str) -> Source:
     """Resolve a path or Hub repo id (raises VQExploreError). Local runs are re-resolved every
     few seconds so a run that writes a new checkpoint moves on to it."""
     from vqexplore.hub import inside
@@ -173,7 +156,7 @@ def load_model(path: str, stamp: tuple):
     return vqexplore.load(path)
 
 
-def model_of(p: Picked):
+def model_of(p: Source):
     return load_model(p.path, weights_stamp(p.path))
 
 
@@ -209,7 +192,7 @@ def usage_counts(path: str, stamp: tuple, n: tuple) -> np.ndarray:
     return encoded(path, stamp, n).counts(model.codebook_size)
 
 
-def counts_of(p: Picked) -> np.ndarray:
+def counts_of(p: Source) -> np.ndarray:
     return usage_counts(p.path, weights_stamp(p.path), sample())
 
 
@@ -329,7 +312,7 @@ def _add_source() -> None:
         st.session_state["add_error"] = f"{text}: unexpected {type(e).__name__}: {e}"
         return
     st.session_state.pop("add_error", None)
-    label = text if picked.kind == "hub" else f"{picked.label} ({text})"
+    label = text if picked.kind == "hub" else f"{picked.name} ({text})"
     st.session_state.setdefault("extra_sources", {})[label] = text
     selected = list(st.session_state.get("selected_sources", []))
     if label not in selected:
@@ -398,7 +381,7 @@ def page(title: str) -> None:
     viewstate.publish()
 
 
-def selected() -> list[Picked]:
+def selected() -> list[Source]:
     """The selected sources, resolved; the ones that fail show one error each and are skipped."""
     opts = _options()
     out = []
@@ -407,15 +390,15 @@ def selected() -> list[Picked]:
         if text is None:
             continue
         try:
-            p = resolve(text)
+            src = resolve(text)
         except VQExploreError as e:
             st.error(f"{label}: {e}")
             continue
-        out.append(Picked(label, p.text, p.kind, p.path, p.run_dir, p.step))
+        out.append(dataclasses.replace(src, name=label))  # named as the sidebar lists it
     return out
 
 
-def require_selection() -> list[Picked]:
+def require_selection() -> list[Source]:
     picked = selected()
     if not picked:
         st.info("Select one or more checkpoints in the sidebar (or add a folder / Hub repo id there).")
@@ -431,9 +414,9 @@ def footer() -> None:
         st.caption(f"Page computed in {time.perf_counter() - started:.2f} s on the server.")
 
 
-def pick_one(picked: list[Picked], key: str = "focus") -> Picked:
+def pick_one(picked: list[Source], key: str = "focus") -> Source:
     """One of the selected sources; the choice ("focus") is shared by the single-checkpoint pages."""
-    labels = [p.label for p in picked]
+    labels = [p.name for p in picked]
     if st.session_state.get(key) not in labels:
         st.session_state[key] = labels[0]
     st.session_state[f"{key}_select"] = st.session_state[key]
@@ -442,18 +425,18 @@ def pick_one(picked: list[Picked], key: str = "focus") -> Picked:
     return picked[labels.index(label)]
 
 
-def model_or_stop(p: Picked):
+def model_or_stop(p: Source):
     """The loaded model, or one error message and the page stops there."""
     try:
         return model_of(p)
     except VQExploreError as e:
-        st.error(f"{p.label}: {e}")
+        st.error(f"{p.name}: {e}")
     except Exception as e:
-        st.error(f"{p.label}: cannot load ({type(e).__name__}: {e})")
+        st.error(f"{p.name}: cannot load ({type(e).__name__}: {e})")
     st.stop()
 
 
-def single_checkpoint_page(title: str) -> tuple[Picked, object, tuple]:
+def single_checkpoint_page(title: str) -> tuple[Source, object, tuple]:
     """Start a page about one checkpoint: title and sidebar, the focused checkpoint (shared across
     pages), its model (or one error and a stop), a caption describing it, and the sample."""
     page(title)
@@ -463,15 +446,9 @@ def single_checkpoint_page(title: str) -> tuple[Picked, object, tuple]:
     return p, model, sample()
 
 
-def describe(model, p: Picked) -> str:
-    cfg = model.config
-    bits = [cfg.get("quantizer", "vq").upper(), f"K={model.codebook_size}", f"D={model.code_dim}"]
-    if cfg.get("levels"):
-        bits.append(f"levels={cfg['levels']}")
-    for flag in ("l2_norm", "ema_update"):
-        if cfg.get(flag):
-            bits.append(flag)
-    if cfg.get("entropy_reg"):
-        bits.append(f"entropy_reg={cfg['entropy_reg']:g}")
+def describe(model, p: Source) -> str:
+    """The caption of a single-checkpoint page: the config (``vqexplore.describe``) and where it is."""
+    from vqexplore.describe import config_summary
+
     where = f"{p.kind} {p.path}" + (f" (step {p.step})" if p.step is not None else "")
-    return " · ".join(bits) + f" — {where}"
+    return f"{config_summary(model.config)} — {where}"

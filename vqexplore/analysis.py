@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .describe import describe_config
 from .hub import WEIGHTS_NAME, list_checkpoints, read_metrics, read_run_metrics
 from .metrics import CodebookStats, code_counts, codebook_stats
 from .utils import cache_dir, eval_mode, flatten, write_atomic
@@ -145,7 +146,7 @@ def usage_over_steps(run_dir: str | Path, images: Tensor, *, max_checkpoints: in
     last). ``loader(path) -> VQModel`` defaults to :func:`vqexplore.load`. A run whose
     checkpoints disagree on the codebook size raises ValueError.
     """
-    from .hub import load
+    from .models import load
 
     loader = loader or load
     ckpts = list_checkpoints(run_dir)
@@ -522,21 +523,6 @@ def code_gallery(model: nn.Module, images: Tensor, code: int, *, max_patches: in
 
 STUDY_COLUMNS = ("checkpoint", "quantizer", "levels", "code dim", "codebook size", "l2 norm", "entropy reg",
                  "ema", "usage %", "perplexity", "dead codes", "PSNR", "SSIM", "LPIPS", "rFID", "metrics from")
-
-
-def describe_config(config: Mapping) -> dict:
-    """The study's description columns of a VQModel config (config.json)."""
-    quantizer = config.get("quantizer", "vq")
-    levels = config.get("levels")
-    return {
-        "quantizer": {"vq": "VQ", "fsq": "FSQ", "simvq": "SimVQ", "lfq": "LFQ", "bsq": "BSQ", "ibq": "IBQ"}.get(quantizer, str(quantizer)),
-        "levels": str(list(levels)) if levels else "",
-        "code dim": config.get("code_dim"),
-        "codebook size": config.get("codebook_size"),
-        "l2 norm": "yes" if config.get("l2_norm") else "no",
-        "entropy reg": f"{config['entropy_reg']:g}" if config.get("entropy_reg") else "no",
-        "ema": "yes" if config.get("ema_update") else "no",
-    }
 
 
 _METRIC_COLUMNS = {"usage": "usage %", "perplexity": "perplexity", "dead_codes": "dead codes",

@@ -16,9 +16,10 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import Tensor, nn
 
-from .errors import ConfigError
+from .errors import CheckpointError, ConfigError
+from .hub import CONFIG_NAME, WEIGHTS_NAME, check_safetensors, model_card, read_config, resolve
 from .typecheck import check_keywords
-from .quantizers import BSQ, FSQ, IBQ, LFQ, QuantizerOutput, SimVQ, VectorQuantizer
+from .quantizers import BSQ, FSQ, IBQ, LFQ, SimVQ, VectorQuantizer
 
 QUANTIZERS = ("vq", "fsq", "simvq", "lfq", "bsq", "ibq")
 DOWNSAMPLE = 4
@@ -189,9 +190,6 @@ class VQModel(
         """(B, 3, H, W) in [-1, 1] -> (B, D, H/4, W/4) encoder outputs before quantization."""
         return self.pre_quant(self.encoder(x))
 
-    def quantize(self, z: Tensor) -> QuantizerOutput:
-        return self.quantizer(z)
-
     def encode(self, x: Tensor) -> Tensor:
         """(B, 3, H, W) in [-1, 1] -> (B, H/4, W/4) int64 code ids."""
         return self.quantizer(self.encode_latents(x)).indices
@@ -219,33 +217,60 @@ class VQModel(
 
     # -- Hub format ---------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, *, revision: str | None = None,
-                        map_location: str | torch.device = "cpu", token: str | bool | None = None,
-                        **_ignored) -> "VQModel":
-        """Load a checkpoint folder or a Hub repo id, strictly, without pickle.
+    def _from_pretrained(cls, *, model_id: str, revision: str | None = None, token: str | bool | None = None,
+                         map_location: str | torch.device = "cpu", strict: bool = True,
+                         **kwargs) -> "VQModel":
+        """huggingface_hub's loading hook, behind ``VQModel.from_pretrained(folder_or_repo_id)``:
+        every file is checked first, the weights are loaded strictly (every tensor present, none
+        extra, same shapes) and without pickle. A missing, truncated or mismatched file raises
+        :class:`~vqexplore.errors.CheckpointError` naming it. The model comes back in eval mode
+        on ``map_location``.
 
-        Every file is checked first; a missing, truncated or mismatched file raises
-        :class:`vqexplore.errors.CheckpointError` naming it.
+        ``kwargs``: the mixin's download options (cache_dir, force_download, local_files_only:
+        downloads go through :func:`vqexplore.hub.resolve` instead) and config values, which
+        override config.json's. ``strict=False`` is not offered: a partial load is an error.
         """
-        from .hub import load_checkpoint
+        from safetensors.torch import load_file
 
-        return load_checkpoint(pretrained_model_name_or_path, revision=revision,
-                               map_location=map_location, token=token)
+        src = resolve(model_id, revision=revision, token=token)
+        cfg_path, weights_path = src.path / CONFIG_NAME, src.path / WEIGHTS_NAME
+        cfg = read_config(cfg_path)
+        unknown = sorted(set(cfg) - set(config_fields()))
+        if unknown:
+            raise CheckpointError(f"{cfg_path} has unknown field(s) {', '.join(unknown)}; "
+                                  f"VQModel accepts {', '.join(config_fields())}")
+        cfg.update({k: v for k, v in kwargs.items() if k in config_fields()})
+        check_safetensors(weights_path)
+        try:
+            model = cls(**cfg)
+        except (ConfigError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{cfg_path} describes an invalid model: {e}") from None
+        try:
+            state = load_file(str(weights_path), device=str(map_location))
+        except Exception as e:  # safetensors raises its own error type
+            raise CheckpointError(f"{weights_path} cannot be read ({e}); re-save or re-download it") from None
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            lines = str(e).splitlines()
+            detail = " ".join(line.strip() for line in lines[1:3]) or lines[0]
+            raise CheckpointError(f"{weights_path} does not match {cfg_path}: {detail}") from None
+        model.to(map_location).eval()
+        model.source = src
+        return model
 
     def _save_pretrained(self, save_directory: Path) -> None:
         # config.json from the checked config (effective sizes); the mixin then leaves it alone.
-        (Path(save_directory) / "config.json").write_text(json.dumps(self.config, sort_keys=True, indent=2))
+        (Path(save_directory) / CONFIG_NAME).write_text(json.dumps(self.config, sort_keys=True, indent=2))
         super()._save_pretrained(save_directory)
         # safetensors writes through a private temp file (mode 0600); give the weights the same
         # permissions as the other files, so a container user or a web server can read them.
-        weights = Path(save_directory) / "model.safetensors"
+        weights = Path(save_directory) / WEIGHTS_NAME
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(weights, 0o666 & ~umask)
 
     def generate_model_card(self, *args, **kwargs):
-        from .hub import model_card
-
         return model_card(self.config, metrics=kwargs.get("metrics"), dataset=kwargs.get("dataset"),
                           command=kwargs.get("command"), repo_id=kwargs.get("repo_id"), name=kwargs.get("name"))
 
@@ -351,26 +376,21 @@ def _check_binary(cfg: dict) -> None:
 
 def config_fields() -> tuple[str, ...]:
     """Names of the VQModel constructor arguments (the keys config.json may hold)."""
-    import inspect
-
     return tuple(p for p in inspect.signature(VQModel.__init__).parameters if p != "self")
 
 
-def read_config(path: str | Path) -> dict:
-    """Parse and check a config.json; unknown fields are an error naming the file."""
-    from .errors import CheckpointError
+def load(source: str | Path, *, device: str | torch.device = "cpu", revision: str | None = None,
+         token: str | bool | None = None, local_roots=None) -> VQModel:
+    """The one entry point: ``vqexplore.load("checkpoints/vq-512")``, ``load("runs/x")`` (its
+    newest checkpoint), ``load("user/repo")``. Returns a VQModel in eval mode on ``device``;
+    ``model.source`` (a :class:`vqexplore.hub.Source`) tells where it came from.
+    ``local_roots``: see :func:`vqexplore.hub.resolve` (a hosted app passes its folders, or
+    ``()`` for Hub repo ids only).
 
-    path = Path(path)
-    try:
-        cfg = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{path} is missing: a checkpoint folder needs config.json and model.safetensors") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path} is not valid JSON ({e}); the checkpoint is corrupt, re-save or re-download it") from None
-    if not isinstance(cfg, dict):
-        raise CheckpointError(f"{path} must hold a JSON object of VQModel arguments")
-    unknown = sorted(set(cfg) - set(config_fields()))
-    if unknown:
-        raise CheckpointError(f"{path} has unknown field(s) {', '.join(unknown)}; "
-                              f"VQModel accepts {', '.join(config_fields())}")
-    return cfg
+    The source is resolved first (a Hub repo is downloaded once, with a fast failure when the
+    Hub is unreachable) and config.json checked, so every problem is one CheckpointError."""
+    src = resolve(source, revision=revision, token=token, local_roots=local_roots)
+    read_config(src.path / CONFIG_NAME)  # a clear error before the mixin parses it
+    model = VQModel.from_pretrained(src.path, map_location=device)
+    model.source = src
+    return model

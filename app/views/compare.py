@@ -14,10 +14,10 @@ with_lpips = ui.lpips_module() is not None
 rows, curves = [], {}
 with st.spinner(f"Measuring {len(picked)} checkpoint(s) on {n} validation images..."):
     for p in picked:
-        with ui.shown_errors(f"{p.label}: "):
+        with ui.shown_errors(f"{p.name}: "):
             stamp = ui.weights_stamp(p.path)
-            rows.append(ui.comparison_row(p.path, stamp, p.label, sample, with_lpips))
-            curves[p.label] = ui.usage_counts(p.path, stamp, sample)
+            rows.append(ui.comparison_row(p.path, stamp, p.name, sample, with_lpips))
+            curves[p.name] = ui.usage_counts(p.path, stamp, sample)
 
 if rows:
     table = analysis.comparison_table(rows)

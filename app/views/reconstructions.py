@@ -13,7 +13,7 @@ from vqexplore.reconstruct import prepare_image
 
 ui.page("Reconstructions")
 picked = ui.require_selection()
-labels = [p.label for p in picked]
+labels = [p.name for p in picked]
 chosen = st.multiselect("Checkpoints side by side", labels, default=labels[:min(3, len(labels))],
                         key="recon_ckpts")
 c1, c2 = st.columns([2, 1])
