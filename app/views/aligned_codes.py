@@ -23,11 +23,11 @@ n = sample[0]
 choices: dict[str, str] = {}
 runs: dict[str, str] = {}
 for p in picked:
-    choices[p.label] = p.path
+    choices[p.name] = str(p.path)
     if p.run_dir:
         steps = list_checkpoints(p.run_dir)
         if len(steps) >= 2:
-            runs[p.label] = p.run_dir
+            runs[p.name] = str(p.run_dir)
         for step, path in steps:
             choices[f"{Path(p.run_dir).name} @ step {step}"] = str(path)
 labels = list(choices)
