@@ -103,7 +103,9 @@ def publish() -> None:
             pairs.append((query_key, str(state[key])))
     for query_key, session_key in state.get(_TRACKED, {}).items():
         value = state.get(session_key)
-        if value is not None and value != "":
+        if value is True:  # a toggle: on is "1", off is left out
+            pairs.append((query_key, "1"))
+        elif value is not None and value is not False and value != "":
             pairs.append((query_key, str(value)))
     current = [(k, st.query_params.get_all(k)) for k in st.query_params]
     wanted = [(k, v if isinstance(v, list) else [v]) for k, v in pairs]
