@@ -166,7 +166,7 @@ def test_demo_one_size_limit_for_every_way_an_image_arrives(hostile_server):
     assert event == "complete", outputs
 
 
-@pytest.mark.parametrize("typed", ["checkpoints/vq-512", "tests/test_hub.py", "app/pages", "nobody/nothing"])
+@pytest.mark.parametrize("typed", ["checkpoints/vq-512", "tests/test_hub.py", "app/views", "nobody/nothing"])
 def test_demo_typed_ids_are_hub_ids_only(hostile_server, typed):
     """Item 3: a typed id never loads a server folder (``checkpoints/vq-512`` exists in the
     server's working folder) and the answer does not depend on what exists there."""
