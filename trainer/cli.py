@@ -88,8 +88,9 @@ def _sweep_parser() -> argparse.ArgumentParser:
 
 def _export_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m trainer export",
-                                description="Copy a checkpoint's config.json, model.safetensors, README.md and "
-                                            "metrics.json (no optimizer state) to a folder.")
+                                description="Copy a checkpoint's config.json, model.safetensors, metrics.json and "
+                                            "training.json (no optimizer state) to a folder, with a model card "
+                                            "made from them.")
     p.add_argument("--ckpt", required=True, help="checkpoint folder or run folder")
     p.add_argument("--to", help="destination folder (created; must not hold another checkpoint)")
     p.add_argument("--projector", action="store_true",

@@ -1,7 +1,6 @@
 """``python -m trainer export``: a checkpoint without its optimizer state (for demo checkpoints)."""
 from __future__ import annotations
 
-import re
 import shlex
 import shutil
 from pathlib import Path
@@ -10,13 +9,15 @@ from vqexplore.errors import CheckpointError
 from vqexplore.hub import CONFIG_NAME, METRICS_NAME, WEIGHTS_NAME, resolve
 
 from .checkpoint import STATE_JSON
+from .evaluate import training_info
+from .runfacts import FACTS_NAME, write_card, write_facts
 
-FILES = (CONFIG_NAME, WEIGHTS_NAME, "README.md", METRICS_NAME)
+FILES = (CONFIG_NAME, WEIGHTS_NAME, METRICS_NAME)
 
 
 def export_checkpoint(ckpt: str, to: str) -> Path:
-    """Copy config.json, model.safetensors, README.md (the card, with the command that made the
-    checkpoint) and metrics.json of ``ckpt`` into ``to``."""
+    """Copy config.json, model.safetensors and metrics.json of ``ckpt`` into ``to``, with its
+    training.json extended by the eval and export commands, and a model card made from them."""
     src = resolve(ckpt)
     if src.kind == "hub":
         raise CheckpointError(f"{ckpt} is a Hub repo; export takes a local checkpoint or run folder")
@@ -32,22 +33,17 @@ def export_checkpoint(ckpt: str, to: str) -> Path:
         else:
             (dest / name).unlink(missing_ok=True)  # a stale file of an earlier export
     (dest / STATE_JSON).unlink(missing_ok=True)
-    _add_steps_to_card(dest / "README.md", ckpt, to, has_metrics=(dest / METRICS_NAME).is_file())
+    facts = training_info(src.path)
+    if facts:
+        facts["name"] = dest.name  # an exported checkpoint is known by its folder (checkpoints/vq-512)
+        # The commands after training, once each: how this very folder was made.
+        commands = [c for c in facts.get("commands", [])
+                    if not c.startswith(("python -m trainer eval ", "python -m trainer export "))]
+        if (dest / METRICS_NAME).is_file():
+            commands.append(f"python -m trainer eval --ckpt {shlex.quote(ckpt)}")
+        commands.append(f"python -m trainer export --ckpt {shlex.quote(ckpt)} --to {shlex.quote(to)}")
+        write_facts(dest, {**facts, "commands": commands})
+    else:
+        (dest / FACTS_NAME).unlink(missing_ok=True)
+    write_card(dest)
     return dest
-
-
-def _add_steps_to_card(card: Path, ckpt: str, to: str, has_metrics: bool) -> None:
-    """Complete the card's "How it was made" block with the eval and export commands."""
-    if not card.is_file():
-        return
-    text = card.read_text(encoding="utf-8")
-    m = re.search(r"(## How it was made\s*```\n)(.*?)(\n```)", text, re.S)
-    if not m:
-        return
-    lines = [line for line in m.group(2).splitlines()
-             if not line.startswith(("python -m trainer eval ", "python -m trainer export "))]
-    if has_metrics:
-        lines.append(f"python -m trainer eval --ckpt {shlex.quote(ckpt)}")
-    lines.append(f"python -m trainer export --ckpt {shlex.quote(ckpt)} --to {shlex.quote(to)}")
-    text = text[:m.start(2)] + "\n".join(lines) + text[m.end(2):]
-    card.write_text(text, encoding="utf-8")

@@ -30,6 +30,7 @@ from . import checkpoint as ckpt_io
 from . import distributed
 from .config import Config, from_dict, resume_conflicts, validate
 from .distributed import Dist
+from .runfacts import facts
 from .runlog import RunLog
 from .recipe import WeightEMA, learning_rate, set_learning_rate
 from .step import StepOutput, Window, train_step
@@ -301,7 +302,7 @@ class Run:
         state = {"epoch": step // per_epoch, "batch_in_epoch": step % per_epoch,
                  "batches_per_epoch": per_epoch, "elapsed": self.elapsed, "command": self.command,
                  "data": self.data.description, "world_size": self.d.world}
-        card = {"dataset": self.data.description, "command": self.command}
+        run_facts = facts(name=self.cfg.name, data=self.data.description, step=step, command=self.command)
         return ckpt_io.save_checkpoint(self.cfg.run_dir, step, self.model, self.optimizer, state,
-                                       card=card, keep_last=self.t.keep_last,
+                                       run_facts=run_facts, keep_last=self.t.keep_last,
                                        ema_model=self.ema.model if self.ema else None)
