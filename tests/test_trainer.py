@@ -100,6 +100,24 @@ def test_overrides_and_yaml_numbers(tmp_path):
     assert cfg.model.codebook_size == 1000 and cfg.model.code_dim == 4  # implied by the levels
 
 
+def test_model_section_is_vqmodels_own_signature():
+    # One owner: every VQModel argument is a model: key (type-checked from its annotation), and
+    # VQModel's error carries the key, which the trainer prefixes without reading the message.
+    import inspect
+
+    from vqexplore import ConfigError, VQModel
+
+    cfg = load_config(None)
+    assert list(cfg.model) == list(inspect.signature(VQModel).parameters)
+    assert cfg.model.codebook_size == 512 and cfg.model.code_dim == 64  # effective, not None
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["model.rotation_trick=perhaps"])
+    assert e.value.key == "model.rotation_trick" and e.value.problem.startswith("expected true/false")
+    with pytest.raises(ConfigError) as e:
+        VQModel(quantizer="fsq", levels=[8, 1])
+    assert e.value.key == "levels[1]" and str(e.value).startswith("levels[1]: every FSQ level must be >= 2")
+
+
 def test_missing_imagenet_is_a_clear_error_without_traceback():
     # A real process: the shipped study config points at an ImageNet folder this machine lacks.
     r = run_trainer("--cfg", "configs/imagenet64/vq-512.yaml", timeout=120)

@@ -39,7 +39,7 @@ Run `python -m trainer COMMAND --help` for a command's options. Errors you can f
 def _train_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m trainer", usage=USAGE, description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cfg", metavar="FILE", help="YAML config (see trainer/config.py for every key)")
+    p.add_argument("--cfg", metavar="FILE", help="YAML config (keys: trainer/config.py; model: keys: VQModel's docstring)")
     p.add_argument("--resume", action="store_true",
                    help="continue <out_dir>/<name> from its newest complete checkpoint (start if none)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.steps=200")

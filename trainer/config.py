@@ -5,24 +5,12 @@ reference study's hyper-parameters)::
 
     name: vq-512                 # the run folder is <out_dir>/<name>
     out_dir: runs
-    model:                       # the VQModel constructor (config.json of every checkpoint)
-      quantizer: vq              # vq | fsq | simvq
-      codebook_size: 512         # (FSQ: implied by levels)
+    model:                       # VQModel's keyword arguments, passed through; VQModel's docstring
+      quantizer: vq              # describes every key (levels, l2_norm, ema_update, entropy_reg,
+      codebook_size: 512         # commitment_weight, hidden_dim, ...)
       code_dim: 64
-      levels: null               # FSQ only, e.g. [8, 5, 5, 5]
-      l2_norm: false             # VQ only
-      ema_update: false          # VQ only: EMA k-means codebook (decay ema_decay)
-      ema_decay: 0.99
-      entropy_reg: 0.0           # VQ only: weight of the entropy regulariser
-      entropy_temperature: 0.01
-      commitment_weight: 0.25
-      kmeans_init: false         # VQ only: k-means on the first batch's encoder outputs
-      dead_code_threshold: 0.0   # VQ only: restart codes whose EMA count/step falls below it
-      rotation_trick: false      # VQ only: rotation-trick gradients instead of straight-through
-      hidden_dim: 256
-      n_resblocks: 2
     data:
-      train: builtin             # builtin | image folder | Downsampled ImageNet files | hf:<name>
+      train: builtin             # builtin | photos | image folder | Downsampled ImageNet files | hf:<name>
       val: builtin
       size: 64                   # images are size x size (multiple of 4)
       num_workers: 0
@@ -55,14 +43,16 @@ reference study's hyper-parameters)::
       batch_size: 64
 
 ``key=value`` overrides on the command line (``train.steps=200 model.levels=[8,5,5,5]``) go
-through the same validation. Every problem is a :class:`ConfigError` naming the key.
+through the same validation. Every problem is a :class:`ConfigError` naming the key. The trainer
+owns ``data:``, ``train:`` and ``eval:``; ``model:`` belongs to ``VQModel``, so a new VQModel
+argument is a valid key here, type-checked from its annotation, without being declared again.
 """
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import re
-import types
 import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -70,30 +60,24 @@ from typing import Any
 
 import yaml
 
+from vqexplore.data import NAMED_SOURCES
 from vqexplore.errors import ConfigError
+from vqexplore.typecheck import check_keywords, convert, unknown_key
 
 
-@dataclass
-class ModelConfig:
-    quantizer: str = "vq"
-    codebook_size: int | None = None    # default 512 (FSQ: prod(levels))
-    code_dim: int | None = None         # default 64 (FSQ: len(levels))
-    levels: list[int] | None = None
-    l2_norm: bool = False
-    ema_update: bool = False
-    ema_decay: float = 0.99
-    entropy_reg: float = 0.0
-    entropy_temperature: float = 0.01
-    commitment_weight: float = 0.25
-    kmeans_init: bool = False
-    dead_code_threshold: float = 0.0
-    rotation_trick: bool = False
-    hidden_dim: int = 256
-    n_resblocks: int = 2
+class ModelConfig(dict):
+    """The ``model:`` section: every VQModel argument with its effective value (from
+    ``VQModel.check_config``), readable as attributes (``cfg.model.codebook_size``)."""
+
+    def __getattr__(self, key: str):
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
 
     def kwargs(self) -> dict:
         """VQModel constructor arguments."""
-        return asdict(self)
+        return dict(self)
 
 
 @dataclass
@@ -141,7 +125,7 @@ class EvalConfig:
 class Config:
     name: str = "run"
     out_dir: str = "runs"
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelConfig = field(default_factory=lambda: _check_model({}))
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -151,92 +135,39 @@ class Config:
         return Path(self.out_dir) / self.name
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {"name": self.name, "out_dir": self.out_dir, "model": self.model.kwargs(),
+                **{key: asdict(getattr(self, key)) for key in ("data", "train", "eval")}}
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
 
 
-_SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "eval": EvalConfig}
+_SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "eval": EvalConfig}  # in file order
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
-_FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
 # ---------------------------------------------------------------------------------------------
-# Typed conversion of one value
+# Sections: keys and types
 # ---------------------------------------------------------------------------------------------
 
-def _type_name(tp) -> str:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return " or ".join(_type_name(a) for a in args) + " or null"
-    if origin is list:
-        return f"a list of {_type_name(typing.get_args(tp)[0])}s"
-    return {int: "an integer", float: "a number", bool: "true/false", str: "a string"}.get(tp, str(tp))
+def _check_model(raw: Any) -> ModelConfig:
+    """``model:`` is VQModel's: it checks keys, types and values; the key gets the ``model.`` prefix."""
+    from vqexplore.models import VQModel
 
-
-def _convert(key: str, value: Any, tp) -> Any:
-    """value (from YAML) -> the field's type, or ConfigError naming ``key``."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _convert(key, value, arg)
-            except ConfigError:
-                pass
-        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
-    if origin is list:
-        (item,) = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
-        return [_convert(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer() and abs(value) < 2 ** 53:
-            return int(value)  # 5e5 written in YAML
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        # PyYAML reads "4e-4" (no dot) as a string; it is clearly a number.
-        if isinstance(value, str) and _FLOAT_RE.match(value.strip()):
-            return float(value)
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    try:
+        return ModelConfig(VQModel.check_config({} if raw is None else raw))
+    except ConfigError as e:
+        raise e.under("model") from None
 
 
 def _build_section(name: str, cls, raw: Any):
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{name}: expected a mapping of keys, got {raw!r}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    values = {}
-    for key, value in raw.items():
-        if key not in known:
-            hint = _closest(str(key), known)
-            raise ConfigError(f"{name}.{key}: unknown key{hint}; {name} accepts {', '.join(sorted(known))}")
-        values[key] = _convert(f"{name}.{key}", value, hints[key])
-    return cls(**values)
-
-
-def _closest(key: str, options) -> str:
-    import difflib
-
-    match = difflib.get_close_matches(key, list(options), n=1)
-    return f" (did you mean {match[0]}?)" if match else ""
+    if name == "model":
+        return _check_model(raw)
+    hints = {f.name: typing.get_type_hints(cls)[f.name] for f in dataclasses.fields(cls)}
+    try:
+        return cls(**check_keywords({} if raw is None else raw, hints, name))
+    except ConfigError as e:
+        raise e.under(name) from None
 
 
 def from_dict(raw: Any) -> Config:
@@ -249,11 +180,11 @@ def from_dict(raw: Any) -> Config:
     kwargs = {}
     for key, value in raw.items():
         if key not in top:
-            raise ConfigError(f"{key}: unknown key{_closest(str(key), top)}; the config accepts {', '.join(sorted(top))}")
+            raise unknown_key(key, top, "the config")
         if key in _SECTIONS:
             kwargs[key] = _build_section(key, _SECTIONS[key], value)
         else:
-            kwargs[key] = _convert(key, value, str)
+            kwargs[key] = convert(key, value, str)
     return Config(**kwargs)
 
 
@@ -286,8 +217,9 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             section, sub = parts
             if section not in _SECTIONS:
                 top = [*_SECTIONS, "name", "out_dir"]
-                raise ConfigError(f"{key}: unknown section {section!r}{_closest(section, top)}; "
-                                  f"sections are {', '.join(_SECTIONS)}")
+                match = difflib.get_close_matches(section, top, n=1)
+                hint = f" (did you mean {match[0]}?)" if match else ""
+                raise ConfigError(f"{key}: unknown section {section!r}{hint}; sections are {', '.join(_SECTIONS)}")
             current = raw.get(section)
             current = dict(current) if isinstance(current, dict) else {}
             current[sub] = value
@@ -302,8 +234,8 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
 def _check_data_source(key: str, source: str) -> None:
     source = source.strip()
     if not source:
-        raise ConfigError(f"{key}: empty; use 'builtin', an image folder, the Downsampled ImageNet files or hf:<dataset>")
-    if source.lower() == "builtin":
+        raise ConfigError(f"{key}: empty; use 'builtin', 'photos', an image folder, the Downsampled ImageNet files or hf:<dataset>")
+    if source.lower() in NAMED_SOURCES:
         return
     if source.startswith("hf:"):
         if len(source) <= 3:
@@ -312,37 +244,7 @@ def _check_data_source(key: str, source: str) -> None:
     if not Path(source).expanduser().exists():
         raise ConfigError(f"{key}: {source} does not exist; set {key} to your data folder "
                           f"(e.g. {key}=/data/imagenet/{'train' if key.endswith('train') else 'val'}) "
-                          f"or use 'builtin'")
-
-
-def _model_check(model: ModelConfig) -> None:
-    """Reuse VQModel's own checks by building it (~0.2 s even for the study's model; the meta
-    device would allocate nothing but costs seconds on first use)."""
-    from vqexplore.models import VQModel, config_fields
-
-    if model.quantizer == "fsq":
-        if model.levels is None:
-            raise ConfigError("model.levels: required for quantizer fsq, e.g. model.levels=[8,5,5,5]")
-        for i, level in enumerate(model.levels):
-            if level < 2:
-                raise ConfigError(f"model.levels[{i}]: every FSQ level must be >= 2, got {level} in {model.levels}")
-    else:
-        for key in ("codebook_size", "code_dim"):
-            value = getattr(model, key)
-            if value is not None and value < 1:
-                raise ConfigError(f"model.{key}: must be a positive integer, got {value!r}")
-    if model.commitment_weight < 0:
-        raise ConfigError(f"model.commitment_weight: must be >= 0, got {model.commitment_weight}")
-    try:
-        built = VQModel(**model.kwargs())
-    except ConfigError as e:
-        msg = str(e)
-        first = msg.split(" ", 1)[0].rstrip(":,")
-        if first in config_fields():
-            raise ConfigError(f"model.{first}: {msg.split(' ', 1)[1]}") from None
-        raise ConfigError(f"model: {msg}") from None
-    # Record the effective sizes (defaults, or implied by FSQ levels) in the saved config.
-    model.codebook_size, model.code_dim = built.codebook_size, built.code_dim
+                          f"or use 'builtin' or 'photos'")
 
 
 def validate(cfg: Config) -> Config:
@@ -351,7 +253,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"name: {cfg.name!r} must be a folder name (letters, digits, . _ + -)")
     if not cfg.out_dir.strip():
         raise ConfigError("out_dir: must not be empty")
-    _model_check(cfg.model)
+    if cfg.model.in_channels != 3:
+        raise ConfigError(f"model.in_channels: must be 3 (the data is RGB), got {cfg.model.in_channels}")
 
     d = cfg.data
     _check_data_source("data.train", d.train)

@@ -4,9 +4,11 @@ Images are (B, 3, H, W) in [-1, 1] with H, W multiples of 4; the code grid is (H
 """
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import Tensor, nn
 
 from .errors import ConfigError
+from .typecheck import check_keywords
 from .quantizers import FSQ, QuantizerOutput, SimVQ, VectorQuantizer
 
 QUANTIZERS = ("vq", "fsq", "simvq")
@@ -87,12 +90,29 @@ class VQModel(
 ):
     """SimpleCNN autoencoder with a VQ, FSQ or SimVQ bottleneck.
 
-    The constructor is flat and JSON-able (it is ``config.json``)::
+    The constructor is flat and JSON-able (it is ``config.json``, and the ``model:`` section of a
+    trainer config)::
 
         VQModel(quantizer="vq", codebook_size=512, code_dim=64)         # the study's model
         VQModel(quantizer="vq", codebook_size=2048, code_dim=64, l2_norm=True)
         VQModel(quantizer="fsq", levels=[8, 8, 8])                      # K = 512, D = 3
         VQModel(quantizer="simvq", codebook_size=2048, code_dim=64)
+
+    Arguments (each is checked against its annotation and range by :meth:`check_config`; a bad
+    one raises :class:`~vqexplore.errors.ConfigError` whose ``key`` names it):
+
+    - ``quantizer``: ``vq`` | ``fsq`` | ``simvq``.
+    - ``codebook_size`` (K, default 512) and ``code_dim`` (D, default 64); FSQ: implied by ``levels``.
+    - ``levels``: FSQ only, values per channel, each >= 2 (e.g. ``[8, 5, 5, 5]``: K = 1000, D = 4).
+    - ``l2_norm``: VQ only, search and decode l2-normalised codes.
+    - ``ema_update`` / ``ema_decay``: VQ only, EMA k-means codebook updates with this decay in (0, 1).
+    - ``entropy_reg`` / ``entropy_temperature``: VQ only, weight (>= 0) and softmax temperature
+      (> 0) of the entropy regulariser.
+    - ``commitment_weight``: weight (>= 0) of the commitment loss (VQ, SimVQ).
+    - ``kmeans_init``: VQ only, k-means on the first batch's encoder outputs.
+    - ``dead_code_threshold``: VQ only, restart codes whose EMA count per step falls below it (0: off).
+    - ``rotation_trick``: VQ only, rotation-trick gradients instead of straight-through.
+    - ``hidden_dim`` (even, >= 2), ``n_resblocks`` (>= 0), ``in_channels``: the autoencoder.
 
     ``save_pretrained(dir)`` writes config.json, model.safetensors and a model card;
     ``VQModel.from_pretrained(dir_or_repo_id)`` loads them strictly (see ``vqexplore.hub``).
@@ -104,47 +124,34 @@ class VQModel(
                  commitment_weight: float = 0.25, kmeans_init: bool = False,
                  dead_code_threshold: float = 0.0, rotation_trick: bool = False, hidden_dim: int = 256,
                  n_resblocks: int = 2, in_channels: int = 3):
+        # Every argument as passed (first statement: nothing else is in this scope yet).
+        passed = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         super().__init__()
-        if quantizer == "fsq" and isinstance(levels, (list, tuple)) and levels and \
-                all(isinstance(v, int) and v >= 2 for v in levels):
-            # FSQ's codebook is implied by its levels; explicit values must agree with them.
-            implied = {"codebook_size": math.prod(levels), "code_dim": len(levels)}
-            for name, given in (("codebook_size", codebook_size), ("code_dim", code_dim)):
-                if given is not None and given != implied[name]:
-                    raise ConfigError(f"{name}={given} contradicts levels={list(levels)} (which imply {implied[name]}); drop {name}")
-            codebook_size, code_dim = implied["codebook_size"], implied["code_dim"]
-        codebook_size = 512 if codebook_size is None else codebook_size
-        code_dim = 64 if code_dim is None else code_dim
-        _validate(quantizer, codebook_size, code_dim, levels, hidden_dim, n_resblocks, ema_decay,
-                  entropy_reg, entropy_temperature, l2_norm, ema_update)
-        vq_only = {"kmeans_init": kmeans_init, "dead_code_threshold": dead_code_threshold,
-                   "rotation_trick": rotation_trick}
-        for name, value in vq_only.items():
-            if value and quantizer != "vq":
-                raise ConfigError(f"{name} applies to quantizer='vq' only, not {quantizer!r}")
-        if not isinstance(dead_code_threshold, (int, float)) or isinstance(dead_code_threshold, bool) \
-                or not dead_code_threshold >= 0:
-            raise ConfigError(f"dead_code_threshold must be a number >= 0 (0 turns restarts off), got {dead_code_threshold!r}")
-        self.quantizer_type = quantizer
-        if quantizer == "fsq":
-            self.quantizer = FSQ(levels)
-        elif quantizer == "simvq":
-            self.quantizer = SimVQ(codebook_size, code_dim, commitment_weight=commitment_weight)
-        else:
-            self.quantizer = VectorQuantizer(
-                codebook_size, code_dim, l2_norm=l2_norm, ema_update=ema_update, ema_decay=ema_decay,
-                entropy_reg=entropy_reg, entropy_temperature=entropy_temperature,
-                commitment_weight=commitment_weight, kmeans_init=kmeans_init,
-                dead_code_threshold=dead_code_threshold, rotation_trick=rotation_trick)
-        dim = self.quantizer.code_dim
-        self.encoder = Encoder(hidden_dim, n_resblocks, in_channels)
-        self.pre_quant = nn.Conv2d(hidden_dim, dim, 1)
-        self.post_quant = nn.Conv2d(dim, hidden_dim, 1)
-        self.decoder = Decoder(hidden_dim, n_resblocks, in_channels)
-        # config.json records the effective sizes (FSQ: implied by levels), not None defaults.
-        config = getattr(self, "_hub_mixin_config", None)
-        if isinstance(config, dict):
-            config.update(codebook_size=self.codebook_size, code_dim=self.code_dim)
+        cfg = self.check_config(passed)
+        self._config = cfg  # what config.json records: effective sizes, not None defaults
+        self.quantizer_type = cfg["quantizer"]
+        self.quantizer = _build_quantizer(cfg)
+        dim, hidden = self.quantizer.code_dim, cfg["hidden_dim"]
+        self.encoder = Encoder(hidden, cfg["n_resblocks"], cfg["in_channels"])
+        self.pre_quant = nn.Conv2d(hidden, dim, 1)
+        self.post_quant = nn.Conv2d(dim, hidden, 1)
+        self.decoder = Decoder(hidden, cfg["n_resblocks"], cfg["in_channels"])
+
+    @classmethod
+    def check_config(cls, config: dict) -> dict:
+        """Check keyword arguments of VQModel and return all of them with their effective values
+        (defaults filled in; codebook_size 512 and code_dim 64, or implied by FSQ levels).
+
+        Types come from the constructor's annotations, so a new argument is checked without
+        being declared again. Raises ConfigError whose ``key`` names the bad argument
+        (``"levels[1]"``); callers nesting the config prefix it with ``error.under("model")``.
+        """
+        params = inspect.signature(cls.__init__).parameters
+        hints = typing.get_type_hints(cls.__init__)
+        cfg = {name: p.default for name, p in params.items() if name != "self"}
+        cfg.update(check_keywords(config, {name: hints[name] for name in cfg}, "VQModel"))
+        _check_values(cfg)
+        return cfg
 
     # -- uniform codebook access -------------------------------------------------------
     @property
@@ -161,8 +168,8 @@ class VQModel(
 
     @property
     def config(self) -> dict:
-        """The constructor arguments (what config.json holds)."""
-        return dict(self._hub_mixin_config)
+        """Every constructor argument with its effective value (what config.json holds)."""
+        return dict(self._config)
 
     def codebook_vectors(self) -> Tensor:
         """(K, D) codes as the decoder receives them, for every quantizer."""
@@ -217,6 +224,8 @@ class VQModel(
                                map_location=map_location, token=token)
 
     def _save_pretrained(self, save_directory: Path) -> None:
+        # config.json from the checked config (effective sizes); the mixin then leaves it alone.
+        (Path(save_directory) / "config.json").write_text(json.dumps(self.config, sort_keys=True, indent=2))
         super()._save_pretrained(save_directory)
         # safetensors writes through a private temp file (mode 0600); give the weights the same
         # permissions as the other files, so a container user or a web server can read them.
@@ -235,39 +244,70 @@ class VQModel(
         return f"quantizer={self.quantizer_type!r}, codebook_size={self.codebook_size}, code_dim={self.code_dim}"
 
 
-def _validate(quantizer, codebook_size, code_dim, levels, hidden_dim, n_resblocks, ema_decay,
-              entropy_reg, entropy_temperature, l2_norm, ema_update) -> None:
-    """Reject impossible configurations with one sentence naming the field."""
+QUANTIZER_ONLY = {  # arguments that only some quantizers take (a true value elsewhere is an error)
+    "levels": ("fsq",), "l2_norm": ("vq",), "ema_update": ("vq",), "entropy_reg": ("vq",),
+    "kmeans_init": ("vq",), "dead_code_threshold": ("vq",), "rotation_trick": ("vq",),
+}
+
+
+def _build_quantizer(cfg: dict) -> nn.Module:
+    """The quantizer a checked config describes."""
+    if cfg["quantizer"] == "fsq":
+        return FSQ(cfg["levels"])
+    if cfg["quantizer"] == "simvq":
+        return SimVQ(cfg["codebook_size"], cfg["code_dim"], commitment_weight=cfg["commitment_weight"])
+    return VectorQuantizer(
+        cfg["codebook_size"], cfg["code_dim"], l2_norm=cfg["l2_norm"], ema_update=cfg["ema_update"],
+        ema_decay=cfg["ema_decay"], entropy_reg=cfg["entropy_reg"], entropy_temperature=cfg["entropy_temperature"],
+        commitment_weight=cfg["commitment_weight"], kmeans_init=cfg["kmeans_init"],
+        dead_code_threshold=cfg["dead_code_threshold"], rotation_trick=cfg["rotation_trick"])
+
+
+def _check_values(cfg: dict) -> None:
+    """Reject impossible values (types are already checked); fill in the effective sizes."""
+    quantizer = cfg["quantizer"]
     if quantizer not in QUANTIZERS:
-        raise ConfigError(f"quantizer must be one of {', '.join(QUANTIZERS)}, got {quantizer!r}")
+        raise ConfigError(f"must be one of {', '.join(QUANTIZERS)}, got {quantizer!r}", key="quantizer")
+    for name, owners in QUANTIZER_ONLY.items():
+        if cfg[name] and quantizer not in owners:
+            raise ConfigError(f"applies to quantizer={' or '.join(map(repr, owners))} only, not {quantizer!r}",
+                              key=name)
     if quantizer == "fsq":
-        if levels is None:
-            raise ConfigError("levels is required for quantizer='fsq', e.g. levels=[8, 5, 5, 5]")
-        if not isinstance(levels, (list, tuple)) or not levels or \
-                not all(isinstance(v, int) and not isinstance(v, bool) for v in levels):
-            raise ConfigError(f"levels must be a non-empty list of integers for FSQ, got {levels!r}")
-        if min(levels) < 2:
-            raise ConfigError(f"levels: every FSQ level must be >= 2, got {list(levels)}")
-        if math.prod(levels) > 2 ** 31:
-            raise ConfigError(f"levels: the FSQ codebook prod({list(levels)}) is too large")
-    else:
-        if levels is not None:
-            raise ConfigError(f"levels applies to quantizer='fsq' only, not {quantizer!r}")
-        for name, value in (("codebook_size", codebook_size), ("code_dim", code_dim)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-    if quantizer != "vq" and (l2_norm or ema_update or entropy_reg):
-        raise ConfigError(f"l2_norm, ema_update and entropy_reg apply to quantizer='vq' only, not {quantizer!r}")
-    if not isinstance(hidden_dim, int) or hidden_dim < 2 or hidden_dim % 2:
-        raise ConfigError(f"hidden_dim must be an even integer >= 2, got {hidden_dim!r}")
-    if not isinstance(n_resblocks, int) or n_resblocks < 0:
-        raise ConfigError(f"n_resblocks must be an integer >= 0, got {n_resblocks!r}")
-    if not 0.0 < ema_decay < 1.0:
-        raise ConfigError(f"ema_decay must lie in (0, 1), got {ema_decay!r}")
-    if entropy_reg < 0:
-        raise ConfigError(f"entropy_reg must be >= 0, got {entropy_reg!r}")
-    if entropy_temperature <= 0:
-        raise ConfigError(f"entropy_temperature must be > 0, got {entropy_temperature!r}")
+        _check_fsq_levels(cfg)
+    cfg["codebook_size"] = 512 if cfg["codebook_size"] is None else cfg["codebook_size"]
+    cfg["code_dim"] = 64 if cfg["code_dim"] is None else cfg["code_dim"]
+    ranges = [  # (key, fine?, what it must be)
+        ("codebook_size", cfg["codebook_size"] >= 1, "a positive integer"),
+        ("code_dim", cfg["code_dim"] >= 1, "a positive integer"),
+        ("hidden_dim", cfg["hidden_dim"] >= 2 and cfg["hidden_dim"] % 2 == 0, "an even integer >= 2"),
+        ("n_resblocks", cfg["n_resblocks"] >= 0, "an integer >= 0"),
+        ("in_channels", cfg["in_channels"] >= 1, "a positive integer"),
+        ("ema_decay", 0.0 < cfg["ema_decay"] < 1.0, "in (0, 1)"),
+        ("entropy_reg", cfg["entropy_reg"] >= 0, ">= 0"),
+        ("entropy_temperature", cfg["entropy_temperature"] > 0, "> 0"),
+        ("commitment_weight", cfg["commitment_weight"] >= 0, ">= 0"),
+        ("dead_code_threshold", cfg["dead_code_threshold"] >= 0, ">= 0 (0 turns restarts off)"),
+    ]
+    for key, fine, what in ranges:
+        if not fine:
+            raise ConfigError(f"must be {what}, got {cfg[key]!r}", key=key)
+
+
+def _check_fsq_levels(cfg: dict) -> None:
+    """FSQ: levels given, each >= 2, and the codebook size and code dim they imply."""
+    levels = cfg["levels"]
+    if not levels:
+        raise ConfigError("required for quantizer='fsq', e.g. levels=[8, 5, 5, 5]", key="levels")
+    for i, level in enumerate(levels):
+        if level < 2:
+            raise ConfigError(f"every FSQ level must be >= 2, got {level} in {levels}", key=f"levels[{i}]")
+    if math.prod(levels) > 2 ** 31:
+        raise ConfigError(f"the FSQ codebook prod({levels}) is too large", key="levels")
+    implied = {"codebook_size": math.prod(levels), "code_dim": len(levels)}
+    for name, value in implied.items():
+        if cfg[name] is not None and cfg[name] != value:
+            raise ConfigError(f"{cfg[name]} contradicts levels={levels} (which imply {value}); drop {name}", key=name)
+        cfg[name] = value
 
 
 def config_fields() -> tuple[str, ...]:

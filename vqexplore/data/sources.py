@@ -1,6 +1,7 @@
 """One name for every data source: ``make_dataset`` and ``describe_source``.
 
-* ``"builtin"``: the built-in photos (``builtin``).
+* ``"builtin"``: the eight built-in photos (``builtin``).
+* ``"photos"``: the photo corpus, shipped photographs + the built-in ones (``corpus``).
 * A folder in the ImageNet layout or any folder of images (``folders``).
 * The official "Downsampled ImageNet" files, a folder of them or one file (``imagenet64``).
 * ``"hf:<repo id or local path>[:<split>]"``: a Hugging Face dataset (``hf``).
@@ -18,22 +19,27 @@ from torch.utils.data import Dataset
 from ..errors import DataError
 from .base import _norm_split
 from .builtin import _BUILTIN_FILES, _PACKAGE_LABEL, BUILTIN_TRAIN_PHOTOS, BUILTIN_VAL_PHOTOS, BuiltinPhotos
+from .corpus import PhotoCorpus
+from .corpus import describe as _describe_corpus
 from .folders import (IMAGE_EXTENSIONS, ImageFolderDataset, _hash_split, _imagenet_split_dir, _is_imagenet_layout,
                       _list_images)
 from .hf import HFImageDataset, _hf_load, _parse_hf
 from .imagenet64 import _IMAGENET64_RE, DownsampledImageNet, _imagenet64_files
 
-__all__ = ["make_dataset", "describe_source"]
+__all__ = ["NAMED_SOURCES", "make_dataset", "describe_source"]
+
+NAMED_SOURCES = ("builtin", "photos")
+"""Source names that are not paths: the built-in photos and the photo corpus."""
 
 def _resolve(source: str | os.PathLike) -> tuple[str, Any]:
-    """-> (kind, details). kinds: builtin, hf, imagenet64, imagenet_layout, folder."""
-    if isinstance(source, str) and source.strip().lower() == "builtin":
-        return "builtin", None
+    """-> (kind, details). kinds: builtin, photos, hf, imagenet64, imagenet_layout, folder."""
+    if isinstance(source, str) and source.strip().lower() in NAMED_SOURCES:
+        return source.strip().lower(), None
     if isinstance(source, str) and source.startswith("hf:"):
         return "hf", _parse_hf(source)
     path = Path(source).expanduser()
     if not path.exists():
-        raise DataError(f"data source {source} does not exist; pass 'builtin', an image folder, the "
+        raise DataError(f"data source {source} does not exist; pass 'builtin', 'photos', an image folder, the "
                         f"Downsampled ImageNet files or hf:<dataset>")
     if path.is_file():
         if _IMAGENET64_RE.match(path.name):
@@ -67,17 +73,19 @@ def make_dataset(source: str | os.PathLike, split: str = "train", size: int = 64
                  in_memory: bool | None = None) -> Dataset:
     """A dataset of float32 ``(3, size, size)`` images in [-1, 1] (no labels).
 
-    source: "builtin", a folder (ImageNet layout or any images), the Downsampled ImageNet files,
+    source: "builtin", "photos", a folder (ImageNet layout or any images), the Downsampled ImageNet files,
         or "hf:<repo id | saved folder>[:<split>]" (see the module docstring).
     split: "train" (random crops and flips; call ``set_epoch``) or "val" (deterministic).
     in_memory: None = automatic (RAM if it fits ``IN_MEMORY_BUDGET``), True, False. Ignored for
-        "builtin" (always in RAM).
+        "builtin" and "photos" (always in RAM).
     Raises DataError naming the source and what to do.
     """
     split = _norm_split(split)
     kind, info = _resolve(source)
     if kind == "builtin":
         return BuiltinPhotos(split, size=size, seed=seed)
+    if kind == "photos":
+        return PhotoCorpus(split, size=size, seed=seed)
     if kind == "hf":
         name, hf_split = info
         ds, hashed, label = _hf_load(name, split, hf_split)
@@ -108,6 +116,8 @@ def describe_source(source: str | os.PathLike) -> str:
         packages = ", ".join(dict.fromkeys(_PACKAGE_LABEL[_BUILTIN_FILES[n][0]] for n in _BUILTIN_FILES))
         return (f"built-in photos ({packages}), {len(BUILTIN_TRAIN_PHOTOS)} train / "
                 f"{len(BUILTIN_VAL_PHOTOS)} val photos")
+    if kind == "photos":
+        return _describe_corpus()
     if kind == "hf":
         name, hf_split = info
         where = "saved at " + name if Path(name).exists() else name

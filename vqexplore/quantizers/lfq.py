@@ -1,0 +1,179 @@
+"""Lookup-free quantization (LFQ, Yu et al. 2023, MAGVIT-v2): every channel quantized to its sign.
+
+The codebook is implicit: the K = 2^d vertices of the hypercube {-s, s}^d (s = 1 for LFQ; BSQ, in
+``bsq.py``, uses s = 1/sqrt(d) on l2-normalised tokens). Values, index bit order and losses are
+those of ``vector_quantize_pytorch.LFQ`` (version 1.32): channel 0 is the most significant bit.
+
+The entropy term needs the softmax over all K codes for every token. It is computed in chunks of
+tokens by a custom autograd Function (forward and backward recompute the logits per chunk), so
+memory is ``chunk x K`` floats, never ``N x K``. The exact factorised form (a product of per-bit
+sigmoids) does not apply: vector_quantize_pytorch clamps every probability at 1e-5 inside the log,
+and the clamp does not factorise over bits. What the factorisation does give exactly is each
+token's log-sum-exp, sum_i log(2 cosh(a s t_i)), which saves the max and sum passes.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .base import Quantizer, QuantizerOutput, distributed, from_tokens, to_tokens
+from .search import chunk_rows
+
+# vector_quantize_pytorch's floor inside every log of the entropy terms.
+ENTROPY_EPS = 1e-5
+
+
+def _working_dtype(t: Tensor) -> Tensor:
+    """float64 stays (for exact tests), anything else is computed in float32."""
+    return t if t.dtype == torch.float64 else t.float()
+
+
+class _HypercubeEntropy(torch.autograd.Function):
+    """(mean_n H(p_n), H(mean_n p_n)) with p_n = softmax_k(a t_n . c_k) over the hypercube codes.
+
+    H(p) = -sum_k p_k log(max(p_k, eps)), as vector_quantize_pytorch defines it. Chunked over
+    tokens in forward and backward; one float per token (its log-sum-exp) and the K average
+    probabilities are kept for backward. Under DDP the average probability is over all ranks'
+    tokens (as vector_quantize_pytorch's all-reduce), and its gradient is scaled so that DDP's
+    gradient averaging gives the gradient of that one global term.
+    """
+
+    @staticmethod
+    def forward(ctx, tokens: Tensor, codes: Tensor, alpha: float, scale: float, rows: int):
+        n = tokens.shape[0]
+        # sum_{c in {-s,s}^d} exp(a t.c) = prod_i 2 cosh(a s t_i)  (stable: |x| + log1p(e^-2|x|))
+        x = (alpha * scale * tokens).abs()
+        lse = (x + torch.log1p(torch.exp(-2 * x))).sum(1)
+        log_eps = math.log(ENTROPY_EPS)
+        prob_sum = tokens.new_zeros(codes.shape[0])
+        sample_entropy = tokens.new_zeros(())
+        for start in range(0, n, rows):
+            logp = torch.addmm(-lse[start : start + rows, None], tokens[start : start + rows], codes.t(), alpha=alpha)
+            p = logp.exp()
+            sample_entropy -= torch.linalg.vecdot(p, logp.clamp_min_(log_eps)).sum()
+            prob_sum += p.sum(0)
+        count = torch.tensor(float(n), dtype=tokens.dtype, device=tokens.device)
+        world = 1
+        if distributed():
+            world = torch.distributed.get_world_size()
+            torch.distributed.all_reduce(prob_sum)
+            torch.distributed.all_reduce(count)
+        avg = prob_sum / count
+        codebook_entropy = -(avg * avg.clamp_min(ENTROPY_EPS).log()).sum()
+        ctx.save_for_backward(tokens, codes, lse, avg)
+        ctx.alpha, ctx.rows, ctx.grad_scale = alpha, rows, world / float(count)
+        return sample_entropy / n, codebook_entropy
+
+    @staticmethod
+    def backward(ctx, grad_sample: Tensor, grad_codebook: Tensor):
+        tokens, codes, lse, avg = ctx.saved_tensors
+        alpha, rows, n = ctx.alpha, ctx.rows, tokens.shape[0]
+        log_eps = math.log(ENTROPY_EPS)
+        # dH/dp_k = -log(max(p_k, eps)) - [p_k >= eps]  (the clamp passes no gradient below eps)
+        v = (-(avg.clamp_min(ENTROPY_EPS).log()) - (avg >= ENTROPY_EPS).to(avg.dtype)) * (grad_codebook * ctx.grad_scale)
+        w = grad_sample / n
+        grad_tokens = torch.empty_like(tokens)
+        for start in range(0, n, rows):
+            logp = torch.addmm(-lse[start : start + rows, None], tokens[start : start + rows], codes.t(), alpha=alpha)
+            p = logp.exp()
+            above = (logp >= log_eps).to(p.dtype)
+            # g = dL/dp, then through the softmax: dL/dlogits = p * (g - <p, g>)
+            g = logp.clamp_min_(log_eps).add_(above).mul_(-w).add_(v)
+            g.sub_(torch.linalg.vecdot(p, g)[:, None]).mul_(p)
+            grad_tokens[start : start + rows] = alpha * (g @ codes)
+        return grad_tokens, None, None, None, None
+
+
+def hypercube_entropy(tokens: Tensor, scale: float, temperature: float = 0.01,
+                      chunk_size: int | None = None) -> tuple[Tensor, Tensor]:
+    """LFQ's entropy terms for (N, d) tokens against the 2^d codes {-scale, scale}^d.
+
+    p_n = softmax_k(2 t_n . c_k / temperature) (vector_quantize_pytorch: inv_temperature = 1 /
+    temperature on -distance = 2 t.c). Returns (per-sample entropy mean_n H(p_n), codebook entropy
+    H(mean_n p_n)), both differentiable w.r.t. ``tokens``; memory chunk x 2^d floats.
+    """
+    d = tokens.shape[1]
+    codes = _hypercube(d, scale, tokens.dtype, tokens.device)
+    rows = chunk_rows(codes.shape[0], chunk_size)
+    return _HypercubeEntropy.apply(tokens, codes, 2.0 / temperature, float(scale), rows)
+
+
+def _bit_values(d: int, device=None) -> Tensor:
+    """(d,) int64 2^(d-1), ..., 2, 1: channel 0 is the most significant bit."""
+    return 2 ** torch.arange(d - 1, -1, -1, device=device)
+
+
+def _hypercube(d: int, scale: float, dtype=torch.float32, device=None) -> Tensor:
+    """(2^d, d) row k = the code of id k: +scale where bit is set, -scale elsewhere."""
+    ids = torch.arange(2 ** d, device=device)
+    bits = (ids[:, None] & _bit_values(d, device)) != 0
+    return (bits.to(dtype) * 2 - 1) * scale  # +-1 exactly, then scaled in ``dtype``
+
+
+class LFQ(Quantizer):
+    """Lookup-free quantization (MAGVIT-v2): q = sign(t) per channel, K = 2^d implicit codes.
+
+    Args:
+        codebook_size: K, a power of two >= 2; the code dimension is d = log2(K).
+        entropy_loss_weight: weight of the entropy term
+            ``mean_n H(p_n) - diversity_gamma * H(mean_n p_n)`` (0 disables it).
+        diversity_gamma: weight of the codebook (batch) entropy inside that term.
+        commitment_weight: weight of ``MSE(t, sg[q])``.
+        entropy_temperature: p_n = softmax(2 t_n . c / temperature) (vector_quantize_pytorch's
+            ``inv_temperature`` = 1 / temperature, default 100).
+        chunk_size: tokens per chunk of the entropy term (default: ~4M elements of chunk x K).
+
+    Losses returned: ``entropy`` (training only, weighted), ``commitment`` (weighted).
+    Forward: (B, d, H, W) -> quantized (B, d, H, W) with values +-1, straight-through in
+    training; ids (B, H, W) = sum_i [t_i > 0] 2^(d-1-i).
+    """
+
+    spherical = False
+
+    def __init__(self, codebook_size: int, *, entropy_loss_weight: float = 0.1, diversity_gamma: float = 1.0,
+                 commitment_weight: float = 0.25, entropy_temperature: float = 0.01,
+                 chunk_size: int | None = None):
+        super().__init__()
+        k = int(codebook_size)
+        if k < 2 or k & (k - 1):
+            raise ValueError(f"codebook_size must be a power of two >= 2 for {type(self).__name__}, got {codebook_size!r}")
+        self.codebook_size, self.code_dim = k, k.bit_length() - 1
+        self.entropy_loss_weight, self.diversity_gamma = float(entropy_loss_weight), float(diversity_gamma)
+        self.commitment_weight, self.entropy_temperature = float(commitment_weight), float(entropy_temperature)
+        self.chunk_size = chunk_size
+        self.code_scale = self.code_dim ** -0.5 if self.spherical else 1.0
+        self.register_buffer("bit_values", _bit_values(self.code_dim), persistent=False)
+
+    def to_code_space(self, tokens: Tensor) -> Tensor:
+        """(N, d) encoder outputs -> the space the signs are taken in (identity for LFQ)."""
+        return tokens
+
+    def indices_to_codes(self, indices: Tensor) -> Tensor:
+        """(...) int64 ids -> (..., d) codes in {-s, s}."""
+        bits = (indices.long()[..., None] & self.bit_values) != 0
+        return (bits.float() * 2 - 1) * self.code_scale
+
+    def codebook_vectors(self) -> Tensor:
+        """(K, d) the implicit codebook, row k is the code of id k."""
+        return self.indices_to_codes(torch.arange(self.codebook_size, device=self.bit_values.device))
+
+    def lookup(self, indices: Tensor) -> Tensor:
+        return self.indices_to_codes(indices).permute(0, 3, 1, 2)
+
+    def forward(self, z: Tensor) -> QuantizerOutput:
+        tokens = self.to_code_space(_working_dtype(to_tokens(z)))
+        positive = tokens > 0
+        q = (positive.to(tokens.dtype) * 2 - 1) * self.code_scale  # +-s in the tokens' dtype
+        idx = (positive.long() * self.bit_values).sum(1)
+        losses: dict[str, Tensor] = {}
+        if self.training and self.entropy_loss_weight > 0:
+            sample, codebook = hypercube_entropy(tokens, self.code_scale, self.entropy_temperature, self.chunk_size)
+            losses["entropy"] = self.entropy_loss_weight * (sample - self.diversity_gamma * codebook)
+        losses["commitment"] = self.commitment_weight * F.mse_loss(tokens, q)
+        # Straight-through in training; the exact codes otherwise (so lookup(ids) == quantized).
+        out = tokens + (q - tokens).detach() if self.training else q
+        b, _, h, w = z.shape
+        return QuantizerOutput(from_tokens(out, z.shape).to(z.dtype), idx.view(b, h, w), losses)
