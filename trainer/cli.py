@@ -86,6 +86,9 @@ def _export_parser() -> argparse.ArgumentParser:
                                             "metrics.json (no optimizer state) to a folder.")
     p.add_argument("--ckpt", required=True, help="checkpoint folder or run folder")
     p.add_argument("--to", required=True, help="destination folder (created; must not hold another checkpoint)")
+    p.add_argument("--weights", choices=("live", "ema", "best"), default="live",
+                   help="live: the trained weights; ema: their EMA (step-N/ema, train.ema_decay > 0); "
+                        "best: whichever scored the higher PSNR at the checkpoint's validation")
     return p
 
 
@@ -132,8 +135,8 @@ def _dispatch(argv: list[str]) -> int:
         from .export import export_checkpoint
 
         a = _export_parser().parse_args(argv[1:])
-        dest = export_checkpoint(a.ckpt, a.to)
-        print(f"exported to {dest}")
+        dest, chosen = export_checkpoint(a.ckpt, a.to, weights=a.weights)
+        print(f"exported the {chosen} weights to {dest}")
         return 0
     if command is not None and command != "train":
         raise ConfigError(f"unknown command {command!r}; use eval, push, sweep, export or --cfg FILE to train "

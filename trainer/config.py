@@ -26,7 +26,7 @@ reference study's hyper-parameters)::
       ema_decay: 0.0             # keep an EMA of the weights (e.g. 0.999), saved as step-N/ema (0 = off)
       steps: 500000
       seed: 0
-      precision: fp32            # fp32 | bf16 (autocast)
+      precision: fp32            # fp32 | bf16 (autocast; on CUDA also TF32 for float32 matmuls)
       compile: false             # torch.compile the model
       channels_last: false
       device: auto               # auto | cpu | cuda | cuda:N | mps
