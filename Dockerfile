@@ -7,6 +7,8 @@
 #
 # CPU-only torch wheels make the image about 4 GB smaller:
 #   docker build --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cpu -t vqexplore .
+# Hosted defaults: the dashboard opens only folders inside checkpoints/ and runs/ (or Hub repo
+# ids; VQEXPLORE_CONFINE=0 lifts that); the demo only reads uploaded files and takes Hub ids.
 # Demo checkpoints come from checkpoints/ in the build context, or from the Hub:
 #   docker run -e VQEXPLORE_HUB_REPOS=user/vq-512,user/fsq-512 -p 7860:7860 vqexplore
 #
@@ -23,7 +25,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     GRADIO_SERVER_PORT=7860 \
     GRADIO_ANALYTICS_ENABLED=False \
     STREAMLIT_BROWSER_GATHER_USAGE_STATS=false \
-    MPLCONFIGDIR=/tmp/matplotlib
+    MPLCONFIGDIR=/tmp/matplotlib \
+    VQEXPLORE_CONFINE=1
 
 LABEL org.opencontainers.image.title="vqexplore" \
       org.opencontainers.image.description="Train and inspect vector-quantized image tokenizers: Gradio demo and Streamlit dashboard" \

@@ -17,7 +17,16 @@ Environment variables:
 ``VQEXPLORE_QUEUE_SIZE``   requests waiting at most (default 64; more get "queue full").
 ``VQEXPLORE_TORCH_THREADS`` torch threads per request (default: CPU cores / concurrency, at least
     1, so that concurrent requests do not oversubscribe the cores).
-``VQEXPLORE_MAX_FILE_SIZE`` largest accepted upload (default "50mb"; Gradio's size syntax).
+``VQEXPLORE_MAX_FILE_SIZE`` largest accepted image, however it arrives: an upload, a file
+    already in Gradio's upload folder or a ``data:`` URL in an API call (default "50mb";
+    Gradio's size syntax: a whole number and b, kb, mb or gb, 1 kb = 1024 b).
+``VQEXPLORE_FILE_TTL``     seconds an uploaded image or a result image is kept (default 3600).
+    Gradio deletes older ones every ``min(ttl, 300)`` s, and all of them when the server stops
+    (Ctrl-C or SIGTERM).
+
+Hosting: an image reaches the handler only as a file inside Gradio's upload folder or as a
+``data:`` URL within the size limit (every other payload, e.g. a server path in an API call,
+gets one and the same refusal); typed checkpoints are Hub repo ids only, never server folders.
 """
 from __future__ import annotations
 
@@ -36,7 +45,7 @@ import io  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
-import tempfile  # noqa: E402
+import signal  # noqa: E402
 import threading  # noqa: E402
 from collections import OrderedDict  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
@@ -49,8 +58,9 @@ import torch  # noqa: E402
 import vqexplore  # noqa: E402
 from vqexplore.data import MAX_PIXELS, builtin_photos, load_image  # noqa: E402
 from vqexplore.errors import VQExploreError  # noqa: E402
-from vqexplore.hub import is_checkpoint_dir, list_checkpoints, looks_like_repo_id  # noqa: E402
+from vqexplore.hub import checkpoints_in, is_checkpoint_dir, looks_like_repo_id  # noqa: E402
 from vqexplore.reconstruct import NATIVE_MAX_PIXELS, prepare_image, reconstruct  # noqa: E402
+from vqexplore.utils import write_atomic  # noqa: E402
 
 log = logging.getLogger("vqexplore.demo")
 
@@ -62,6 +72,11 @@ MODE_CHOICES = [
      "native"),
 ]
 MAX_EXTRA_CHECKPOINTS = 4     # typed Hub repo ids per request
+DEFAULT_MAX_FILE_SIZE = "50mb"
+DEFAULT_FILE_TTL = 3600       # seconds an upload or a result image is kept
+# The one answer to every image payload that is neither an upload nor a data: URL: it does not
+# say whether the path exists, is a folder or is an image (no oracle of the server's disk).
+NOT_UPLOADED = "The image did not come from this page's upload; upload the image file again."
 EXTRA_MODEL_CACHE = 8         # typed Hub models kept in memory (demo models are always kept)
 TABLE_HEADERS = ["checkpoint", "quantizer", "codebook size", "token grid", "tokens", "bits",
                  "PSNR (dB)", "SSIM", "LPIPS"]
@@ -84,6 +99,28 @@ def _env_int(name: str, default: int) -> int:
         raise SystemExit(f"{name}={value!r} is not a whole number; set it to e.g. {default}") from None
 
 
+_SIZE_UNITS = {"b": 1, "kb": 1024, "mb": 1024 ** 2, "gb": 1024 ** 3}
+
+
+def max_file_size() -> int:
+    """``$VQEXPLORE_MAX_FILE_SIZE`` in bytes: the one limit for every way an image arrives."""
+    text = (os.environ.get("VQEXPLORE_MAX_FILE_SIZE") or DEFAULT_MAX_FILE_SIZE).strip().lower().replace(" ", "")
+    digits = len(text) - len(text.lstrip("0123456789"))
+    number, unit = text[:digits], text[digits:] or "b"
+    if not number or unit not in _SIZE_UNITS or int(number) < 1:
+        raise SystemExit(f"VQEXPLORE_MAX_FILE_SIZE={text!r} is not a size; set it to e.g. {DEFAULT_MAX_FILE_SIZE}")
+    return int(number) * _SIZE_UNITS[unit]
+
+
+def _size(n: int) -> str:
+    return f"{n / 1024 ** 2:.1f} MB" if n >= 1024 ** 2 else f"{n / 1024:.0f} KB"
+
+
+def _too_large(n: int, limit: int) -> gr.Error:
+    return gr.Error(f"The image is {_size(n)}, over this demo's limit of {_size(limit)}; "
+                    f"downscale or compress it and upload it again.")
+
+
 # --------------------------------------------------------------------------------------------
 # Checkpoints: the demo set and an in-memory cache (each model is loaded once)
 # --------------------------------------------------------------------------------------------
@@ -92,6 +129,7 @@ def _env_int(name: str, default: int) -> int:
 class Entry:
     name: str     # label shown in the UI and used by API clients
     source: str   # what vqexplore.load receives
+    hub: bool = False  # a Hub repo id: never looked up as a local path
 
 
 def demo_checkpoints(folder: str | os.PathLike | None = None, hub_repos: str | None = None) -> list[Entry]:
@@ -104,14 +142,12 @@ def demo_checkpoints(folder: str | os.PathLike | None = None, hub_repos: str | N
     if is_checkpoint_dir(folder):  # the variable may name one checkpoint folder
         entries.append(Entry(folder.name, str(folder)))
     elif folder.is_dir():
-        for child in sorted(folder.iterdir()):
-            if child.is_dir() and not child.name.startswith(".") and (is_checkpoint_dir(child) or list_checkpoints(child)):
-                entries.append(Entry(child.name, str(child)))
+        entries += [Entry(name, str(path)) for name, path, _ in checkpoints_in(folder)]
     elif os.environ.get("VQEXPLORE_CHECKPOINTS"):
         log.warning("VQEXPLORE_CHECKPOINTS=%s is not a folder; no local demo checkpoints", folder)
     for repo in (r.strip() for r in hub_repos.split(",")):
         if repo:
-            entries.append(Entry(repo, repo))
+            entries.append(Entry(repo, repo, hub=True))
     return entries
 
 
@@ -125,28 +161,31 @@ class ModelCache:
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
 
-    def get(self, source: str) -> torch.nn.Module:
+    def get(self, source: str, *, hub: bool = False) -> torch.nn.Module:
+        """The model of ``source``; ``hub=True``: ``source`` is a Hub repo id only (a typed id
+        must never load a folder of the server, e.g. ``runs/base``)."""
+        key = (source, hub)
         with self._lock:
-            if source in self._models:
-                self._models.move_to_end(source)
-                return self._models[source]
-            per_source = self._loading.setdefault(source, threading.Lock())
+            if key in self._models:
+                self._models.move_to_end(key)
+                return self._models[key]
+            per_source = self._loading.setdefault(key, threading.Lock())
         with per_source:  # one load per source even when many requests ask at once
             with self._lock:
-                if source in self._models:
-                    return self._models[source]
-            model = vqexplore.load(source, device="cpu")
+                if key in self._models:
+                    return self._models[key]
+            model = vqexplore.load(source, device="cpu", local_roots=() if hub else None)
             model.requires_grad_(False)
             with self._lock:
-                self._models[source] = model
-                extra = [k for k in self._models if k not in self.pinned]
-                for key in extra[:max(0, len(extra) - self.max_extra)]:
-                    del self._models[key]
-                self._loading.pop(source, None)
+                self._models[key] = model
+                extra = [k for k in self._models if k[0] not in self.pinned]
+                for old in extra[:max(0, len(extra) - self.max_extra)]:
+                    del self._models[old]
+                self._loading.pop(key, None)
             return model
 
     def __contains__(self, source: str) -> bool:
-        return source in self._models
+        return any(k[0] == source for k in self._models)
 
 
 # --------------------------------------------------------------------------------------------
@@ -194,25 +233,51 @@ class LpipsProvider:
 # Input component: gr.Image that hands the handler the uploaded file untouched
 # --------------------------------------------------------------------------------------------
 
+def uploaded_file(path: str) -> Path | None:
+    """``path`` as a regular file inside Gradio's upload folder (symlinks and ``..`` resolved),
+    or None. Gradio vets a file payload only when it carries ``meta``; a bare ``{"path": ...}``
+    in an API call reaches ``preprocess`` as sent, so this is where server paths are refused."""
+    from vqexplore.hub import inside
+
+    real = Path(os.path.realpath(path))
+    return real if inside(real, [get_upload_folder()]) and real.is_file() else None
+
+
 def passthrough_upload(image: gr.Image) -> gr.Image:
     """Make ``image`` hand its handler the uploaded file's path without Gradio decoding it.
 
     ``vqexplore.data.load_image`` then decodes every format (16-bit PNG, palette, RGBA, WebP,
     ...) and turns a bad file into one clear message, where Gradio's own decoding fails on a
     non-image with an opaque error. (An instance override rather than a subclass: Gradio writes
-    a ``.pyi`` stub next to the source file of every Component subclass.)"""
+    a ``.pyi`` stub next to the source file of every Component subclass.)
+
+    Accepted: a file inside Gradio's upload folder, or a ``data:`` URL; both at most
+    ``max_file_size()`` bytes (checked before a byte is decoded). Anything else, e.g. a server
+    path or an http URL, gets ``NOT_UPLOADED`` whatever it points at."""
+    limit = max_file_size()
 
     def preprocess(payload):
         if payload is None:
             return None
         if payload.path:
-            return payload.path
+            path = uploaded_file(payload.path)
+            if path is None:
+                raise gr.Error(NOT_UPLOADED)
+            size = path.stat().st_size
+            if size > limit:
+                raise _too_large(size, limit)
+            return str(path)
         url = payload.url or ""
         if url.startswith("data:") and "," in url:
+            data = url.split(",", 1)[1]
+            if len(data) // 4 * 3 > limit:  # the decoded size, known before decoding
+                raise _too_large(len(data) // 4 * 3, limit)
             try:
-                return base64.b64decode(url.split(",", 1)[1], validate=False)
+                return base64.b64decode(data, validate=False)
             except ValueError:
                 raise gr.Error("The uploaded image data is not valid base64; upload the file itself.") from None
+        if url:
+            raise gr.Error(NOT_UPLOADED)
         raise gr.Error("No image data arrived; upload the image again.")
 
     image.preprocess = preprocess
@@ -236,10 +301,7 @@ def _example_files() -> list[str]:
         for name, img in photos:
             path = folder / f"{name}.png"
             if not path.is_file():
-                fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")
-                with os.fdopen(fd, "wb") as f:
-                    Image.fromarray(img).save(f, format="PNG")
-                os.replace(tmp, path)
+                write_atomic(path, lambda f, img=img: Image.fromarray(img).save(f, format="PNG"), durable=False)
             paths.append(str(path))
         return paths
     except OSError as e:  # e.g. a folder left by another user: the demo works without examples
@@ -267,15 +329,12 @@ def png_file(img: np.ndarray) -> str:
     folder = Path(get_upload_folder()) / "vqexplore-outputs"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{hashlib.sha256(data).hexdigest()[:40]}.png"
-    if not path.exists():
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    try:
+        # Handed out again: restart its age (Gradio's scheduled deletion goes by ctime), so that it
+        # is not deleted on the schedule of its first use before this client fetches it.
+        os.utime(path)
+    except FileNotFoundError:
+        write_atomic(path, data, durable=False)
     return str(path)
 
 
@@ -294,7 +353,7 @@ class Demo:
         """Load the demo set now (a broken one is logged and reported when chosen)."""
         for e in self.entries:
             try:
-                self.models.get(e.source)
+                self.models.get(e.source, hub=e.hub)
             except VQExploreError as err:
                 log.warning("demo checkpoint %s cannot be loaded: %s", e.name, err)
 
@@ -312,10 +371,10 @@ class Demo:
             if repo in self.by_name:
                 picked.append(self.by_name[repo])
             elif looks_like_repo_id(repo):
-                picked.append(Entry(repo, repo))
+                picked.append(Entry(repo, repo, hub=True))
             else:
                 raise gr.Error(f"{repo!r} is not a Hub repo id; type one like user/name.")
-        unique = list({e.source: e for e in picked}.values())
+        unique = list({(e.source, e.hub): e for e in picked}.values())
         if not unique:
             raise gr.Error("No checkpoint chosen; tick at least one demo checkpoint or type a Hub repo id.")
         return unique
@@ -327,10 +386,10 @@ class Demo:
             return self._run(image, chosen, typed, mode)
         except gr.Error:
             raise
-        except Exception as e:  # a bug or an exhausted machine: log it, keep the message short
+        except Exception as e:  # a bug: log it, keep the message short
             log.exception("reconstruction failed")
-            raise gr.Error(f"The reconstruction failed ({type(e).__name__}); please try again or use a "
-                           f"smaller image or the 64 x 64 mode.") from None
+            raise gr.Error(f"Preparing {_image_name(image)} failed ({type(e).__name__}); please try again "
+                           f"or upload it as PNG or JPEG.") from None
 
     def _run(self, image, chosen, typed, mode):
         if image is None:
@@ -339,19 +398,30 @@ class Demo:
             raise gr.Error(f"Unknown mode {mode!r}; choose '64' (64 x 64 center crop) or 'native'.")
         entries = self._sources(chosen, typed)
         try:
-            name = Path(image).name if isinstance(image, str) else "the uploaded image"
+            name = _image_name(image)
             original = load_image(image, max_pixels=MAX_PIXELS, name=name)
             prepared = prepare_image(original, mode)
         except VQExploreError as e:
             raise gr.Error(_sentence(e)) from None
 
+        h, w = prepared.shape[:2]
         gallery, rows, notes = [], [], []
         for entry in entries:
             try:
-                model = self.models.get(entry.source)
+                model = self.models.get(entry.source, hub=entry.hub)
             except VQExploreError as e:
                 raise gr.Error(f"{entry.name}: {_sentence(e)}") from None
-            [r] = reconstruct(model, [prepared], lpips=self.lpips.get())
+            try:
+                [r] = reconstruct(model, [prepared], lpips=self.lpips.get())
+            except VQExploreError as e:
+                raise gr.Error(f"{entry.name}: {_sentence(e)}") from None
+            except MemoryError:
+                raise gr.Error(f"{entry.name}: not enough memory to reconstruct {name} "
+                               f"({w}x{h} pixels); use the 64 x 64 mode or a smaller image.") from None
+            except Exception as e:  # a bug: the log has the traceback, the visitor the names
+                log.exception("reconstructing %s with %s failed", name, entry.name)
+                raise gr.Error(f"{entry.name} could not reconstruct {name} ({w}x{h} pixels, "
+                               f"{type(e).__name__}); try the 64 x 64 mode or another checkpoint.") from None
             grid = f"{r.indices.shape[0]}x{r.indices.shape[1]}"
             distinct = int(np.unique(r.indices).size)
             gallery += [
@@ -364,13 +434,17 @@ class Demo:
             rows.append([entry.name, getattr(model, "quantizer_type", "?"), r.codebook_size, grid, r.num_tokens,
                          round(r.bits, 1), round(r.psnr, 2), round(r.ssim, 4),
                          None if r.lpips is None else round(r.lpips, 4)])
-        h, w = prepared.shape[:2]
         notes.append(f"Input {original.shape[1]}x{original.shape[0]} -> model input {w}x{h} "
                      f"({'64 x 64 center crop' if mode == '64' else 'native resolution'}). "
                      f"Bits per image = tokens x log2(codebook size).")
         if self.lpips.reason:
             notes.append(f"LPIPS not shown: {self.lpips.reason}")
         return png_file(prepared), gallery, rows, "\n\n".join(notes)
+
+
+def _image_name(image) -> str:
+    """How messages call the input: an upload's file name (Gradio keeps it), else "the image"."""
+    return Path(image).name if isinstance(image, str) else "the uploaded image"
 
 
 def _sentence(e: Exception) -> str:
@@ -393,7 +467,10 @@ def build_demo(entries: list[Entry] | None = None, *, preload: bool = False) -> 
     names = [e.name for e in demo_state.entries]
     examples = _example_files()
 
-    with gr.Blocks(title="vqexplore: how tokenizers see your image") as demo:
+    ttl = _env_int("VQEXPLORE_FILE_TTL", DEFAULT_FILE_TTL)
+    # Gradio deletes the files this app handed out or received (uploads, result images) once
+    # older than ``ttl``, and all of them when the server stops; example photos are kept.
+    with gr.Blocks(title="vqexplore: how tokenizers see your image", delete_cache=(min(ttl, 300), ttl)) as demo:
         gr.Markdown(
             "# vqexplore: how do image tokenizers see your image?\n"
             "Upload an image (JPEG, PNG incl. 16-bit, WebP, grayscale, RGBA/palette; any size) or pick an "
@@ -455,7 +532,10 @@ def main() -> None:
     log.info("demo checkpoints: %s; concurrency %d x %d torch thread(s)",
              ", ".join(e.name for e in demo.vqexplore.entries) or "none", concurrency, threads)
     demo.queue(default_concurrency_limit=concurrency, max_size=_env_int("VQEXPLORE_QUEUE_SIZE", 64))
-    demo.launch(max_file_size=os.environ.get("VQEXPLORE_MAX_FILE_SIZE", "50mb"), ssr_mode=False, css=CSS)
+    # SIGTERM (docker stop, a Space restart) closes the server like Ctrl-C does, so that Gradio's
+    # shutdown deletes the uploads and result images instead of leaving them on disk.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    demo.launch(max_file_size=max_file_size(), ssr_mode=False, css=CSS)
 
 
 if __name__ == "__main__":

@@ -8,12 +8,13 @@ cheap stamp of its weights file (size, mtime) so that a rewritten checkpoint is 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import logging
 import os
 import sys
 import time
 import traceback
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -24,8 +25,12 @@ import numpy as np  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from vqexplore.errors import VQExploreError  # noqa: E402
+from vqexplore.hub import Source  # noqa: E402
 
-PAGES_DIR = Path(__file__).resolve().parent / "pages"
+import viewstate  # noqa: E402
+
+log = logging.getLogger("vqexplore.dashboard")
+PAGES_DIR = Path(__file__).resolve().parent / "views"
 SAMPLE_SIZES = (16, 64, 256)
 DEFAULT_SAMPLE = 64
 IMAGE_SIZES = (32, 64)
@@ -37,12 +42,26 @@ DEFAULT_IMAGE_SIZE = 64  # the study's resolution
 # ---------------------------------------------------------------------------------------------
 
 def _cli_args() -> argparse.Namespace:
-    """``streamlit run app/dashboard.py -- --checkpoints DIR --runs DIR``."""
+    """``streamlit run app/dashboard.py -- --checkpoints DIR --runs DIR [--confine]``."""
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--checkpoints", default=None)
     parser.add_argument("--runs", default=None)
+    parser.add_argument("--confine", action="store_true")
     args, _ = parser.parse_known_args(sys.argv[1:])
     return args
+
+
+def confined() -> bool:
+    """Hosted mode (``--confine`` or ``VQEXPLORE_CONFINE=1``; the Docker image's default): typed
+    sources are folders inside the checkpoint and run roots, or Hub repo ids; any other server
+    path is refused with one message that does not say whether it exists."""
+    env = os.environ.get("VQEXPLORE_CONFINE", "").strip().lower()
+    return _cli_args().confine or env in ("1", "true", "yes", "on")
+
+
+def local_roots() -> tuple[Path, ...] | None:
+    """The folders a typed path may point into, or None (any path: a laptop)."""
+    return (checkpoint_root(), runs_root()) if confined() else None
 
 
 def checkpoint_root() -> Path:
@@ -55,33 +74,14 @@ def runs_root() -> Path:
     return Path(_cli_args().runs or os.environ.get("VQEXPLORE_RUNS") or REPO / "runs")
 
 
-@dataclass(frozen=True)
-class Picked:
-    """A selected source, resolved: ``path`` is the checkpoint folder the model loads from."""
-
-    label: str
-    text: str            # what the user picked or typed (path or repo id)
-    kind: str            # checkpoint | run | hub
-    path: str
-    run_dir: str | None
-    step: int | None
-
-
 def discover(ckpt_root: Path, run_root: Path) -> dict[str, str]:
-    """label -> path of every checkpoint folder under ``ckpt_root`` and run folder under ``run_root``."""
-    from vqexplore.hub import is_checkpoint_dir, list_checkpoints
+    """label -> path of every checkpoint (or run) folder in ``ckpt_root`` and run folder in
+    ``run_root``; runs are labelled ``run: <name>``."""
+    from vqexplore.hub import checkpoints_in
 
-    found: dict[str, str] = {}
-    for root, is_run in ((ckpt_root, False), (run_root, True)):
-        if not root.is_dir():
-            continue
-        for child in sorted(root.iterdir()):
-            if not child.is_dir() or child.name.startswith("."):
-                continue
-            if not is_run and is_checkpoint_dir(child):
-                found[child.name] = str(child)
-            elif list_checkpoints(child):
-                found[f"run: {child.name}"] = str(child)
+    found = {name if kind == "checkpoint" else f"run: {name}": str(path)
+             for name, path, kind in checkpoints_in(ckpt_root)}
+    found.update({f"run: {name}": str(path) for name, path, kind in checkpoints_in(run_root) if kind == "run"})
     return found
 
 
@@ -95,24 +95,30 @@ def weights_stamp(path: str) -> tuple:
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
-def _resolve(text: str, stamp: float) -> Picked:
-    """``stamp`` only keys the cache (a time bucket for local paths, 0 for Hub ids)."""
+def _resolve(text: str, stamp: float, roots: tuple[str, ...] | None) -> Source:
+    """``stamp`` only keys the cache (a time bucket for local paths, 0 for Hub ids); ``roots``:
+    see ``local_roots()``."""
     import vqexplore
 
     from vqexplore.hub import list_checkpoints
 
-    src = vqexplore.resolve(text)
+    src = vqexplore.resolve(text, local_roots=roots)
     # resolve() guesses a run for any checkpoint inside a folder named "checkpoints" (the demo
     # folders too): only keep it when that run really has step-N checkpoints.
-    run_dir = str(src.run_dir) if src.run_dir and list_checkpoints(src.run_dir) else None
-    return Picked(src.name, text, src.kind, str(src.path), run_dir, src.step)
+    if src.run_dir and not list_checkpoints(src.run_dir):
+        src = dataclasses.replace(src, run_dir=None)
+    return src
 
 
-def resolve(text: str) -> Picked:
+def resolve(text: str) -> Source:
     """Resolve a path or Hub repo id (raises VQExploreError). Local runs are re-resolved every
     few seconds so a run that writes a new checkpoint moves on to it."""
-    local = Path(text).expanduser().exists()
-    return _resolve(text, time.time() // 5 if local else 0.0)
+    from vqexplore.hub import inside
+
+    roots = local_roots()
+    local = Path(text).expanduser().exists() and (roots is None or inside(text, roots))
+    return _resolve(text, time.time() // 5 if local else 0.0,
+                    None if roots is None else tuple(str(r) for r in roots))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -121,15 +127,19 @@ def resolve(text: str) -> Picked:
 
 @contextmanager
 def shown_errors(what: str = ""):
-    """Turn an exception into one message on the page (the rest of the page keeps running)."""
+    """Turn an exception into one message on the page (the rest of the page keeps running).
+
+    ``what`` names the checkpoint or file concerned ("vq-512: "). An unexpected error (a bug)
+    is one line too; its traceback goes to the server's log, not to the visitor's page."""
     try:
         yield
     except VQExploreError as e:
         st.error(f"{what}{e}")
-    except Exception as e:  # a bug: still one message, the traceback in an expander
-        st.error(f"{what}unexpected {type(e).__name__}: {e}")
-        with st.expander("details"):
-            st.code("".join(traceback.format_exception(e)))
+    except Exception as e:
+        log.error("unexpected error%s\n%s", f" ({what.rstrip(': ')})" if what else "",
+                  "".join(traceback.format_exception(e)))
+        st.error(f"{what}unexpected {type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no details'} "
+                 f"(the traceback is in the server log)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -146,7 +156,7 @@ def load_model(path: str, stamp: tuple):
     return vqexplore.load(path)
 
 
-def model_of(p: Picked):
+def model_of(p: Source):
     return load_model(p.path, weights_stamp(p.path))
 
 
@@ -182,7 +192,7 @@ def usage_counts(path: str, stamp: tuple, n: tuple) -> np.ndarray:
     return encoded(path, stamp, n).counts(model.codebook_size)
 
 
-def counts_of(p: Picked) -> np.ndarray:
+def counts_of(p: Source) -> np.ndarray:
     return usage_counts(p.path, weights_stamp(p.path), sample())
 
 
@@ -298,10 +308,11 @@ def _add_source() -> None:
         st.session_state["add_error"] = str(e)
         return
     except Exception as e:  # never let a bad path take the app down
+        log.exception("adding %r failed", text)
         st.session_state["add_error"] = f"{text}: unexpected {type(e).__name__}: {e}"
         return
     st.session_state.pop("add_error", None)
-    label = text if picked.kind == "hub" else f"{picked.label} ({text})"
+    label = text if picked.kind == "hub" else f"{picked.name} ({text})"
     st.session_state.setdefault("extra_sources", {})[label] = text
     selected = list(st.session_state.get("selected_sources", []))
     if label not in selected:
@@ -327,6 +338,7 @@ def sidebar() -> None:
     """The source picker. Every page draws it first (``page()``), so it exists on all pages and
     in ``AppTest`` page switches alike; its values are kept across pages."""
     opts = _options()
+    viewstate.restore_global(list(opts), SAMPLE_SIZES, IMAGE_SIZES)  # a shared link's view, once
     _seed("selected_sources", [k for k in opts if not k.startswith("run: ")] or list(opts)[:1])
     # Options can vanish (a folder deleted): keep only what still exists.
     st.session_state["selected_sources"] = [k for k in st.session_state["selected_sources"] if k in opts]
@@ -338,7 +350,9 @@ def sidebar() -> None:
                        args=("selected_sources",),
                        help=f"Checkpoint folders in {checkpoint_root()}, runs in {runs_root()}, and any added below.")
         st.text_input("Add a checkpoint folder, run folder or Hub repo id", key="new_source",
-                      on_change=_add_source, placeholder="runs/my-run  or  user/repo")
+                      on_change=_add_source, placeholder="runs/my-run  or  user/repo",
+                      help=(f"Folders inside {checkpoint_root()} or {runs_root()} only (this server is "
+                            f"confined), or a Hub repo id." if confined() else None))
         st.button("Add", on_click=_add_source, key="add_source_button")
         if st.session_state.get("add_error"):
             st.error(st.session_state["add_error"])
@@ -357,11 +371,17 @@ def page(title: str) -> None:
     st.session_state["_page_started"] = time.perf_counter()
     st.set_page_config(page_title=f"{title} · vqexplore", page_icon=":material/grid_on:", layout="wide")
     prewarm()
+    viewstate.start_run()
     st.title(title)
     sidebar()
+    unknown = viewstate.unknown_checkpoints()
+    if unknown:
+        st.warning(f"The link names checkpoint(s) this dashboard does not have: {', '.join(unknown)}; "
+                   f"add them in the sidebar.")
+    viewstate.publish()
 
 
-def selected() -> list[Picked]:
+def selected() -> list[Source]:
     """The selected sources, resolved; the ones that fail show one error each and are skipped."""
     opts = _options()
     out = []
@@ -370,15 +390,15 @@ def selected() -> list[Picked]:
         if text is None:
             continue
         try:
-            p = resolve(text)
+            src = resolve(text)
         except VQExploreError as e:
             st.error(f"{label}: {e}")
             continue
-        out.append(Picked(label, p.text, p.kind, p.path, p.run_dir, p.step))
+        out.append(dataclasses.replace(src, name=label))  # named as the sidebar lists it
     return out
 
 
-def require_selection() -> list[Picked]:
+def require_selection() -> list[Source]:
     picked = selected()
     if not picked:
         st.info("Select one or more checkpoints in the sidebar (or add a folder / Hub repo id there).")
@@ -388,14 +408,15 @@ def require_selection() -> list[Picked]:
 
 def footer() -> None:
     """How long this page's script took on the server (from ``page()`` to here)."""
+    viewstate.publish()  # what the page changed (selected code, page keys) goes into the link too
     started = st.session_state.get("_page_started")
     if started is not None:
         st.caption(f"Page computed in {time.perf_counter() - started:.2f} s on the server.")
 
 
-def pick_one(picked: list[Picked], key: str = "focus") -> Picked:
+def pick_one(picked: list[Source], key: str = "focus") -> Source:
     """One of the selected sources; the choice ("focus") is shared by the single-checkpoint pages."""
-    labels = [p.label for p in picked]
+    labels = [p.name for p in picked]
     if st.session_state.get(key) not in labels:
         st.session_state[key] = labels[0]
     st.session_state[f"{key}_select"] = st.session_state[key]
@@ -404,18 +425,18 @@ def pick_one(picked: list[Picked], key: str = "focus") -> Picked:
     return picked[labels.index(label)]
 
 
-def model_or_stop(p: Picked):
+def model_or_stop(p: Source):
     """The loaded model, or one error message and the page stops there."""
     try:
         return model_of(p)
     except VQExploreError as e:
-        st.error(f"{p.label}: {e}")
+        st.error(f"{p.name}: {e}")
     except Exception as e:
-        st.error(f"{p.label}: cannot load ({type(e).__name__}: {e})")
+        st.error(f"{p.name}: cannot load ({type(e).__name__}: {e})")
     st.stop()
 
 
-def single_checkpoint_page(title: str) -> tuple[Picked, object, tuple]:
+def single_checkpoint_page(title: str) -> tuple[Source, object, tuple]:
     """Start a page about one checkpoint: title and sidebar, the focused checkpoint (shared across
     pages), its model (or one error and a stop), a caption describing it, and the sample."""
     page(title)
@@ -425,15 +446,9 @@ def single_checkpoint_page(title: str) -> tuple[Picked, object, tuple]:
     return p, model, sample()
 
 
-def describe(model, p: Picked) -> str:
-    cfg = model.config
-    bits = [cfg.get("quantizer", "vq").upper(), f"K={model.codebook_size}", f"D={model.code_dim}"]
-    if cfg.get("levels"):
-        bits.append(f"levels={cfg['levels']}")
-    for flag in ("l2_norm", "ema_update"):
-        if cfg.get(flag):
-            bits.append(flag)
-    if cfg.get("entropy_reg"):
-        bits.append(f"entropy_reg={cfg['entropy_reg']:g}")
+def describe(model, p: Source) -> str:
+    """The caption of a single-checkpoint page: the config (``vqexplore.describe``) and where it is."""
+    from vqexplore.describe import config_summary
+
     where = f"{p.kind} {p.path}" + (f" (step {p.step})" if p.step is not None else "")
-    return " · ".join(bits) + f" — {where}"
+    return f"{config_summary(model.config)} — {where}"

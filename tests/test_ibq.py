@@ -78,3 +78,14 @@ def test_eval_takes_the_argmax_and_returns_the_codes():
     assert torch.equal(max_inner_product(tokens, ibq.embedding, chunk_size=7), out.indices.flatten())
     # with gradients on, the training path returns the same codes
     assert torch.equal(ibq.train()(z).quantized, out.quantized)
+
+
+def test_bfloat16_autocast_changes_nothing():
+    torch.manual_seed(0)
+    ibq, z = IBQ(2048, 16).train(), torch.randn(2, 16, 4, 4)
+    ref = ibq(z)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = ibq(z)
+    assert torch.equal(out.indices, ref.indices) and torch.equal(out.quantized, ref.quantized)
+    for name, value in ref.losses.items():
+        assert torch.equal(out.losses[name], value), name

@@ -175,3 +175,17 @@ def test_ddp_codebook_entropy_and_gradient_equal_one_process_on_the_whole_batch(
     for rank in (0, 1):
         torch.testing.assert_close(results[rank][0], codebook.detach(), rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(results[rank][1], layer.weight.grad, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("cls", [LFQ, BSQ])
+def test_bfloat16_autocast_changes_nothing(cls):
+    # the trainer's bf16 precision runs the model under autocast; logits of 2 t.c / 0.01 in
+    # bfloat16 would be off by whole units, so the quantizer turns autocast off inside
+    torch.manual_seed(0)
+    q, z = cls(1024).train(), torch.randn(2, 10, 4, 4)
+    ref = q(z)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = q(z)
+    assert torch.equal(out.indices, ref.indices) and torch.equal(out.quantized, ref.quantized)
+    for name, value in ref.losses.items():
+        assert torch.equal(out.losses[name], value), name

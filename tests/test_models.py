@@ -20,6 +20,9 @@ VARIANTS = [
     dict(quantizer="vq", codebook_size=64, code_dim=8, ema_update=True),
     dict(quantizer="fsq", levels=[8, 5, 5, 5]),
     dict(quantizer="simvq", codebook_size=64, code_dim=8),
+    dict(quantizer="lfq", codebook_size=256),
+    dict(quantizer="bsq", codebook_size=256, code_dim=8),
+    dict(quantizer="ibq", codebook_size=64, code_dim=8),
 ]
 
 

@@ -26,6 +26,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from vqexplore.errors import CheckpointError
+from vqexplore.utils import fsync_dir
+
+from . import runfacts
 from vqexplore.hub import CHECKPOINTS_DIR, EMA_DIR, WEIGHTS_NAME, checkpoint_dirname, list_checkpoints
 
 STATE_TENSORS = "trainer_state.safetensors"
@@ -37,29 +40,6 @@ TRASH_PREFIX = ".trash-"
 def _fsync_file(path: Path) -> None:
     with open(path, "rb") as f:
         os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # e.g. Windows cannot open directories
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a small text file so that readers see the old or the new content, never half."""
-    path = Path(path)
-    tmp = path.with_name(f"{TMP_PREFIX}{path.name}-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -120,8 +100,10 @@ def restore_rng(tensors: dict[str, torch.Tensor]) -> None:
 # ---------------------------------------------------------------------------------------------
 
 def save_checkpoint(run_dir: Path, step: int, model, optimizer, state: dict, *,
-                    card: dict | None = None, keep_last: int | None = None, ema_model=None) -> Path:
+                    run_facts: dict | None = None, keep_last: int | None = None, ema_model=None) -> Path:
     """Write ``<run>/checkpoints/step-N/`` atomically and keep the newest ``keep_last``.
+
+    ``run_facts`` (``runfacts.facts``) go to ``training.json``; the model card is made from them.
 
     ``ema_model`` (an EMA of the weights) is saved inside it as ``step-N/ema/``, itself a
     checkpoint folder that ``vqexplore.load`` opens like any other."""
@@ -132,9 +114,12 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, state: dict, *,
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    model.save_pretrained(tmp, model_card_kwargs=card or {})
+    card = runfacts.card_kwargs(run_facts or {})
+    model.save_pretrained(tmp, model_card_kwargs=card)
+    if run_facts:
+        runfacts.write_facts(tmp, run_facts)
     if ema_model is not None:
-        ema_model.save_pretrained(tmp / EMA_DIR, model_card_kwargs=card or {})
+        ema_model.save_pretrained(tmp / EMA_DIR, model_card_kwargs=card)
     tensors, opt_meta = optimizer_to_flat(optimizer)
     tensors.update(rng_tensors())
     save_file(tensors, str(tmp / STATE_TENSORS))
@@ -143,11 +128,11 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, state: dict, *,
     for f in tmp.rglob("*"):
         if f.is_file():
             _fsync_file(f)
-    _fsync_dir(tmp)
+    fsync_dir(tmp)
     if final.exists():  # only when the very same step is saved again; move the old one aside
         _remove(final)
     os.rename(tmp, final)
-    _fsync_dir(root)
+    fsync_dir(root)
     if keep_last:
         for _, old in list_checkpoints(run_dir)[:-keep_last]:
             _remove(old)

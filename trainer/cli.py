@@ -13,6 +13,8 @@ python -m trainer --cfg CONFIG.yaml [key=value ...] [--resume]
        python -m trainer push  --ckpt DIR --repo user/name [--private]
        python -m trainer sweep CONFIG_DIR [--out docs/cpu_sweep.md] [key=value ...]
        python -m trainer export --ckpt DIR --to FOLDER
+       python -m trainer export --projector --ckpt DIR --out FOLDER
+       python -m trainer tokenize --ckpt DIR --data SRC --out FOLDER [--split train|val]
        torchrun --nproc-per-node N -m trainer --cfg CONFIG.yaml [key=value ...]"""
 
 DESCRIPTION = """\
@@ -30,6 +32,10 @@ commands:
   push      --ckpt DIR --repo user/name  upload the checkpoint with a model card to the Hub
   sweep     CONFIG_DIR  train + evaluate every row (default*.yaml skipped), write the study's tables
   export    --ckpt DIR --to FOLDER  copy a checkpoint without its optimizer state (demo checkpoints)
+            --projector --ckpt DIR --out FOLDER  TensorBoard Embedding Projector files of the codebook
+            (vectors, usage metadata, a sprite of decoded tiles): tensorboard --logdir FOLDER
+  tokenize  --ckpt DIR --data SRC --out FOLDER  token grids of a whole dataset (memory-mapped
+            tokens.npy + index.json with image ids and the checkpoint's sha256); resumable
 
 Config files: configs/cpu/ (laptop scale, built-in photos) and configs/imagenet64/ (the study).
 Run `python -m trainer COMMAND --help` for a command's options. Errors you can fix print one line
@@ -82,13 +88,40 @@ def _sweep_parser() -> argparse.ArgumentParser:
 
 def _export_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m trainer export",
-                                description="Copy a checkpoint's config.json, model.safetensors, README.md and "
-                                            "metrics.json (no optimizer state) to a folder.")
+                                description="Copy a checkpoint's config.json, model.safetensors, metrics.json and "
+                                            "training.json (no optimizer state) to a folder, with a model card "
+                                            "made from them.")
     p.add_argument("--ckpt", required=True, help="checkpoint folder or run folder")
-    p.add_argument("--to", required=True, help="destination folder (created; must not hold another checkpoint)")
+    p.add_argument("--to", help="destination folder (created; must not hold another checkpoint)")
     p.add_argument("--weights", choices=("live", "ema", "best"), default="live",
                    help="live: the trained weights; ema: their EMA (step-N/ema, train.ema_decay > 0); "
                         "best: whichever scored the higher PSNR at the checkpoint's validation")
+    p.add_argument("--projector", action="store_true",
+                   help="write TensorBoard Embedding Projector files to --out instead (see trainer/projector.py)")
+    p.add_argument("--out", help="with --projector: the folder to write (then: tensorboard --logdir FOLDER)")
+    p.add_argument("--data", default="builtin", help="with --projector: images whose token counts become metadata")
+    p.add_argument("--size", type=int, help="with --projector: image size (default: the run's data.size, else 64)")
+    p.add_argument("--images", type=int, default=256, help="with --projector: validation images to count on")
+    p.add_argument("--device", default="auto")
+    return p
+
+
+def _tokenize_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m trainer tokenize",
+                                description="Token grids of a whole dataset: DIR/tokens.npy (N, h, w) memory-mapped, "
+                                            "DIR/index.json (image ids, checkpoint sha256). Rerun to resume.")
+    p.add_argument("--ckpt", required=True, help="checkpoint folder, run folder (newest checkpoint) or Hub repo id")
+    p.add_argument("--data", required=True, help="builtin, an image folder, Downsampled ImageNet files or hf:<name>")
+    p.add_argument("--out", required=True, help="folder to write (a folder of an unfinished run of the same job resumes)")
+    p.add_argument("--split", default="train", choices=["train", "val"],
+                   help="train: the trainer's epoch-0 crops (a pure function of --seed); val: centre crops")
+    p.add_argument("--size", type=int, help="image size (default: the run's data.size, else 64)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--workers", type=int, default=2, help="DataLoader processes decoding images (0: in this process)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-images", type=int, help="only the first N images")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
@@ -135,11 +168,33 @@ def _dispatch(argv: list[str]) -> int:
         from .export import export_checkpoint
 
         a = _export_parser().parse_args(argv[1:])
+        if a.projector:
+            from .projector import export_projector
+
+            if not a.out:
+                raise ConfigError("export --projector needs --out FOLDER (then: tensorboard --logdir FOLDER)")
+            info = export_projector(a.ckpt, a.out, data=a.data, size=a.size, num_images=a.images, device=a.device)
+            print(f"wrote {info['codebook_size']} codes ({info['used_codes']} used on {info['num_images']} images) "
+                  f"to {a.out}; view them with: tensorboard --logdir {shlex.quote(a.out)}")
+            return 0
+        if not a.to:
+            raise ConfigError("export needs --to FOLDER (or --projector --out FOLDER)")
         dest, chosen = export_checkpoint(a.ckpt, a.to, weights=a.weights)
         print(f"exported the {chosen} weights to {dest}")
         return 0
+    if command == "tokenize":
+        from .tokenize import tokenize_dataset
+
+        a = _tokenize_parser().parse_args(argv[1:])
+        info = tokenize_dataset(a.ckpt, a.data, a.out, split=a.split, size=a.size, batch_size=a.batch_size,
+                                workers=a.workers, device=a.device, seed=a.seed, max_images=a.max_images,
+                                progress=not a.no_progress)
+        rate = info.get("images_per_second")
+        print(f"tokenized {info['num_images']} images into {a.out} ({info['grid'][0]}x{info['grid'][1]} tokens, "
+              f"{info['dtype']})" + (f" at {rate:.0f} images/s" if rate else ""))
+        return 0
     if command is not None and command != "train":
-        raise ConfigError(f"unknown command {command!r}; use eval, push, sweep, export or --cfg FILE to train "
+        raise ConfigError(f"unknown command {command!r}; use eval, push, sweep, export, tokenize or --cfg FILE to train "
                           f"(python -m trainer --help)")
     if command == "train":
         argv = argv[1:]

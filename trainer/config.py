@@ -63,6 +63,7 @@ import yaml
 from vqexplore.data import NAMED_SOURCES
 from vqexplore.errors import ConfigError
 from vqexplore.typecheck import check_keywords, convert, unknown_key
+from vqexplore.utils import flatten
 
 
 class ModelConfig(dict):
@@ -329,16 +330,6 @@ RESUMABLE_CHANGES = {
     "data.num_workers", "data.in_memory", "data.device_crops", "eval.lpips_weights", "eval.rfid_weights", "eval.batch_size",
     "out_dir",
 }
-
-
-def flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def resume_conflicts(saved: Config, new: Config) -> list[str]:

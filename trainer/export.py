@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import re
 import shlex
 import shutil
 from pathlib import Path
@@ -11,13 +10,16 @@ from vqexplore.errors import CheckpointError
 from vqexplore.hub import CONFIG_NAME, EMA_DIR, METRICS_NAME, WEIGHTS_NAME, read_run_metrics, resolve
 
 from .checkpoint import STATE_JSON
+from .evaluate import training_info
+from .runfacts import FACTS_NAME, write_card, write_facts
 
-FILES = (CONFIG_NAME, WEIGHTS_NAME, "README.md", METRICS_NAME)
+FILES = (CONFIG_NAME, WEIGHTS_NAME, METRICS_NAME)
 
 
 def export_checkpoint(ckpt: str, to: str, weights: str = "live") -> tuple[Path, str]:
-    """Copy config.json, model.safetensors, README.md (the card, with the command that made the
-    checkpoint) and metrics.json of ``ckpt`` into ``to``; returns (``to``, "live" or "ema").
+    """Copy config.json, model.safetensors and metrics.json of ``ckpt`` into ``to``, with its
+    training.json extended by the eval and export commands, and a model card made from them;
+    returns (``to``, "live" or "ema").
 
     weights: "live" (the trained weights), "ema" (the weight EMA saved in ``step-N/ema``) or
     "best" (whichever scored the higher validation PSNR at that step in the run's metrics.jsonl).
@@ -39,7 +41,20 @@ def export_checkpoint(ckpt: str, to: str, weights: str = "live") -> tuple[Path, 
         else:
             (dest / name).unlink(missing_ok=True)  # a stale file of an earlier export
     (dest / STATE_JSON).unlink(missing_ok=True)
-    _add_steps_to_card(dest / "README.md", ckpt, to, has_metrics=(dest / METRICS_NAME).is_file())
+    facts = training_info(src.path)
+    if facts:
+        facts["name"] = dest.name  # an exported checkpoint is known by its folder (checkpoints/vq-512)
+        # The commands after training, once each: how this very folder was made.
+        commands = [c for c in facts.get("commands", [])
+                    if not c.startswith(("python -m trainer eval ", "python -m trainer export "))]
+        if (dest / METRICS_NAME).is_file():
+            commands.append(f"python -m trainer eval --ckpt {shlex.quote(ckpt)}")
+        commands.append(f"python -m trainer export --ckpt {shlex.quote(ckpt)} --to {shlex.quote(to)}"
+                        + (f" --weights {weights}" if weights != "live" else ""))
+        write_facts(dest, {**facts, "commands": commands})
+    else:
+        (dest / FACTS_NAME).unlink(missing_ok=True)
+    write_card(dest)
     return dest, chosen
 
 
@@ -59,20 +74,3 @@ def _choose_weights(step_dir: Path, weights: str) -> str:
         raise CheckpointError(f"{step_dir}: the run's metrics.jsonl has no validation of both weights at this "
                               f"step; export --weights live or --weights ema")
     return "ema" if rows["val_ema"]["psnr"] > rows["val"]["psnr"] else "live"
-
-
-def _add_steps_to_card(card: Path, ckpt: str, to: str, has_metrics: bool) -> None:
-    """Complete the card's "How it was made" block with the eval and export commands."""
-    if not card.is_file():
-        return
-    text = card.read_text(encoding="utf-8")
-    m = re.search(r"(## How it was made\s*```\n)(.*?)(\n```)", text, re.S)
-    if not m:
-        return
-    lines = [line for line in m.group(2).splitlines()
-             if not line.startswith(("python -m trainer eval ", "python -m trainer export "))]
-    if has_metrics:
-        lines.append(f"python -m trainer eval --ckpt {shlex.quote(ckpt)}")
-    lines.append(f"python -m trainer export --ckpt {shlex.quote(ckpt)} --to {shlex.quote(to)}")
-    text = text[:m.start(2)] + "\n".join(lines) + text[m.end(2):]
-    card.write_text(text, encoding="utf-8")

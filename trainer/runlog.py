@@ -8,8 +8,7 @@ import torch
 from torch import Tensor
 
 from vqexplore.hub import RUN_METRICS_NAME, checkpoint_dirname
-
-from . import checkpoint as ckpt_io
+from vqexplore.utils import write_atomic
 
 
 class RunLog:
@@ -37,7 +36,7 @@ class RunLog:
                 continue  # a line cut by the kill
             if isinstance(row, dict) and row.get("step", 0) <= step:
                 keep.append(json.dumps(row))
-        ckpt_io.write_text_atomic(self.path, "".join(line + "\n" for line in keep))
+        write_atomic(self.path, "".join(line + "\n" for line in keep))
 
     def write(self, row: dict) -> None:
         self.file.write(json.dumps(row) + "\n")

@@ -14,11 +14,11 @@ import sys
 import time
 from pathlib import Path
 
+from vqexplore.describe import describe_config
 from vqexplore.errors import ConfigError
 from vqexplore.hub import CHECKPOINTS_DIR, METRICS_NAME, WEIGHTS_NAME, checkpoint_dirname
 
 from .checkpoint import STATE_JSON
-
 from .config import Config, load_config
 
 
@@ -37,12 +37,10 @@ def sweep_configs(folder: str | Path) -> list[Path]:
 
 
 def table_of(cfg: Config) -> str:
-    m = cfg.model
-    if m.quantizer == "fsq":
-        return "fsq"
-    if m.quantizer == "simvq":
-        return "simvq"
-    return "ema" if m.ema_update else "vq"
+    """The table a row belongs to: its quantizer's, with VQ's EMA rows apart (as in the study)."""
+    if cfg.model.quantizer == "vq":
+        return "ema" if cfg.model.ema_update else "vq"
+    return cfg.model.quantizer
 
 
 def _row_order(cfg: Config):
@@ -117,57 +115,58 @@ def _num(v, digits=4) -> str:
     return "n/a" if v is None else f"{v:.{digits}f}"
 
 
+# table -> (title, its description columns: vqexplore.describe.describe_config keys), study order
+TABLES = {
+    "vq": ("VQ-VAE:", ("code dim", "codebook size", "l2 norm", "entropy reg")),
+    "fsq": ("FSQ-VAE:", ("levels", "codebook size")),
+    "simvq": ("SimVQ-VAE:", ("code dim", "codebook size")),
+    "ema": ("VQ-VAE with EMA k-means codebook updates (decay 0.99; the study published no row):",
+            ("code dim", "codebook size")),
+}
+METRIC_HEADER = "usage | perplexity | PSNR | SSIM | LPIPS | rFID |"
+METRIC_ALIGN = "---:|---:|---:|---:|---:|---:|"
+
+
 def render_tables(results: list[tuple[Config, dict, float]], *, command: str | None = None) -> str:
-    groups: dict[str, list] = {"vq": [], "fsq": [], "simvq": [], "ema": []}
-    for cfg, metrics, seconds in results:
-        groups[table_of(cfg)].append((cfg, metrics, seconds))
-    for rows in groups.values():
-        rows.sort(key=lambda r: _row_order(r[0]))
-    yes = lambda b: "yes" if b else "no"  # noqa: E731
-    tail = lambda m: f"{_pct(m['usage'])} | {m['perplexity']:.1f} | {_num(m['psnr'])} | {_num(m['ssim'])} | " \
-                     f"{_num(m.get('lpips'))} | {_num(m.get('rfid'))} |"  # noqa: E731
-    lines = []
-    if command:
-        lines += ["Produced by:", "", "```", command, "```", ""]
-    first = results[0][0] if results else None
-    if first is not None:
-        t, dcfg, mcfg = first.train, first.data, first.model
-        notes = results[0][1]
-        lines += [f"Setup (every row): data `{dcfg.train}` at {dcfg.size}x{dcfg.size} "
-                  f"({notes.get('data_description', '')}), SimpleCNN hidden {mcfg.hidden_dim}, "
-                  f"{mcfg.n_resblocks} residual blocks, Adam lr {t.lr:g}, batch {t.batch_size}, {t.steps} steps, "
-                  f"seed {t.seed}. Metrics on the whole validation split ({notes.get('num_images')} images) "
-                  f"by `python -m trainer eval`. Training time, all rows: "
-                  f"{sum(_train_seconds(c) for c, _, _ in results) / 60:.1f} min (the trainer's clock; "
-                  f"startup, validation and evaluation excluded).", ""]
-        skipped = sorted({n for _, m, _ in results for n in m.get("notes", [])})
-        if skipped:
-            lines += ["LPIPS and rFID are n/a: their pretrained weights are not on this machine.", ""]
-            lines += [f"- {n}" for n in skipped] + [""]
-    header_tail = "usage | perplexity | PSNR | SSIM | LPIPS | rFID |"
-    align_tail = "---:|---:|---:|---:|---:|---:|"
-    if groups["vq"]:
-        lines += ["VQ-VAE:", "", f"| code dim | codebook size | l2 norm | entropy reg | {header_tail}",
-                  f"|---:|---:|:-:|:-:|{align_tail}"]
-        for cfg, m, _ in groups["vq"]:
-            ent = f"yes ({cfg.model.entropy_reg:g})" if cfg.model.entropy_reg > 0 else "no"
-            lines.append(f"| {cfg.model.code_dim} | {cfg.model.codebook_size} | {yes(cfg.model.l2_norm)} | {ent} | {tail(m)}")
-        lines.append("")
-    if groups["fsq"]:
-        lines += ["FSQ-VAE:", "", f"| levels | codebook size | {header_tail}", f"|:-:|---:|{align_tail}"]
-        for cfg, m, _ in groups["fsq"]:
-            levels = "[" + ",".join(str(v) for v in cfg.model.levels) + "]"
-            lines.append(f"| {levels} | {cfg.model.codebook_size} | {tail(m)}")
-        lines.append("")
-    if groups["simvq"]:
-        lines += ["SimVQ-VAE:", "", f"| code dim | codebook size | {header_tail}", f"|---:|---:|{align_tail}"]
-        for cfg, m, _ in groups["simvq"]:
-            lines.append(f"| {cfg.model.code_dim} | {cfg.model.codebook_size} | {tail(m)}")
-        lines.append("")
-    if groups["ema"]:
-        lines += ["VQ-VAE with EMA k-means codebook updates (decay 0.99; the study published no row):", "",
-                  f"| code dim | codebook size | {header_tail}", f"|---:|---:|{align_tail}"]
-        for cfg, m, _ in groups["ema"]:
-            lines.append(f"| {cfg.model.code_dim} | {cfg.model.codebook_size} | {tail(m)}")
+    """The study's tables (markdown) of (config, metrics, seconds) rows, with how they were made."""
+    lines = ["Produced by:", "", "```", command, "```", ""] if command else []
+    if results:
+        lines += _setup_lines(results)
+    others = sorted({table_of(r[0]) for r in results} - set(TABLES))  # a quantizer the study lacks
+    for table, (title, columns) in {**TABLES, **{q: (f"{q.upper()}-VAE:", ("code dim", "codebook size"))
+                                                 for q in others}}.items():
+        rows = sorted((r for r in results if table_of(r[0]) == table), key=lambda r: _row_order(r[0]))
+        if not rows:
+            continue
+        align = "".join(("---:" if c in ("code dim", "codebook size") else ":-:") + "|" for c in columns)
+        lines += [title, "", f"| {' | '.join(columns)} | {METRIC_HEADER}", f"|{align}{METRIC_ALIGN}"]
+        for cfg, m, _ in rows:
+            described = describe_config(cfg.model)
+            # Lists compact, as the study prints them: [8,5,5,5].
+            cells = (str(described[c]).replace(", ", ",") for c in columns)
+            lines.append(f"| {' | '.join(cells)} | {_metric_cells(m)}")
         lines.append("")
     return "\n".join(lines)
+
+
+def _metric_cells(m: dict) -> str:
+    return (f"{_pct(m['usage'])} | {m['perplexity']:.1f} | {_num(m['psnr'])} | {_num(m['ssim'])} | "
+            f"{_num(m.get('lpips'))} | {_num(m.get('rfid'))} |")
+
+
+def _setup_lines(results: list[tuple[Config, dict, float]]) -> list[str]:
+    """What every row shares (data, model body, optimiser, steps) and the total training time."""
+    first, notes = results[0][0], results[0][1]
+    t, d, m = first.train, first.data, first.model
+    lines = [f"Setup (every row): data `{d.train}` at {d.size}x{d.size} "
+             f"({notes.get('data_description', '')}), SimpleCNN hidden {m.hidden_dim}, "
+             f"{m.n_resblocks} residual blocks, Adam lr {t.lr:g}, batch {t.batch_size}, {t.steps} steps, "
+             f"seed {t.seed}. Metrics on the whole validation split ({notes.get('num_images')} images) "
+             f"by `python -m trainer eval`. Training time, all rows: "
+             f"{sum(_train_seconds(c) for c, _, _ in results) / 60:.1f} min (the trainer's clock; "
+             f"startup, validation and evaluation excluded).", ""]
+    skipped = sorted({n for _, metrics, _ in results for n in metrics.get("notes", [])})
+    if skipped:
+        lines += ["LPIPS and rFID are n/a: their pretrained weights are not on this machine.", ""]
+        lines += [f"- {n}" for n in skipped] + [""]
+    return lines

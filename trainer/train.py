@@ -27,11 +27,13 @@ from vqexplore import VQModel
 from vqexplore.data import describe_source, iter_batches, make_dataset, make_loader
 from vqexplore.errors import ConfigError, VQExploreError
 from vqexplore.hub import CHECKPOINTS_DIR, EMA_DIR, RUN_METRICS_NAME, checkpoint_dirname, list_checkpoints
+from vqexplore.utils import eval_mode, write_atomic
 
 from . import checkpoint as ckpt_io
 from . import distributed
 from .config import Config, from_dict, resume_conflicts, validate
 from .distributed import Dist
+from .runfacts import facts
 from .runlog import RunLog
 from .recipe import WeightEMA, learning_rate, set_learning_rate
 from .step import StepOutput, Window, train_step
@@ -280,7 +282,7 @@ class Run:
             for old in run_dir.glob("events.out.tfevents.*"):
                 old.unlink()
             (run_dir / RUN_METRICS_NAME).unlink(missing_ok=True)
-        ckpt_io.write_text_atomic(run_dir / "config.yaml", self.cfg.to_yaml())
+        write_atomic(run_dir / "config.yaml", self.cfg.to_yaml())
         t = self.t
         print(f"run {run_dir}: {sum(p.numel() for p in model.parameters()):,} parameters, "
               f"{self.cfg.model.quantizer} K={model.codebook_size} D={model.code_dim}, "
@@ -324,10 +326,8 @@ class Run:
             self.last_val_ema = {"step": self.step, "split": "val_ema", **ema, "time": time.time()}
             log.write(self.last_val_ema)
         if grid.shape[0]:
-            with torch.no_grad():
-                model.eval()
+            with torch.no_grad(), eval_mode(model):
                 recon = model(grid).reconstruction
-                model.train()
             log.grid(self.step, grid, recon)
         row = {"step": self.step, "split": "val", **metrics, "time": time.time()}
         log.write(row)
@@ -338,7 +338,7 @@ class Run:
         state = {"epoch": step // per_epoch, "batch_in_epoch": step % per_epoch,
                  "batches_per_epoch": per_epoch, "elapsed": self.elapsed, "command": self.command,
                  "data": self.data.description, "world_size": self.d.world}
-        card = {"dataset": self.data.description, "command": self.command}
+        run_facts = facts(name=self.cfg.name, data=self.data.description, step=step, command=self.command)
         return ckpt_io.save_checkpoint(self.cfg.run_dir, step, self.model, self.optimizer, state,
-                                       card=card, keep_last=self.t.keep_last,
+                                       run_facts=run_facts, keep_last=self.t.keep_last,
                                        ema_model=self.ema.model if self.ema else None)

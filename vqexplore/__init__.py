@@ -7,8 +7,8 @@
 """
 from .errors import (CheckpointError, ConfigError, DataError, HubError, ImageError,
                      MissingWeightsError, VQExploreError)
-from .hub import list_checkpoints, load, resolve
-from .models import VQModel, VQModelOutput
+from .hub import list_checkpoints, resolve
+from .models import VQModel, VQModelOutput, load
 from .quantizers import FSQ, QuantizerOutput, SimVQ, VectorQuantizer
 
 __version__ = "0.1.0"

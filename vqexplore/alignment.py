@@ -240,7 +240,8 @@ def aligned_usage_over_steps(run_dir: str | Path, images: Tensor, *, max_checkpo
     with each row following a code through consecutive alignments instead of a fixed id, so that
     a code that changes id is not drawn as a death plus a birth. Needs at least 2 checkpoints."""
     from .analysis import encode_indices
-    from .hub import list_checkpoints, load
+    from .hub import list_checkpoints
+    from .models import load
     from .metrics import code_counts
 
     loader = loader or load

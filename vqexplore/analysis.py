@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -31,8 +29,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .describe import describe_config
 from .hub import WEIGHTS_NAME, list_checkpoints, read_metrics, read_run_metrics
 from .metrics import CodebookStats, code_counts, codebook_stats
+from .utils import cache_dir, eval_mode, flatten, write_atomic
 
 __all__ = [
     "encode_indices", "usage_counts", "usage_stats", "EncodedSample", "encode_sample", "UsageOverSteps", "usage_over_steps",
@@ -68,12 +68,8 @@ def encode_indices(model: nn.Module, images: Tensor, batch_size: int = 64) -> np
     if images.dim() != 4:
         raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
     device = _device_of(model)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         out = [model.encode(x.to(device)).cpu() for x in _batches(images, batch_size)]
-    finally:
-        model.train(was_training)
     return torch.cat(out).numpy().astype(np.int64)
 
 
@@ -111,18 +107,14 @@ def encode_sample(model: nn.Module, images: Tensor, batch_size: int = 64) -> Enc
     both the code ids and the encoder outputs (in code space), so that counts, galleries and
     projected encoder outputs need no second pass."""
     device = _device_of(model)
-    was_training = model.training
-    model.eval()
     ids, lats = [], []
-    try:
+    with eval_mode(model):
         for x in _batches(images, batch_size):
             z = model.encode_latents(x.to(device))
             ids.append(model.quantizer(z).indices.cpu())
             tokens = z.permute(0, 2, 3, 1).float()
             shape = tokens.shape
             lats.append(model.quantizer.to_code_space(tokens.reshape(-1, shape[-1])).reshape(shape).cpu())
-    finally:
-        model.train(was_training)
     return EncodedSample(torch.cat(ids).numpy().astype(np.int64), torch.cat(lats).numpy().astype(np.float32))
 
 
@@ -154,7 +146,7 @@ def usage_over_steps(run_dir: str | Path, images: Tensor, *, max_checkpoints: in
     last). ``loader(path) -> VQModel`` defaults to :func:`vqexplore.load`. A run whose
     checkpoints disagree on the codebook size raises ValueError.
     """
-    from .hub import load
+    from .models import load
 
     loader = loader or load
     ckpts = list_checkpoints(run_dir)
@@ -362,21 +354,6 @@ def weights_fingerprint(checkpoint_dir: str | Path) -> str:
     return _FINGERPRINTS[key]
 
 
-def cache_dir() -> Path:
-    """Where computed projections are kept: ``$VQEXPLORE_CACHE_DIR``, else
-    ``$XDG_CACHE_HOME/vqexplore`` (``~/.cache/vqexplore``).
-
-    Never inside a checkpoint folder: those are published as they are (and may be read-only);
-    entries are keyed by the weights' content hash, so a cache entry follows the weights
-    wherever they are copied, and retraining (new weights) never shows a stale layout.
-    """
-    env = os.environ.get("VQEXPLORE_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "vqexplore"
-
-
 def _images_digest(images: Tensor) -> str:
     return hashlib.sha256(images.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
 
@@ -420,10 +397,8 @@ def cached_projection(checkpoint_dir: str | Path, model: nn.Module, method: str 
             {"method": proj.method, "params": proj.params, "seconds": proj.seconds, "key": key_parts}))}
         if proj.latents is not None:
             arrays["latents"] = proj.latents
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp.npz")
-        os.close(fd)
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)  # atomic: concurrent readers see the old or the new file, never half
+        # atomic: concurrent readers see the old or the new file, never half
+        write_atomic(path, lambda f: np.savez(f, **arrays), durable=False)
     except OSError:
         pass
     return proj
@@ -479,13 +454,9 @@ def decoded_tile(model: nn.Module, code: int, grid: int = 4) -> np.ndarray:
 
     if not 0 <= int(code) < model.codebook_size:
         raise ValueError(f"code must lie in [0, {model.codebook_size}), got {code}")
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         ids = torch.full((1, grid, grid), int(code), dtype=torch.int64, device=_device_of(model))
         return tensor_to_image(model.decode_indices(ids)[0].clamp(-1, 1).cpu())
-    finally:
-        model.train(was_training)
 
 
 def _outline(patch: np.ndarray, top: int, left: int, size: int, color=(255, 0, 255)) -> None:
@@ -554,21 +525,6 @@ STUDY_COLUMNS = ("checkpoint", "quantizer", "levels", "code dim", "codebook size
                  "ema", "usage %", "perplexity", "dead codes", "PSNR", "SSIM", "LPIPS", "rFID", "metrics from")
 
 
-def describe_config(config: Mapping) -> dict:
-    """The study's description columns of a VQModel config (config.json)."""
-    quantizer = config.get("quantizer", "vq")
-    levels = config.get("levels")
-    return {
-        "quantizer": {"vq": "VQ", "fsq": "FSQ", "simvq": "SimVQ"}.get(quantizer, str(quantizer)),
-        "levels": str(list(levels)) if levels else "",
-        "code dim": config.get("code_dim"),
-        "codebook size": config.get("codebook_size"),
-        "l2 norm": "yes" if config.get("l2_norm") else "no",
-        "entropy reg": f"{config['entropy_reg']:g}" if config.get("entropy_reg") else "no",
-        "ema": "yes" if config.get("ema_update") else "no",
-    }
-
-
 _METRIC_COLUMNS = {"usage": "usage %", "perplexity": "perplexity", "dead_codes": "dead codes",
                    "psnr": "PSNR", "ssim": "SSIM", "lpips": "LPIPS", "rfid": "rFID"}
 
@@ -626,17 +582,6 @@ def comparison_table(rows: Sequence[Mapping]):
 # Training curves
 # ---------------------------------------------------------------------------------------------
 
-def _flatten(row: Mapping, prefix: str = "") -> dict:
-    out = {}
-    for key, value in row.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(_flatten(value, name + "/"))
-        elif isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value):
-            out[name] = value
-    return out
-
-
 def training_curves(run_dir: str | Path | None = None, rows: Sequence[Mapping] | None = None):
     """Long-format pandas DataFrame (columns step, split, metric, value) of a run's
     ``metrics.jsonl`` (or of ``rows``), sorted by step; a half-written last line is skipped.
@@ -650,8 +595,9 @@ def training_curves(run_dir: str | Path | None = None, rows: Sequence[Mapping] |
         if not isinstance(row.get("step"), (int, float)):
             continue
         split = str(row.get("split", "train"))
-        for metric, value in _flatten(row).items():
-            if metric in ("step", "time", "epoch", "elapsed"):
+        for metric, value in flatten(row, sep="/").items():
+            finite = isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+            if not finite or metric in ("step", "time", "epoch", "elapsed"):
                 continue
             records.append((int(row["step"]), split, metric, float(value)))
     frame = pd.DataFrame.from_records(records, columns=["step", "split", "metric", "value"])

@@ -1,4 +1,5 @@
-"""Checkpoints on disk and on the Hugging Face Hub: resolve, check, load, describe.
+"""Checkpoint files on disk and on the Hugging Face Hub: resolve, check, list, read, and the
+model card. Loading a model is ``VQModel``'s (``vqexplore.load``); nothing here builds one.
 
 A *checkpoint folder* holds ``config.json`` + ``model.safetensors`` (+ ``README.md``, the
 model card, and optionally ``metrics.json``). A *run folder* (``runs/<name>/``) holds
@@ -16,8 +17,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
+from .describe import config_summary, describe_config
 from .errors import CheckpointError, HubError
 
 CONFIG_NAME = "config.json"
@@ -57,6 +57,23 @@ def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def checkpoints_in(folder: str | Path) -> list[tuple[str, Path, str]]:
+    """The checkpoints directly inside ``folder``, by name: (name, path, kind) with kind
+    "checkpoint" (a checkpoint folder) or "run" (a run folder with step-N checkpoints).
+    Hidden folders are skipped; a missing folder holds none."""
+    folder = Path(folder)
+    found = []
+    if folder.is_dir():
+        for child in sorted(folder.iterdir()):
+            if not child.is_dir() or child.name.startswith("."):
+                continue
+            if is_checkpoint_dir(child):
+                found.append((child.name, child, "checkpoint"))
+            elif list_checkpoints(child):
+                found.append((child.name, child, "run"))
+    return found
+
+
 @dataclass
 class Source:
     """Where a checkpoint comes from.
@@ -80,8 +97,24 @@ def looks_like_repo_id(text: str) -> bool:
     return bool(_REPO_ID_RE.match(text)) and ".." not in text
 
 
-def resolve(source: str | Path, *, revision: str | None = None, token: str | bool | None = None) -> Source:
+def inside(path: str | Path, roots) -> bool:
+    """Whether ``path`` (symlinks and ``..`` resolved) lies inside one of the folders ``roots``."""
+    real = os.path.realpath(os.path.expanduser(str(path)))
+    for root in roots:
+        base = os.path.realpath(os.path.expanduser(str(root)))
+        if real == base or real.startswith(base.rstrip(os.sep) + os.sep):
+            return True
+    return False
+
+
+def resolve(source: str | Path, *, revision: str | None = None, token: str | bool | None = None,
+            local_roots=None) -> Source:
     """Find the checkpoint folder behind a checkpoint folder, a run folder or a Hub repo id.
+
+    local_roots: ``None`` (default) accepts any local path. A sequence of folders confines local
+    paths to those folders (what a hosted app wants): any other text is treated as a Hub repo id
+    or refused with one message that does not depend on what exists on disk, so a visitor learns
+    nothing about the server's files. ``()`` accepts Hub repo ids only.
 
     Raises :class:`CheckpointError` (or :class:`HubError`) with one sentence saying what to do.
     """
@@ -89,6 +122,14 @@ def resolve(source: str | Path, *, revision: str | None = None, token: str | boo
     if not text:
         raise CheckpointError("no checkpoint given: pass a checkpoint folder, a run folder or a Hub repo id")
     path = Path(text).expanduser()
+    if local_roots is not None and not (local_roots and inside(path, local_roots)):
+        if looks_like_repo_id(text):
+            local = _download(text, revision=revision, token=token)
+            return Source("hub", local, text, None, None, repo_id=text)
+        where = " or ".join(str(r) for r in local_roots)
+        raise CheckpointError(f"{text} is not a Hub repo id like user/name"
+                              + (f" nor a folder inside {where}" if where else "")
+                              + "; pick one of the listed checkpoints or type a Hub repo id")
     if path.exists():
         if not path.is_dir():
             raise CheckpointError(f"{path} is a file; pass the checkpoint folder that holds {CONFIG_NAME} and {WEIGHTS_NAME}")
@@ -122,7 +163,7 @@ def _download(repo_id: str, *, revision: str | None, token: str | bool | None) -
 
     # huggingface_hub retries a refused connection 5 times with backoff (~25 s): probe the
     # endpoint once with a short timeout and go straight to the local cache when it is down.
-    local_only = not _endpoint_reachable()
+    local_only = not hub_reachable()
     files = []
     try:
         for name in (CONFIG_NAME, WEIGHTS_NAME):
@@ -169,8 +210,10 @@ def url_reachable(url: str, timeout: float = 3.0) -> bool:
         return False
 
 
-def _endpoint_reachable(timeout: float = 3.0) -> bool:
-    """Whether the Hub endpoint (``HF_ENDPOINT``) can be reached; offline mode counts as no."""
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hub endpoint (``HF_ENDPOINT``) can be reached; offline mode
+    (``HF_HUB_OFFLINE``) counts as no. Probe before a call that would otherwise retry for
+    ~25 s on a refused connection."""
     from huggingface_hub import constants
 
     return not constants.HF_HUB_OFFLINE and url_reachable(constants.ENDPOINT, timeout)
@@ -211,46 +254,19 @@ def check_safetensors(path: str | Path) -> dict:
     return header
 
 
-def load_checkpoint(source: str | Path, *, revision: str | None = None,
-                    map_location: str | torch.device = "cpu", token: str | bool | None = None):
-    """VQModel from a checkpoint folder, a run folder (newest checkpoint) or a Hub repo id.
-
-    Loading is strict (every weight present, no extra ones, same shapes) and pickle-free.
-    The model is returned in eval mode; ``model.source`` tells where it came from.
-    """
-    from safetensors.torch import load_file
-
-    from .errors import ConfigError
-    from .models import VQModel, read_config
-
-    src = resolve(source, revision=revision, token=token)
-    cfg_path, weights_path = src.path / CONFIG_NAME, src.path / WEIGHTS_NAME
-    cfg = read_config(cfg_path)
-    check_safetensors(weights_path)
+def read_config(path: str | Path) -> dict:
+    """Parse a checkpoint's config.json into a dict (VQModel's arguments; ``VQModel`` checks
+    them). Raises CheckpointError naming the file when it is missing or not a JSON object."""
+    path = Path(path)
     try:
-        model = VQModel(**cfg)
-    except (ConfigError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{cfg_path} describes an invalid model: {e}") from None
-    try:
-        state = load_file(str(weights_path), device=str(map_location))
-    except Exception as e:  # safetensors raises its own error type
-        raise CheckpointError(f"{weights_path} cannot be read ({e}); re-save or re-download it") from None
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        first = str(e).splitlines()
-        detail = " ".join(line.strip() for line in first[1:3]) or first[0]
-        raise CheckpointError(f"{weights_path} does not match {cfg_path}: {detail}") from None
-    model.to(map_location).eval()
-    model.source = src
-    return model
-
-
-def load(source: str | Path, *, device: str | torch.device = "cpu", revision: str | None = None,
-         token: str | bool | None = None):
-    """The one entry point: ``vqexplore.load("checkpoints/vq-512")``, ``load("runs/x")``,
-    ``load("user/repo")``. Returns a VQModel in eval mode on ``device``."""
-    return load_checkpoint(source, revision=revision, map_location=device, token=token)
+        cfg = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is missing: a checkpoint folder needs {CONFIG_NAME} and {WEIGHTS_NAME}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not valid JSON ({e}); the checkpoint is corrupt, re-save or re-download it") from None
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{path} must hold a JSON object of VQModel arguments")
+    return cfg
 
 
 def read_metrics(checkpoint_dir: str | Path) -> dict | None:
@@ -313,7 +329,7 @@ def model_card(config: dict, *, metrics: dict | None = None, dataset: str | None
         tags=["vqexplore", "image-tokenizer", "vector-quantization", str(config.get("quantizer", "vq"))],
         model_name=name, eval_results=eval_results or None,
         datasets=[hub_dataset] if hub_dataset else None)
-    cfg_rows = "\n".join(f"| `{k}` | `{json.dumps(v)}` |" for k, v in sorted(config.items()))
+    cfg_rows = "\n".join(f"| {label} | {value} |" for label, value in describe_config(config).items())
     metric_rows = "\n".join(
         f"| {label} | {_fmt(metrics[key])} |" for key, label in _METRIC_NAMES.items()
         if metrics and key in metrics and metrics[key] is not None)
@@ -324,7 +340,8 @@ def model_card(config: dict, *, metrics: dict | None = None, dataset: str | None
         "```python", "import vqexplore", f"model = vqexplore.load({(repo_id or 'path/to/this/folder')!r})",
         "indices = model.encode(images)          # (B, 3, H, W) in [-1, 1] -> (B, H/4, W/4)",
         "reconstruction = model.decode_indices(indices)", "```", "",
-        "## Configuration", "", "| field | value |", "|---|---|", cfg_rows, "",
+        "## Configuration", "", config_summary(config), "", "| setting | value |", "|---|---|", cfg_rows, "",
+        "`config.json`:", "", "```json", json.dumps(config, indent=2, sort_keys=True), "```", "",
     ]
     if dataset:
         body += ["## Training data", "", f"{dataset}", ""]

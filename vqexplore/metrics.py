@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from .errors import MissingWeightsError
 from .hub import url_reachable
+from .utils import eval_mode
 
 __all__ = [
     "to_unit", "psnr", "ssim", "LPIPS", "RFID", "weights_status",
@@ -562,8 +563,7 @@ def evaluate(model: nn.Module, batches: Iterable, *, device: str | torch.device 
     the (K,) int64 code count on the CPU.
     """
     device = torch.device(device)
-    was_training = model.training
-    model.to(device).eval()
+    model.to(device)
     counter = CodeCounter(model.codebook_size)
     sums = {"psnr": 0.0, "ssim": 0.0, "lpips": 0.0}
     num_images = 0
@@ -572,24 +572,21 @@ def evaluate(model: nn.Module, batches: Iterable, *, device: str | torch.device 
     lpips_device = next(lpips.parameters()).device if lpips is not None else None
     # Feed images in the model's own precision (float32 unless it was cast, e.g. to bfloat16).
     model_dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    try:
-        with torch.no_grad():
-            for batch_index, batch in enumerate(batches):
-                if max_batches is not None and batch_index >= max_batches:
-                    break
-                images = _images_of(batch).to(device=device, dtype=model_dtype)
-                out = model(images)
-                counter.update(out.indices)
-                original, recon = to_unit(images.float()), to_unit(out.reconstruction.float())
-                sums["psnr"] += float(psnr(original, recon).sum())
-                sums["ssim"] += float(ssim(original, recon).sum())
-                if lpips is not None:
-                    sums["lpips"] += float(lpips(original.to(lpips_device), recon.to(lpips_device)).sum())
-                if rfid is not None:
-                    rfid.update(original, recon)
-                num_images += images.shape[0]
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        for batch_index, batch in enumerate(batches):
+            if max_batches is not None and batch_index >= max_batches:
+                break
+            images = _images_of(batch).to(device=device, dtype=model_dtype)
+            out = model(images)
+            counter.update(out.indices)
+            original, recon = to_unit(images.float()), to_unit(out.reconstruction.float())
+            sums["psnr"] += float(psnr(original, recon).sum())
+            sums["ssim"] += float(ssim(original, recon).sum())
+            if lpips is not None:
+                sums["lpips"] += float(lpips(original.to(lpips_device), recon.to(lpips_device)).sum())
+            if rfid is not None:
+                rfid.update(original, recon)
+            num_images += images.shape[0]
     if num_images == 0:
         raise ValueError("evaluate got no images: the batches iterable is empty (or max_batches=0)")
     results = {**codebook_stats(counter.counts).as_dict(),

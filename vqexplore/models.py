@@ -16,11 +16,12 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import Tensor, nn
 
-from .errors import ConfigError
+from .errors import CheckpointError, ConfigError
+from .hub import CONFIG_NAME, WEIGHTS_NAME, check_safetensors, model_card, read_config, resolve
 from .typecheck import check_keywords
-from .quantizers import FSQ, QuantizerOutput, SimVQ, VectorQuantizer
+from .quantizers import BSQ, FSQ, IBQ, LFQ, SimVQ, VectorQuantizer
 
-QUANTIZERS = ("vq", "fsq", "simvq")
+QUANTIZERS = ("vq", "fsq", "simvq", "lfq", "bsq", "ibq")
 DOWNSAMPLE = 4
 
 
@@ -88,7 +89,7 @@ class VQModel(
     pipeline_tag="image-to-image",
     license="mit",
 ):
-    """SimpleCNN autoencoder with a VQ, FSQ or SimVQ bottleneck.
+    """SimpleCNN autoencoder with a VQ, FSQ, SimVQ, LFQ, BSQ or IBQ bottleneck.
 
     The constructor is flat and JSON-able (it is ``config.json``, and the ``model:`` section of a
     trainer config)::
@@ -97,18 +98,26 @@ class VQModel(
         VQModel(quantizer="vq", codebook_size=2048, code_dim=64, l2_norm=True)
         VQModel(quantizer="fsq", levels=[8, 8, 8])                      # K = 512, D = 3
         VQModel(quantizer="simvq", codebook_size=2048, code_dim=64)
+        VQModel(quantizer="lfq", codebook_size=16384)                   # D = log2(K) = 14
+        VQModel(quantizer="bsq", codebook_size=16384)
+        VQModel(quantizer="ibq", codebook_size=16384, code_dim=64)
 
     Arguments (each is checked against its annotation and range by :meth:`check_config`; a bad
     one raises :class:`~vqexplore.errors.ConfigError` whose ``key`` names it):
 
-    - ``quantizer``: ``vq`` | ``fsq`` | ``simvq``.
-    - ``codebook_size`` (K, default 512) and ``code_dim`` (D, default 64); FSQ: implied by ``levels``.
+    - ``quantizer``: ``vq`` | ``fsq`` | ``simvq`` | ``lfq`` | ``bsq`` | ``ibq``.
+    - ``codebook_size`` (K, default 512) and ``code_dim`` (D, default 64); FSQ: implied by ``levels``;
+      LFQ, BSQ: K a power of two and D = log2(K) (implied when omitted).
     - ``levels``: FSQ only, values per channel, each >= 2 (e.g. ``[8, 5, 5, 5]``: K = 1000, D = 4).
     - ``l2_norm``: VQ only, search and decode l2-normalised codes.
     - ``ema_update`` / ``ema_decay``: VQ only, EMA k-means codebook updates with this decay in (0, 1).
     - ``entropy_reg`` / ``entropy_temperature``: VQ only, weight (>= 0) and softmax temperature
-      (> 0) of the entropy regulariser.
-    - ``commitment_weight``: weight (>= 0) of the commitment loss (VQ, SimVQ).
+      (> 0) of the entropy regulariser; ``entropy_temperature`` is also LFQ's and BSQ's
+      (their ``inv_temperature`` 100 is temperature 0.01).
+    - ``entropy_loss_weight`` / ``diversity_gamma``: LFQ and BSQ only (default 0.1 and 1.0, as
+      MAGVIT-v2 and vector_quantize_pytorch): the entropy loss is
+      ``entropy_loss_weight * (mean_n H(p_n) - diversity_gamma * H(mean_n p_n))``.
+    - ``commitment_weight``: weight (>= 0) of the commitment loss (every quantizer but FSQ).
     - ``kmeans_init``: VQ only, k-means on the first batch's encoder outputs.
     - ``dead_code_threshold``: VQ only, restart codes whose EMA count per step falls below it (0: off).
     - ``rotation_trick``: VQ only, rotation-trick gradients instead of straight-through.
@@ -122,8 +131,9 @@ class VQModel(
                  levels: list[int] | None = None, l2_norm: bool = False, ema_update: bool = False,
                  ema_decay: float = 0.99, entropy_reg: float = 0.0, entropy_temperature: float = 0.01,
                  commitment_weight: float = 0.25, kmeans_init: bool = False,
-                 dead_code_threshold: float = 0.0, rotation_trick: bool = False, hidden_dim: int = 256,
-                 n_resblocks: int = 2, in_channels: int = 3):
+                 dead_code_threshold: float = 0.0, rotation_trick: bool = False,
+                 entropy_loss_weight: float | None = None, diversity_gamma: float | None = None,
+                 hidden_dim: int = 256, n_resblocks: int = 2, in_channels: int = 3):
         # Every argument as passed (first statement: nothing else is in this scope yet).
         passed = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         super().__init__()
@@ -180,9 +190,6 @@ class VQModel(
         """(B, 3, H, W) in [-1, 1] -> (B, D, H/4, W/4) encoder outputs before quantization."""
         return self.pre_quant(self.encoder(x))
 
-    def quantize(self, z: Tensor) -> QuantizerOutput:
-        return self.quantizer(z)
-
     def encode(self, x: Tensor) -> Tensor:
         """(B, 3, H, W) in [-1, 1] -> (B, H/4, W/4) int64 code ids."""
         return self.quantizer(self.encode_latents(x)).indices
@@ -210,33 +217,60 @@ class VQModel(
 
     # -- Hub format ---------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, *, revision: str | None = None,
-                        map_location: str | torch.device = "cpu", token: str | bool | None = None,
-                        **_ignored) -> "VQModel":
-        """Load a checkpoint folder or a Hub repo id, strictly, without pickle.
+    def _from_pretrained(cls, *, model_id: str, revision: str | None = None, token: str | bool | None = None,
+                         map_location: str | torch.device = "cpu", strict: bool = True,
+                         **kwargs) -> "VQModel":
+        """huggingface_hub's loading hook, behind ``VQModel.from_pretrained(folder_or_repo_id)``:
+        every file is checked first, the weights are loaded strictly (every tensor present, none
+        extra, same shapes) and without pickle. A missing, truncated or mismatched file raises
+        :class:`~vqexplore.errors.CheckpointError` naming it. The model comes back in eval mode
+        on ``map_location``.
 
-        Every file is checked first; a missing, truncated or mismatched file raises
-        :class:`vqexplore.errors.CheckpointError` naming it.
+        ``kwargs``: the mixin's download options (cache_dir, force_download, local_files_only:
+        downloads go through :func:`vqexplore.hub.resolve` instead) and config values, which
+        override config.json's. ``strict=False`` is not offered: a partial load is an error.
         """
-        from .hub import load_checkpoint
+        from safetensors.torch import load_file
 
-        return load_checkpoint(pretrained_model_name_or_path, revision=revision,
-                               map_location=map_location, token=token)
+        src = resolve(model_id, revision=revision, token=token)
+        cfg_path, weights_path = src.path / CONFIG_NAME, src.path / WEIGHTS_NAME
+        cfg = read_config(cfg_path)
+        unknown = sorted(set(cfg) - set(config_fields()))
+        if unknown:
+            raise CheckpointError(f"{cfg_path} has unknown field(s) {', '.join(unknown)}; "
+                                  f"VQModel accepts {', '.join(config_fields())}")
+        cfg.update({k: v for k, v in kwargs.items() if k in config_fields()})
+        check_safetensors(weights_path)
+        try:
+            model = cls(**cfg)
+        except (ConfigError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{cfg_path} describes an invalid model: {e}") from None
+        try:
+            state = load_file(str(weights_path), device=str(map_location))
+        except Exception as e:  # safetensors raises its own error type
+            raise CheckpointError(f"{weights_path} cannot be read ({e}); re-save or re-download it") from None
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            lines = str(e).splitlines()
+            detail = " ".join(line.strip() for line in lines[1:3]) or lines[0]
+            raise CheckpointError(f"{weights_path} does not match {cfg_path}: {detail}") from None
+        model.to(map_location).eval()
+        model.source = src
+        return model
 
     def _save_pretrained(self, save_directory: Path) -> None:
         # config.json from the checked config (effective sizes); the mixin then leaves it alone.
-        (Path(save_directory) / "config.json").write_text(json.dumps(self.config, sort_keys=True, indent=2))
+        (Path(save_directory) / CONFIG_NAME).write_text(json.dumps(self.config, sort_keys=True, indent=2))
         super()._save_pretrained(save_directory)
         # safetensors writes through a private temp file (mode 0600); give the weights the same
         # permissions as the other files, so a container user or a web server can read them.
-        weights = Path(save_directory) / "model.safetensors"
+        weights = Path(save_directory) / WEIGHTS_NAME
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(weights, 0o666 & ~umask)
 
     def generate_model_card(self, *args, **kwargs):
-        from .hub import model_card
-
         return model_card(self.config, metrics=kwargs.get("metrics"), dataset=kwargs.get("dataset"),
                           command=kwargs.get("command"), repo_id=kwargs.get("repo_id"), name=kwargs.get("name"))
 
@@ -247,7 +281,10 @@ class VQModel(
 QUANTIZER_ONLY = {  # arguments that only some quantizers take (a true value elsewhere is an error)
     "levels": ("fsq",), "l2_norm": ("vq",), "ema_update": ("vq",), "entropy_reg": ("vq",),
     "kmeans_init": ("vq",), "dead_code_threshold": ("vq",), "rotation_trick": ("vq",),
+    "entropy_loss_weight": ("lfq", "bsq"), "diversity_gamma": ("lfq", "bsq"),
 }
+# LFQ / BSQ defaults of the keys above (None elsewhere), as MAGVIT-v2 and vector_quantize_pytorch.
+_BINARY_DEFAULTS = {"entropy_loss_weight": 0.1, "diversity_gamma": 1.0}
 
 
 def _build_quantizer(cfg: dict) -> nn.Module:
@@ -256,6 +293,13 @@ def _build_quantizer(cfg: dict) -> nn.Module:
         return FSQ(cfg["levels"])
     if cfg["quantizer"] == "simvq":
         return SimVQ(cfg["codebook_size"], cfg["code_dim"], commitment_weight=cfg["commitment_weight"])
+    if cfg["quantizer"] in ("lfq", "bsq"):
+        return (LFQ if cfg["quantizer"] == "lfq" else BSQ)(
+            cfg["codebook_size"], entropy_loss_weight=cfg["entropy_loss_weight"],
+            diversity_gamma=cfg["diversity_gamma"], commitment_weight=cfg["commitment_weight"],
+            entropy_temperature=cfg["entropy_temperature"])
+    if cfg["quantizer"] == "ibq":
+        return IBQ(cfg["codebook_size"], cfg["code_dim"], commitment_weight=cfg["commitment_weight"])
     return VectorQuantizer(
         cfg["codebook_size"], cfg["code_dim"], l2_norm=cfg["l2_norm"], ema_update=cfg["ema_update"],
         ema_decay=cfg["ema_decay"], entropy_reg=cfg["entropy_reg"], entropy_temperature=cfg["entropy_temperature"],
@@ -274,6 +318,8 @@ def _check_values(cfg: dict) -> None:
                               key=name)
     if quantizer == "fsq":
         _check_fsq_levels(cfg)
+    if quantizer in ("lfq", "bsq"):
+        _check_binary(cfg)
     cfg["codebook_size"] = 512 if cfg["codebook_size"] is None else cfg["codebook_size"]
     cfg["code_dim"] = 64 if cfg["code_dim"] is None else cfg["code_dim"]
     ranges = [  # (key, fine?, what it must be)
@@ -287,6 +333,8 @@ def _check_values(cfg: dict) -> None:
         ("entropy_temperature", cfg["entropy_temperature"] > 0, "> 0"),
         ("commitment_weight", cfg["commitment_weight"] >= 0, ">= 0"),
         ("dead_code_threshold", cfg["dead_code_threshold"] >= 0, ">= 0 (0 turns restarts off)"),
+        ("entropy_loss_weight", (cfg["entropy_loss_weight"] or 0) >= 0, ">= 0 (0 turns the entropy loss off)"),
+        ("diversity_gamma", (cfg["diversity_gamma"] or 0) >= 0, ">= 0"),
     ]
     for key, fine, what in ranges:
         if not fine:
@@ -310,28 +358,39 @@ def _check_fsq_levels(cfg: dict) -> None:
         cfg[name] = value
 
 
+def _check_binary(cfg: dict) -> None:
+    """LFQ / BSQ: K a power of two, D = log2(K) (implied when omitted); their loss defaults."""
+    quantizer, k = cfg["quantizer"], cfg["codebook_size"]
+    k = 512 if k is None else k
+    if k < 2 or k & (k - 1):
+        hint = f" (e.g. {1 << max(1, (k - 1).bit_length())})" if k >= 2 else ""
+        raise ConfigError(f"must be a power of two >= 2 for quantizer={quantizer!r}, got {k}{hint}", key="codebook_size")
+    d = k.bit_length() - 1
+    if cfg["code_dim"] is not None and cfg["code_dim"] != d:
+        raise ConfigError(f"{cfg['code_dim']} contradicts codebook_size={k} (quantizer={quantizer!r} needs "
+                          f"code_dim = log2(codebook_size) = {d}); drop code_dim", key="code_dim")
+    cfg["codebook_size"], cfg["code_dim"] = k, d
+    for name, default in _BINARY_DEFAULTS.items():
+        cfg[name] = default if cfg[name] is None else cfg[name]
+
+
 def config_fields() -> tuple[str, ...]:
     """Names of the VQModel constructor arguments (the keys config.json may hold)."""
-    import inspect
-
     return tuple(p for p in inspect.signature(VQModel.__init__).parameters if p != "self")
 
 
-def read_config(path: str | Path) -> dict:
-    """Parse and check a config.json; unknown fields are an error naming the file."""
-    from .errors import CheckpointError
+def load(source: str | Path, *, device: str | torch.device = "cpu", revision: str | None = None,
+         token: str | bool | None = None, local_roots=None) -> VQModel:
+    """The one entry point: ``vqexplore.load("checkpoints/vq-512")``, ``load("runs/x")`` (its
+    newest checkpoint), ``load("user/repo")``. Returns a VQModel in eval mode on ``device``;
+    ``model.source`` (a :class:`vqexplore.hub.Source`) tells where it came from.
+    ``local_roots``: see :func:`vqexplore.hub.resolve` (a hosted app passes its folders, or
+    ``()`` for Hub repo ids only).
 
-    path = Path(path)
-    try:
-        cfg = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{path} is missing: a checkpoint folder needs config.json and model.safetensors") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path} is not valid JSON ({e}); the checkpoint is corrupt, re-save or re-download it") from None
-    if not isinstance(cfg, dict):
-        raise CheckpointError(f"{path} must hold a JSON object of VQModel arguments")
-    unknown = sorted(set(cfg) - set(config_fields()))
-    if unknown:
-        raise CheckpointError(f"{path} has unknown field(s) {', '.join(unknown)}; "
-                              f"VQModel accepts {', '.join(config_fields())}")
-    return cfg
+    The source is resolved first (a Hub repo is downloaded once, with a fast failure when the
+    Hub is unreachable) and config.json checked, so every problem is one CheckpointError."""
+    src = resolve(source, revision=revision, token=token, local_roots=local_roots)
+    read_config(src.path / CONFIG_NAME)  # a clear error before the mixin parses it
+    model = VQModel.from_pretrained(src.path, map_location=device)
+    model.source = src
+    return model

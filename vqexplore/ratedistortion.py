@@ -103,7 +103,7 @@ def _variant(config: Mapping) -> str:
     return ", ".join(parts) or "plain"
 
 
-_QUANTIZER_NAMES = {"vq": "VQ", "fsq": "FSQ", "simvq": "SimVQ"}
+_QUANTIZER_NAMES = {"vq": "VQ", "fsq": "FSQ", "simvq": "SimVQ", "lfq": "LFQ", "bsq": "BSQ", "ibq": "IBQ"}
 
 
 def _number(value) -> float | None:
@@ -142,8 +142,7 @@ def point_from_row(row: Mapping, config: Mapping, image_size: int) -> RatePoint:
 def points_from_runs(runs_root: str | Path) -> list[RatePoint]:
     """One point per run folder under ``runs_root`` whose newest checkpoint has a metrics.json
     (``python -m trainer eval``), named after the run. Runs without one are skipped."""
-    from .hub import list_checkpoints, read_metrics
-    from .models import read_config
+    from .hub import list_checkpoints, read_config, read_metrics
 
     points = []
     root = Path(runs_root)

@@ -14,7 +14,9 @@ import numpy as np
 import torch
 
 from .data import center_crop, fit_to_multiple, image_to_tensor, tensor_to_image
+from .errors import CheckpointError
 from .metrics import psnr, ssim, to_unit
+from .utils import eval_mode
 
 # Native-resolution reconstructions are capped to this many pixels (about 512 x 512): on CPU
 # the SimpleCNN decodes that in well under a second, and larger inputs are downscaled first.
@@ -99,14 +101,16 @@ def reconstruct(model, images: list[np.ndarray], *, lpips=None, device: str | to
     Images of equal size are batched together. ``lpips`` is an optional
     ``vqexplore.metrics.LPIPS`` module. The model's train/eval mode is restored afterwards.
     """
+    channels = getattr(model, "config", {}).get("in_channels", 3)
+    if channels != 3:
+        raise CheckpointError(f"the checkpoint takes {channels}-channel images (in_channels={channels}) and "
+                              f"these are RGB images; pick an RGB tokenizer")
     device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     results: list[Reconstruction | None] = [None] * len(images)
     by_shape: dict[tuple, list[int]] = {}
     for i, img in enumerate(images):
         by_shape.setdefault(img.shape, []).append(i)
-    try:
+    with eval_mode(model):
         for ids in by_shape.values():
             for start in range(0, len(ids), batch_size):
                 chunk = ids[start:start + batch_size]
@@ -125,6 +129,4 @@ def reconstruct(model, images: list[np.ndarray], *, lpips=None, device: str | to
                         token_map=colorize_tokens(idx, model.codebook_size, model.downsample_factor),
                         indices=idx, num_tokens=int(idx.size), codebook_size=model.codebook_size,
                         psnr=float(p[j]), ssim=float(s[j]), lpips=None if lp is None else float(lp[j]))
-    finally:
-        model.train(was_training)
     return results  # type: ignore[return-value]

@@ -46,6 +46,11 @@ class IBQ(Quantizer):
         return self.embedding
 
     def forward(self, z: Tensor) -> QuantizerOutput:
+        # Full precision under autocast too: the argmax and softmax over K codes need it.
+        with torch.autocast(z.device.type, enabled=False):
+            return self._forward(z)
+
+    def _forward(self, z: Tensor) -> QuantizerOutput:
         tokens = to_tokens(z)
         tokens = tokens if tokens.dtype == torch.float64 else tokens.float()
         codebook = self.embedding.to(tokens.dtype)

@@ -164,6 +164,11 @@ class LFQ(Quantizer):
         return self.indices_to_codes(indices).permute(0, 3, 1, 2)
 
     def forward(self, z: Tensor) -> QuantizerOutput:
+        # Full precision under autocast too: logits of 2 t.c / 0.01 do not survive bfloat16.
+        with torch.autocast(z.device.type, enabled=False):
+            return self._forward(z)
+
+    def _forward(self, z: Tensor) -> QuantizerOutput:
         tokens = self.to_code_space(_working_dtype(to_tokens(z)))
         positive = tokens > 0
         q = (positive.to(tokens.dtype) * 2 - 1) * self.code_scale  # +-s in the tokens' dtype
