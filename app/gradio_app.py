@@ -30,13 +30,15 @@ gets one and the same refusal); typed checkpoints are Hub repo ids only, never s
 """
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
-# Run as a script (``python app/gradio_app.py``, a Space's app_file) the repository root is not
-# on sys.path; put it there so that ``import vqexplore`` finds the library of this checkout.
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
+# The one exception to "installed, never on sys.path by hand": a Hugging Face Space runs this file
+# as its app_file after installing requirements.txt only (the project itself is not installed
+# there), so an uninstalled checkout puts its own root on the path. Installed, this does nothing.
+if importlib.util.find_spec("vqexplore") is None:
     sys.path.insert(0, str(ROOT))
 
 import base64  # noqa: E402

@@ -191,7 +191,11 @@ def image_env(df: Dockerfile, venv_bin: Path, home: Path, **overrides) -> dict[s
     env.update(df.env)
     env.update(PATH=f"{venv_bin}{os.pathsep}{env.get('PATH', '')}", HOME=str(home), HF_HUB_OFFLINE="1",
                VIRTUAL_ENV=str(venv_bin.parent))
+    # The image finds the project through PYTHONPATH=<its WORKDIR>, where the source is; here the
+    # source is this checkout. Nothing else of the test session's PYTHONPATH leaks in.
     env.pop("PYTHONPATH", None)
+    if df.env.get("PYTHONPATH") == df.one("WORKDIR"):
+        env["PYTHONPATH"] = str(ROOT)
     env.update(overrides)
     return env
 
