@@ -505,6 +505,10 @@ def build_demo(entries: list[Entry] | None = None, *, preload: bool = False) -> 
                 table = gr.Dataframe(headers=TABLE_HEADERS, label="Numbers per checkpoint", interactive=False,
                                      elem_id="numbers")
                 notes = gr.Markdown(label="Notes", elem_id="notes")
+        from gradio_surgery import add_surgery  # app/ is on sys.path: this file's folder
+
+        add_surgery(demo_state, image, mode, names, png_file=png_file, sentence=_sentence,
+                    modes=[value for _, value in MODE_CHOICES])
         if not names:
             gr.Markdown("No demo checkpoints were found (set `VQEXPLORE_CHECKPOINTS` or `VQEXPLORE_HUB_REPOS`); "
                         "type a Hub repo id above.")

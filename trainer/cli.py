@@ -93,6 +93,9 @@ def _export_parser() -> argparse.ArgumentParser:
                                             "made from them.")
     p.add_argument("--ckpt", required=True, help="checkpoint folder or run folder")
     p.add_argument("--to", help="destination folder (created; must not hold another checkpoint)")
+    p.add_argument("--weights", choices=("live", "ema", "best"), default="live",
+                   help="live: the trained weights; ema: their EMA (step-N/ema, train.ema_decay > 0); "
+                        "best: whichever scored the higher PSNR at the checkpoint's validation")
     p.add_argument("--projector", action="store_true",
                    help="write TensorBoard Embedding Projector files to --out instead (see trainer/projector.py)")
     p.add_argument("--out", help="with --projector: the folder to write (then: tensorboard --logdir FOLDER)")
@@ -176,8 +179,8 @@ def _dispatch(argv: list[str]) -> int:
             return 0
         if not a.to:
             raise ConfigError("export needs --to FOLDER (or --projector --out FOLDER)")
-        dest = export_checkpoint(a.ckpt, a.to)
-        print(f"exported to {dest}")
+        dest, chosen = export_checkpoint(a.ckpt, a.to, weights=a.weights)
+        print(f"exported the {chosen} weights to {dest}")
         return 0
     if command == "tokenize":
         from .tokenize import tokenize_dataset
