@@ -17,18 +17,18 @@ import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # `streamlit run app/dashboard.py` from a fresh clone, no install
-    sys.path.insert(0, str(REPO))
+REPO = Path(__file__).resolve().parent.parent  # the checkout: its checkpoints/ and runs/ are the defaults
 
-import numpy as np  # noqa: E402
-import streamlit as st  # noqa: E402
+import numpy as np
+import streamlit as st
 
-from vqexplore.errors import VQExploreError  # noqa: E402
-from vqexplore.hub import Source  # noqa: E402
+from vqexplore.errors import VQExploreError
+from vqexplore.hub import Source
+
+import viewstate
 
 log = logging.getLogger("vqexplore.dashboard")
-PAGES_DIR = Path(__file__).resolve().parent / "pages"
+PAGES_DIR = Path(__file__).resolve().parent / "views"
 SAMPLE_SIZES = (16, 64, 256)
 DEFAULT_SAMPLE = 64
 IMAGE_SIZES = (32, 64)
@@ -336,6 +336,7 @@ def sidebar() -> None:
     """The source picker. Every page draws it first (``page()``), so it exists on all pages and
     in ``AppTest`` page switches alike; its values are kept across pages."""
     opts = _options()
+    viewstate.restore_global(list(opts), SAMPLE_SIZES, IMAGE_SIZES)  # a shared link's view, once
     _seed("selected_sources", [k for k in opts if not k.startswith("run: ")] or list(opts)[:1])
     # Options can vanish (a folder deleted): keep only what still exists.
     st.session_state["selected_sources"] = [k for k in st.session_state["selected_sources"] if k in opts]
@@ -368,8 +369,14 @@ def page(title: str) -> None:
     st.session_state["_page_started"] = time.perf_counter()
     st.set_page_config(page_title=f"{title} · vqexplore", page_icon=":material/grid_on:", layout="wide")
     prewarm()
+    viewstate.start_run()
     st.title(title)
     sidebar()
+    unknown = viewstate.unknown_checkpoints()
+    if unknown:
+        st.warning(f"The link names checkpoint(s) this dashboard does not have: {', '.join(unknown)}; "
+                   f"add them in the sidebar.")
+    viewstate.publish()
 
 
 def selected() -> list[Source]:
@@ -399,6 +406,7 @@ def require_selection() -> list[Source]:
 
 def footer() -> None:
     """How long this page's script took on the server (from ``page()`` to here)."""
+    viewstate.publish()  # what the page changed (selected code, page keys) goes into the link too
     started = st.session_state.get("_page_started")
     if started is not None:
         st.caption(f"Page computed in {time.perf_counter() - started:.2f} s on the server.")

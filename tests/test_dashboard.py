@@ -94,7 +94,7 @@ def _app():
 
 
 def _open(at, page: str):
-    at.switch_page(f"pages/{page}.py").run()
+    at.switch_page(f"views/{page}.py").run()
     return at
 
 

@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from test_gradio_app import APP, ROOT, free_port, make_checkpoints, photo, stop, wait_for_http
+from helpers.servers import ROOT, start_demo, stop
+from test_gradio_app import make_checkpoints, photo
 
 MAX_FILE_SIZE = 1024 * 1024  # the hostile server's limit: "1mb"
 FILE_TTL = 4                 # seconds the hostile server keeps uploads and result images
@@ -42,17 +43,9 @@ def hostile_server(tmp_path_factory):
     Image.fromarray(photo(64, 64, seed=5)).save(outside / "secret.png")
     (outside / "notes.txt").write_text("private\n")
     upload = tmp / "gradio-tmp"
-    port = free_port()
-    env = dict(os.environ, VQEXPLORE_CHECKPOINTS=str(tmp / "checkpoints"), VQEXPLORE_HUB_REPOS="",
-               GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(port), GRADIO_ANALYTICS_ENABLED="False",
-               GRADIO_TEMP_DIR=str(upload), HF_HUB_OFFLINE="1", MPLCONFIGDIR=str(tmp / "mpl"),
-               PYTHONUNBUFFERED="1", VQEXPLORE_MAX_FILE_SIZE="1mb", VQEXPLORE_FILE_TTL=str(FILE_TTL))
-    log_path = tmp / "server.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, str(APP)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
+    proc, url, log_path = start_demo(tmp, tmp / "checkpoints", GRADIO_TEMP_DIR=str(upload),
+                                     VQEXPLORE_MAX_FILE_SIZE="1mb", VQEXPLORE_FILE_TTL=str(FILE_TTL))
     try:
-        wait_for_http(url + "config", proc, log_path)
         yield dict(url=url, upload=upload, outside=outside, names=list(checkpoints), proc=proc, log=log_path)
     finally:
         stop(proc)
@@ -166,7 +159,7 @@ def test_demo_one_size_limit_for_every_way_an_image_arrives(hostile_server):
     assert event == "complete", outputs
 
 
-@pytest.mark.parametrize("typed", ["checkpoints/vq-512", "tests/test_hub.py", "app/pages", "nobody/nothing"])
+@pytest.mark.parametrize("typed", ["checkpoints/vq-512", "tests/test_hub.py", "app/views", "nobody/nothing"])
 def test_demo_typed_ids_are_hub_ids_only(hostile_server, typed):
     """Item 3: a typed id never loads a server folder (``checkpoints/vq-512`` exists in the
     server's working folder) and the answer does not depend on what exists there."""

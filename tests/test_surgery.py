@@ -119,3 +119,23 @@ def test_bad_edits_say_what_is_wrong():
     assert box_cells((4, 4), -2, -2, 9, 0).sum() == 4  # clipped to the grid
     points = [{"customdata": [1, 2, 7]}, {"customdata": [9, 9]}, {"x": 1}]
     assert np.argwhere(cells_from_points(points, (4, 4))).tolist() == [[1, 2]]
+
+
+def test_cells_as_text():
+    from vqexplore.surgery import format_cells, majority_code, parse_cells
+
+    mask = parse_cells("2-3,1-2; 0,0", (4, 4))
+    assert np.argwhere(mask).tolist() == [[0, 0], [2, 1], [2, 2], [3, 1], [3, 2]]
+    assert parse_cells("", (4, 4)).sum() == 0 and parse_cells("3-1,2", (4, 4)).sum() == 3
+    box = box_cells((8, 8), 1, 2, 3, 5)
+    assert format_cells(box) == "1-3,2-5" and (parse_cells(format_cells(box), (8, 8)) == box).all()
+    assert format_cells(mask) == "0,0; 2,1; 2,2; 3,1; 3,2" and (parse_cells(format_cells(mask), (4, 4)) == mask).all()
+    assert format_cells(np.zeros((2, 2), bool)) == "" and format_cells(cells_mask((4, 4), [(1, 1)])) == "1,1"
+    with pytest.raises(ValueError, match="type row,col"):
+        parse_cells("three, four", (4, 4))
+    with pytest.raises(ValueError, match="outside the 4 x 4 token grid"):
+        parse_cells("0-4,0", (4, 4))
+    ids = np.array([[1, 2], [2, 3]])
+    assert majority_code(ids, np.ones((2, 2), bool)) == 2
+    assert majority_code(ids, np.array([[True, False], [False, True]])) == 1  # tie: lowest id
+    assert majority_code(ids, np.zeros((2, 2), bool)) is None

@@ -216,9 +216,31 @@ def test_train_checkpoint_eval_load(tmp_path, capsys):
     # export: a demo checkpoint without the optimizer state, loadable.
     rc, _, err = _main(capsys, "export", "--ckpt", run, "--to", tmp_path / "demo")
     assert rc == 0, err
+    # (training.json: the run facts the card is generated from, issue 8)
     assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == \
-        ["README.md", "config.json", "metrics.json", "model.safetensors"]
+        ["README.md", "config.json", "metrics.json", "model.safetensors", "training.json"]
     vqexplore.load(tmp_path / "demo")
+
+
+def test_cards_are_made_from_training_json_never_read(tmp_path, capsys):
+    # Run facts live in training.json beside the weights; eval and export regenerate the card from
+    # it, so a card edited (or broken) by hand is replaced, not parsed.
+    cfg = write_config(tmp_path / "c.yaml", "facts", tmp_path / "runs", train={"steps": 3, "val_every": 0})
+    assert _main(capsys, "--cfg", cfg)[0] == 0
+    final = tmp_path / "runs" / "facts" / "checkpoints" / "step-00000003"
+    facts = json.loads((final / "training.json").read_text())
+    assert facts["name"] == "facts" and facts["step"] == 3 and "built-in photos" in facts["data"]
+    assert facts["commands"] == [f"python -m trainer --cfg {cfg}"]
+    (final / "README.md").write_text("## How it was made\n```\nrm -rf /\n```\n")
+    assert _main(capsys, "eval", "--ckpt", final)[0] == 0
+    card = (final / "README.md").read_text()
+    assert f"python -m trainer --cfg {cfg}" in card and "rm -rf" not in card and "# facts" in card
+    assert _main(capsys, "export", "--ckpt", final, "--to", tmp_path / "demo")[0] == 0
+    exported = json.loads((tmp_path / "demo" / "training.json").read_text())
+    assert exported["commands"] == [f"python -m trainer --cfg {cfg}", f"python -m trainer eval --ckpt {final}",
+                                    f"python -m trainer export --ckpt {final} --to {tmp_path / 'demo'}"]
+    card = (tmp_path / "demo" / "README.md").read_text()
+    assert all(c in card for c in exported["commands"]) and "PSNR" in card and "# demo" in card
 
 
 def test_bf16_autocast_and_channels_last(tmp_path, capsys):

@@ -28,6 +28,8 @@ from safetensors.torch import load_file, save_file
 
 from vqexplore.errors import CheckpointError
 from vqexplore.utils import fsync_dir
+
+from . import runfacts
 from vqexplore.hub import CHECKPOINTS_DIR, EMA_DIR, WEIGHTS_NAME, checkpoint_dirname, list_checkpoints
 
 STATE_TENSORS = "trainer_state.safetensors"
@@ -99,8 +101,10 @@ def restore_rng(tensors: dict[str, torch.Tensor]) -> None:
 # ---------------------------------------------------------------------------------------------
 
 def save_checkpoint(run_dir: Path, step: int, model, optimizer, state: dict, *,
-                    card: dict | None = None, keep_last: int | None = None, ema_model=None) -> Path:
+                    run_facts: dict | None = None, keep_last: int | None = None, ema_model=None) -> Path:
     """Write ``<run>/checkpoints/step-N/`` atomically and keep the newest ``keep_last``.
+
+    ``run_facts`` (``runfacts.facts``) go to ``training.json``; the model card is made from them.
 
     ``ema_model`` (an EMA of the weights) is saved inside it as ``step-N/ema/``, itself a
     checkpoint folder that ``vqexplore.load`` opens like any other."""
@@ -112,7 +116,7 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, state: dict, *,
         shutil.rmtree(tmp)
     tmp.mkdir()
     try:
-        _write_checkpoint(tmp, model, optimizer, state, step, card, ema_model)
+        _write_checkpoint(tmp, model, optimizer, state, step, run_facts, ema_model)
     except BaseException as e:  # disk full, read-only, interrupted: leave no half-written folder
         shutil.rmtree(tmp, ignore_errors=True)
         # safetensors reports a failed write as its own error type: make it the OSError it is
@@ -130,10 +134,14 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, state: dict, *,
     return final
 
 
-def _write_checkpoint(tmp: Path, model, optimizer, state: dict, step: int, card: dict | None, ema_model) -> None:
-    model.save_pretrained(tmp, model_card_kwargs=card or {})
+def _write_checkpoint(tmp: Path, model, optimizer, state: dict, step: int, run_facts: dict | None,
+                      ema_model) -> None:
+    card = runfacts.card_kwargs(run_facts or {})
+    model.save_pretrained(tmp, model_card_kwargs=card)
+    if run_facts:
+        runfacts.write_facts(tmp, run_facts)
     if ema_model is not None:
-        ema_model.save_pretrained(tmp / EMA_DIR, model_card_kwargs=card or {})
+        ema_model.save_pretrained(tmp / EMA_DIR, model_card_kwargs=card)
     tensors, opt_meta = optimizer_to_flat(optimizer)
     tensors.update(rng_tensors())
     save_file(tensors, str(tmp / STATE_TENSORS))

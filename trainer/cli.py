@@ -89,10 +89,14 @@ def _sweep_parser() -> argparse.ArgumentParser:
 
 def _export_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m trainer export",
-                                description="Copy a checkpoint's config.json, model.safetensors, README.md and "
-                                            "metrics.json (no optimizer state) to a folder.")
+                                description="Copy a checkpoint's config.json, model.safetensors, metrics.json and "
+                                            "training.json (no optimizer state) to a folder, with a model card "
+                                            "made from them.")
     p.add_argument("--ckpt", required=True, help="checkpoint folder or run folder")
     p.add_argument("--to", help="destination folder (created; must not hold another checkpoint)")
+    p.add_argument("--weights", choices=("live", "ema", "best"), default="live",
+                   help="live: the trained weights; ema: their EMA (step-N/ema, train.ema_decay > 0); "
+                        "best: whichever scored the higher PSNR at the checkpoint's validation")
     p.add_argument("--projector", action="store_true",
                    help="write TensorBoard Embedding Projector files to --out instead (see trainer/projector.py)")
     p.add_argument("--out", help="with --projector: the folder to write (then: tensorboard --logdir FOLDER)")
@@ -197,8 +201,8 @@ def _dispatch(argv: list[str]) -> int:
             return 0
         if not a.to:
             raise ConfigError("export needs --to FOLDER (or --projector --out FOLDER)")
-        dest = export_checkpoint(a.ckpt, a.to)
-        print(f"exported to {dest}")
+        dest, chosen = export_checkpoint(a.ckpt, a.to, weights=a.weights)
+        print(f"exported the {chosen} weights to {dest}")
         return 0
     if command == "tokenize":
         from .tokenize import tokenize_dataset

@@ -15,6 +15,7 @@ reference study's hyper-parameters)::
       size: 64                   # images are size x size (multiple of 4)
       num_workers: 0
       in_memory: null            # null = automatic
+      device_crops: null         # photos only: cut training crops on the GPU (null = when on CUDA)
     train:
       batch_size: 256            # global batch (split evenly across DDP processes)
       lr: 4.0e-4                 # Adam, peak learning rate
@@ -25,7 +26,7 @@ reference study's hyper-parameters)::
       ema_decay: 0.0             # keep an EMA of the weights (e.g. 0.999), saved as step-N/ema (0 = off)
       steps: 500000
       seed: 0
-      precision: fp32            # fp32 | bf16 (autocast)
+      precision: fp32            # fp32 | bf16 (autocast; on CUDA also TF32 for float32 matmuls)
       compile: false             # torch.compile the model
       channels_last: false
       device: auto               # auto | cpu | cuda | cuda:N | mps
@@ -87,6 +88,7 @@ class DataConfig:
     size: int = 64
     num_workers: int = 0
     in_memory: bool | None = None
+    device_crops: bool | None = None
 
 
 @dataclass
@@ -328,7 +330,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
 RESUMABLE_CHANGES = {
     "train.steps", "train.log_every", "train.val_every", "train.val_images", "train.grid_images",
     "train.ckpt_every", "train.keep_last", "train.device", "train.threads", "train.compile", "train.channels_last",
-    "data.num_workers", "data.in_memory", "eval.lpips_weights", "eval.rfid_weights", "eval.batch_size",
+    "data.num_workers", "data.in_memory", "data.device_crops", "eval.lpips_weights", "eval.rfid_weights", "eval.batch_size",
     "out_dir",
 }
 

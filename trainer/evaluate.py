@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from vqexplore.hub import METRICS_NAME, resolve
 from vqexplore.utils import write_atomic
 
 from .checkpoint import STATE_JSON
+from .runfacts import read_facts, write_facts, write_card
 
 
 def _run_config(src) -> dict | None:
@@ -29,26 +29,19 @@ def _run_config(src) -> dict | None:
 
 
 def training_info(ckpt_dir: Path) -> dict:
-    """What is known about how a checkpoint was made: ``command``, ``data`` and ``step``, from its
-    trainer state, else from the "How it was made" section of its model card."""
-    info: dict = {}
+    """How a checkpoint was made (``name``, ``data``, ``step``, ``commands``): its training.json,
+    or for a run checkpoint written before training.json existed, the same facts from its
+    trainer_state.json."""
+    facts = read_facts(ckpt_dir)
     state = ckpt_dir / STATE_JSON
-    if state.is_file():
-        try:
-            meta = json.loads(state.read_text())
-            info = {k: meta.get(k) for k in ("command", "data", "step") if meta.get(k) is not None}
-        except json.JSONDecodeError:
-            pass
-    card = ckpt_dir / "README.md"
-    if card.is_file():
-        text = card.read_text(encoding="utf-8", errors="replace")
-        m = re.search(r"## How it was made\s*```\n(.*?)\n```", text, re.S)
-        if m and "command" not in info:
-            info["command"] = m.group(1).strip()
-        m = re.search(r"## Training data\s*\n\s*\n(.+?)\n", text)
-        if m and "data" not in info:
-            info["data"] = m.group(1).strip()
-    return info
+    if facts or not state.is_file():
+        return facts
+    try:
+        meta = json.loads(state.read_text())
+    except json.JSONDecodeError:
+        return {}
+    return {"data": meta.get("data"), "step": meta.get("step"),
+            "commands": [meta["command"]] if meta.get("command") else []}
 
 
 def evaluate_checkpoint(ckpt: str, *, data: str | None = None, out: str | None = None, size: int | None = None,
@@ -58,11 +51,12 @@ def evaluate_checkpoint(ckpt: str, *, data: str | None = None, out: str | None =
     """Evaluate a checkpoint (folder, run folder or Hub repo id); write metrics.json.
 
     Returns (metrics, path written). LPIPS and rFID are computed when their pretrained weights
-    are available offline; otherwise they are null and ``notes`` says why.
+    are available offline; otherwise they are null and ``notes`` says why. Data, image size and
+    metric weights default to the run's own config.yaml when the checkpoint belongs to a run.
     """
     import vqexplore
     from vqexplore.data import describe_source, make_dataset
-    from vqexplore.metrics import LPIPS, RFID, evaluate, weights_status
+    from vqexplore.metrics import evaluate
 
     from .distributed import pick_device
 
@@ -80,35 +74,15 @@ def evaluate_checkpoint(ckpt: str, *, data: str | None = None, out: str | None =
     run_cfg = _run_config(src) or {}
     data = data or (run_cfg.get("data") or {}).get("val") or "builtin"
     size = size or (run_cfg.get("data") or {}).get("size") or 64
-    lpips_weights = lpips_weights or (run_cfg.get("eval") or {}).get("lpips_weights")
-    rfid_weights = rfid_weights or (run_cfg.get("eval") or {}).get("rfid_weights")
     dev = pick_device(device)
 
     model = vqexplore.load(src.path, device=dev)
     dataset = make_dataset(data, "val", size)
     n = len(dataset) if max_images is None else min(max_images, len(dataset))
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(n)), batch_size=batch_size)
-
-    notes = []
-    status = weights_status(lpips_weights, rfid_weights)
-    lpips = rfid = None
-    if status["lpips"] is None:
-        try:
-            lpips = LPIPS(weights_path=lpips_weights).to(dev)
-        except MissingWeightsError as e:
-            status["lpips"] = str(e)
-    if status["rfid"] is None:
-        try:
-            rfid = RFID(weights_path=rfid_weights, device=dev)
-        except MissingWeightsError as e:
-            status["rfid"] = str(e)
-    for key, label in (("lpips", "LPIPS"), ("rfid", "rFID")):
-        if status[key] is not None:
-            notes.append(f"{label} skipped: {status[key]}")
-
-    metrics = evaluate(model, loader, device=dev, lpips=lpips, rfid=rfid)
-    metrics.setdefault("lpips", None)
-    metrics.setdefault("rfid", None)
+    lpips, rfid, notes = _metric_models(lpips_weights or (run_cfg.get("eval") or {}).get("lpips_weights"),
+                                        rfid_weights or (run_cfg.get("eval") or {}).get("rfid_weights"), dev)
+    metrics = {"lpips": None, "rfid": None, **evaluate(model, loader, device=dev, lpips=lpips, rfid=rfid)}
     info = training_info(src.path)
     metrics.update({
         "split": "val", "data": str(data), "data_description": describe_source(data), "image_size": size,
@@ -119,24 +93,41 @@ def evaluate_checkpoint(ckpt: str, *, data: str | None = None, out: str | None =
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, json.dumps(metrics, indent=2) + "\n")
     if update_card and out is None and src.kind != "hub":
-        _refresh_card(model, src.path, metrics, info)
+        if info and not read_facts(src.path):
+            write_facts(src.path, info)  # an older run checkpoint: its facts as training.json
+        write_card(src.path)
     if not quiet:
         for note in notes:
             print(f"note: {note}", file=sys.stderr)
-        print(f"{src.name}: usage {metrics['usage']:.2%}, perplexity {metrics['perplexity']:.1f}, "
-              f"dead codes {metrics['dead_codes']}/{metrics['codebook_size']}, PSNR {metrics['psnr']:.3f} dB, "
-              f"SSIM {metrics['ssim']:.4f}"
-              + (f", LPIPS {metrics['lpips']:.4f}" if metrics["lpips"] is not None else "")
-              + (f", rFID {metrics['rfid']:.2f}" if metrics["rfid"] is not None else "")
-              + f" on {metrics['num_images']} val images -> {path}")
+        print(_summary(src.name, metrics, path), file=sys.stderr)
     return metrics, path
 
 
-def _refresh_card(model, folder: Path, metrics: dict, info: dict) -> None:
-    """Rewrite the checkpoint's model card with the metrics (keeping its data and command)."""
-    from vqexplore.hub import model_card
+def _metric_models(lpips_weights: str | None, rfid_weights: str | None, device) -> tuple:
+    """(LPIPS or None, RFID or None, notes saying why one is skipped): each only when its
+    pretrained weights are available offline."""
+    from vqexplore.metrics import LPIPS, RFID, weights_status
 
-    name = folder.parent.parent.name if folder.parent.name == "checkpoints" else folder.name
-    card = model_card(model.config, metrics=metrics, dataset=info.get("data") or metrics.get("data_description"),
-                      command=info.get("command"), name=name)
-    write_atomic(folder / "README.md", str(card))
+    status = weights_status(lpips_weights, rfid_weights)
+    lpips = rfid = None
+    if status["lpips"] is None:
+        try:
+            lpips = LPIPS(weights_path=lpips_weights).to(device)
+        except MissingWeightsError as e:
+            status["lpips"] = str(e)
+    if status["rfid"] is None:
+        try:
+            rfid = RFID(weights_path=rfid_weights, device=device)
+        except MissingWeightsError as e:
+            status["rfid"] = str(e)
+    notes = [f"{label} skipped: {status[key]}" for key, label in (("lpips", "LPIPS"), ("rfid", "rFID"))
+             if status[key] is not None]
+    return lpips, rfid, notes
+
+
+def _summary(name: str, m: dict, path: Path) -> str:
+    return (f"{name}: usage {m['usage']:.2%}, perplexity {m['perplexity']:.1f}, "
+            f"dead codes {m['dead_codes']}/{m['codebook_size']}, PSNR {m['psnr']:.3f} dB, SSIM {m['ssim']:.4f}"
+            + (f", LPIPS {m['lpips']:.4f}" if m["lpips"] is not None else "")
+            + (f", rFID {m['rfid']:.2f}" if m["rfid"] is not None else "")
+            + f" on {m['num_images']} val images -> {path}")

@@ -17,6 +17,7 @@ from vqexplore.hub import (CONFIG_NAME, METRICS_NAME, WEIGHTS_NAME, looks_like_r
                           url_reachable)
 
 from .evaluate import training_info
+from .runfacts import card_kwargs
 
 UPLOADED = (CONFIG_NAME, WEIGHTS_NAME, METRICS_NAME)
 
@@ -55,9 +56,9 @@ def push_checkpoint(ckpt: str, repo: str, *, private: bool = False, token: str |
         except json.JSONDecodeError:
             raise CheckpointError(f"{src.path / METRICS_NAME} is not valid JSON; re-run `python -m trainer eval`") from None
     config = json.loads((src.path / CONFIG_NAME).read_text())
-    info = training_info(src.path)
-    dataset = (metrics or {}).get("data_description") or info.get("data")
-    card = model_card(config, metrics=metrics, dataset=dataset, command=info.get("command"), repo_id=repo)
+    facts = card_kwargs(training_info(src.path))
+    dataset = (metrics or {}).get("data_description") or facts["dataset"]
+    card = model_card(config, metrics=metrics, dataset=dataset, command=facts["command"], repo_id=repo)
 
     api = HfApi(endpoint=endpoint, token=token)
     with tempfile.TemporaryDirectory(prefix="vqexplore-push-") as staging:

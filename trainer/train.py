@@ -12,11 +12,14 @@ moment and resumed from its last checkpoint ends with the same weights as one ne
 """
 from __future__ import annotations
 
+import functools
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -30,6 +33,7 @@ from . import checkpoint as ckpt_io
 from . import distributed
 from .config import Config, from_dict, resume_conflicts
 from .distributed import Dist
+from .runfacts import facts
 from .runlock import RunLock
 from .runlog import RunLog
 from .recipe import WeightEMA, learning_rate, set_learning_rate
@@ -56,6 +60,11 @@ def train_model(cfg: Config, *, resume: bool = False, command: str | None = None
         # On a busy or small CPU, fewer threads than cores avoids OpenMP spin-waiting.
         torch.set_num_threads(cfg.train.threads)
     d, device = distributed.setup(cfg.train.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed image size: let cuDNN pick the fastest kernels
+        if cfg.train.precision == "bf16":
+            # bf16 runs accept reduced precision; TF32 speeds up the float32 distance matmuls too.
+            torch.backends.cuda.matmul.allow_tf32 = True
     # Rank 0 holds the run folder for the run's life (only it writes there); taken before the
     # folder is inspected, so two trainers started together cannot both see it free.
     lock = RunLock(cfg.run_dir, command) if d.main else None
@@ -159,7 +168,8 @@ def _saved_config_yaml(run_dir: Path) -> dict | None:
 
 @dataclass
 class Data:
-    loader: torch.utils.data.DataLoader   # this process's share of every global batch
+    batches: Callable[[int], Iterator[Tensor]]  # batches(step) -> this process's share of every
+                                          # global batch from ``step`` on (a pure function of it)
     batches_per_epoch: int
     description: str                      # the training source in words (cards, logs)
     val_images: Tensor | None             # (N, 3, S, S) in [-1, 1], the fixed validation subset (rank 0)
@@ -172,8 +182,18 @@ def load_data(cfg: Config, d: Dist, device: torch.device) -> Data:
     if len(train_set) < t.batch_size:
         raise ConfigError(f"train.batch_size: {t.batch_size} is larger than the training set "
                           f"({len(train_set)} images); lower it")
-    loader = make_loader(train_set, t.batch_size // d.world, shuffle=True, seed=t.seed,
-                         num_workers=cfg.data.num_workers, drop_last=True, distributed=d.enabled)
+    per_rank = t.batch_size // d.world
+    if _use_device_crops(cfg, device):
+        # PIL decodes ~1k crops/s per core, far below what one GPU trains on: cut them there.
+        from vqexplore.data.corpus import PhotoStack, photo_arrays
+
+        stack = PhotoStack(photo_arrays("train"), device)
+        batches = functools.partial(_device_crops, stack, per_rank, cfg.data.size, t.seed, d.rank)
+        per_epoch = max(len(train_set) // t.batch_size, 1)
+    else:
+        loader = make_loader(train_set, per_rank, shuffle=True, seed=t.seed,
+                             num_workers=cfg.data.num_workers, drop_last=True, distributed=d.enabled)
+        batches, per_epoch = functools.partial(iter_batches, loader), len(loader)
     val_images = grid_images = None
     if d.main:
         val_set = make_dataset(cfg.data.val, "val", cfg.data.size, seed=t.seed, in_memory=cfg.data.in_memory)
@@ -183,7 +203,24 @@ def load_data(cfg: Config, d: Dist, device: torch.device) -> Data:
         # The fixed validation subset, decoded once (the first val_images items of the val split).
         val_images = torch.stack([val_set[i] for i in range(min(t.val_images, len(val_set)))])
         grid_images = val_images[: t.grid_images].to(device)
-    return Data(loader, len(loader), describe_source(cfg.data.train), val_images, grid_images)
+    return Data(batches, per_epoch, describe_source(cfg.data.train), val_images, grid_images)
+
+
+def _use_device_crops(cfg: Config, device: torch.device) -> bool:
+    if cfg.data.device_crops is None:
+        return cfg.data.train == "photos" and device.type == "cuda"
+    if cfg.data.device_crops and cfg.data.train != "photos":
+        raise ConfigError(f"data.device_crops: only the photos source cuts crops on the device, not "
+                          f"{cfg.data.train!r}; set it to null")
+    return cfg.data.device_crops
+
+
+def _device_crops(stack, per_rank: int, size: int, seed: int, rank: int, start_step: int) -> Iterator[Tensor]:
+    """Batch ``step`` of rank ``rank`` is a pure function of (seed, step, rank): resume is exact."""
+    step = start_step
+    while True:
+        yield stack.crops(per_rank, size, np.random.default_rng([seed, step, rank]))
+        step += 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,7 +275,7 @@ class Run:
         step_model = distributed.wrap(self.model, d, self.device)
         if t.compile:
             step_model = torch.compile(step_model)
-        batches = iter_batches(self.data.loader, start_step=self.step)
+        batches = self.data.batches(self.step)
         log = self._open_log() if d.main else None
         bar = tqdm(total=t.steps, initial=self.step, disable=not d.main, dynamic_ncols=True,
                    mininterval=0.5 if sys.stderr.isatty() else 10.0, desc=self.cfg.name)
@@ -364,7 +401,7 @@ class Run:
                  "batches_per_epoch": per_epoch, "elapsed": self.elapsed, "command": self.command,
                  "data": self.data.description, "world_size": self.d.world,
                  "config": self.cfg.to_dict()}  # what --resume checks against (config.yaml may be gone)
-        card = {"dataset": self.data.description, "command": self.command}
+        run_facts = facts(name=self.cfg.name, data=self.data.description, step=step, command=self.command)
         return ckpt_io.save_checkpoint(self.cfg.run_dir, step, self.model, self.optimizer, state,
-                                       card=card, keep_last=self.t.keep_last,
+                                       run_facts=run_facts, keep_last=self.t.keep_last,
                                        ema_model=self.ema.model if self.ema else None)

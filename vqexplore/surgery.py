@@ -28,7 +28,8 @@ from torch import nn
 from .utils import eval_mode
 
 __all__ = ["box_cells", "cells_mask", "edit_tokens", "nearest_codes", "decoder_footprint",
-           "decode_grid", "SurgeryResult", "token_surgery", "cells_from_points"]
+           "decode_grid", "SurgeryResult", "token_surgery", "cells_from_points", "parse_cells",
+           "format_cells", "majority_code"]
 
 
 def box_cells(shape: tuple[int, int], top: int, left: int, bottom: int, right: int) -> np.ndarray:
@@ -233,3 +234,55 @@ def cells_from_points(points: Iterable, shape: tuple[int, int]) -> np.ndarray:
             if 0 <= r < h and 0 <= c < w:
                 mask[r, c] = True
     return mask
+
+
+def parse_cells(text: str, shape: tuple[int, int]) -> np.ndarray:
+    """Bool (h, w) mask from text such as ``"3,4"`` (row 3, column 4), ``"2-5,1-3"`` (rows 2..5 x
+    columns 1..3) or several of them separated by ``;``. Empty text: no cells. Text that is not
+    of that form, or cells outside the grid, raise ValueError with one sentence saying what to type."""
+    h, w = shape
+    mask = np.zeros((h, w), dtype=bool)
+    for part in (p.strip() for p in str(text or "").replace("\n", ";").split(";")):
+        if not part:
+            continue
+        bounds = []
+        try:
+            for axis in part.split(","):
+                lo, _, hi = axis.strip().partition("-")
+                bounds.append((int(lo), int(hi) if hi else int(lo)))
+        except ValueError:
+            bounds = []
+        if len(bounds) != 2:
+            raise ValueError(f"cannot read cells {part!r}: type row,col (e.g. 3,4) or a box r0-r1,c0-c1 "
+                             f"(e.g. 2-5,1-3), several separated by ';'")
+        (r0, r1), (c0, c1) = (sorted(b) for b in bounds)
+        if r0 < 0 or c0 < 0 or r1 >= h or c1 >= w:
+            raise ValueError(f"cells {part!r} reach outside the {h} x {w} token grid (rows 0-{h - 1}, "
+                             f"columns 0-{w - 1})")
+        mask[r0:r1 + 1, c0:c1 + 1] = True
+    return mask
+
+
+def format_cells(mask: np.ndarray) -> str:
+    """The shortest :func:`parse_cells` text of a bool (h, w) mask: one box when the cells fill a
+    rectangle, else the cells one by one (row-major)."""
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.any():
+        return ""
+    rows, cols = np.nonzero(mask)
+    r0, r1, c0, c1 = rows.min(), rows.max(), cols.min(), cols.max()
+    if mask[r0:r1 + 1, c0:c1 + 1].all():
+        if r0 == r1 and c0 == c1:
+            return f"{r0},{c0}"
+        return f"{r0}-{r1},{c0}-{c1}"
+    return "; ".join(f"{r},{c}" for r, c in zip(rows, cols))
+
+
+def majority_code(indices: np.ndarray, mask: np.ndarray) -> int | None:
+    """The most frequent code among the masked cells of an (h, w) grid (lowest id on ties), or
+    None without cells: the code "the nearest other code" is measured from."""
+    values = np.asarray(indices)[np.asarray(mask, dtype=bool)]
+    if values.size == 0:
+        return None
+    ids, counts = np.unique(values, return_counts=True)
+    return int(ids[np.argmax(counts)])

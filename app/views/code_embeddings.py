@@ -31,6 +31,6 @@ with ui.shown_errors():
     if code is not None:
         st.session_state["inspect_code"] = code
         st.success(f"Code {code} selected: used {int(counts[code])} times.")
-        st.page_link("pages/code_inspector.py", label=f"Open code {code} in the Code inspector", icon="🔍")
+        st.page_link("views/code_inspector.py", label=f"Open code {code} in the Code inspector", icon="🔍")
 
 ui.footer()

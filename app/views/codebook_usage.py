@@ -28,7 +28,7 @@ with ui.shown_errors():
     code = st.number_input("Inspect code id", 0, int(counts.size) - 1, int(top[0]), key="usage_code")
     if st.button("Open in Code inspector", key="usage_to_inspector"):
         st.session_state["inspect_code"] = int(code)
-        st.switch_page("pages/code_inspector.py")
+        st.switch_page("views/code_inspector.py")
 
 st.subheader("Across the run's checkpoints")
 run_dir = p.run_dir

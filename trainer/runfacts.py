@@ -1,0 +1,62 @@
+"""How a checkpoint was made, kept as JSON beside its weights (``training.json``), and the model
+card generated from it.
+
+``training.json`` holds ``name`` (the run), ``data`` (the training data in words), ``step`` and
+``commands`` (the training command, then the ``eval`` / ``export`` commands that followed). The
+trainer writes it with every checkpoint, ``eval`` and ``export`` extend it, and the model card
+(README.md) is always generated from it, ``config.json`` and ``metrics.json``: a card is output,
+never read back.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from vqexplore.errors import CheckpointError
+from vqexplore.hub import CHECKPOINTS_DIR, CONFIG_NAME, METRICS_NAME, model_card, read_config, read_metrics
+from vqexplore.utils import write_atomic
+
+FACTS_NAME = "training.json"
+
+
+def facts(*, name: str, data: str | None, step: int, command: str | None) -> dict:
+    """The facts of a checkpoint the trainer has just written."""
+    return {"name": name, "data": data, "step": int(step), "commands": [command] if command else []}
+
+
+def read_facts(folder: str | Path) -> dict:
+    """``training.json`` of a checkpoint folder ({} when it has none)."""
+    path = Path(folder) / FACTS_NAME
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise CheckpointError(f"{path} is not valid JSON; delete it (the checkpoint loads without it)") from None
+    return data if isinstance(data, dict) else {}
+
+
+def write_facts(folder: str | Path, run_facts: dict) -> None:
+    write_atomic(Path(folder) / FACTS_NAME, json.dumps(run_facts, indent=2) + "\n")
+
+
+def card_kwargs(run_facts: dict) -> dict:
+    """``model_card`` / ``save_pretrained(model_card_kwargs=...)`` arguments from the facts."""
+    commands = run_facts.get("commands") or []
+    return {"dataset": run_facts.get("data"), "command": "\n".join(commands) or None, "name": run_facts.get("name")}
+
+
+def write_card(folder: str | Path, *, repo_id: str | None = None) -> None:
+    """(Re)generate ``folder``'s README.md from its config.json, metrics.json and training.json."""
+    folder = Path(folder)
+    metrics = read_metrics(folder)
+    kwargs = card_kwargs(read_facts(folder))
+    kwargs["dataset"] = kwargs["dataset"] or (metrics or {}).get("data_description")
+    # A run's checkpoint (runs/<name>/checkpoints/step-N) is named after the run.
+    kwargs["name"] = kwargs["name"] or (folder.parent.parent.name if folder.parent.name == CHECKPOINTS_DIR
+                                        else folder.name)
+    card = model_card(read_config(folder / CONFIG_NAME), metrics=metrics, repo_id=repo_id, **kwargs)
+    write_atomic(folder / "README.md", str(card))
+
+
+__all__ = ["FACTS_NAME", "METRICS_NAME", "facts", "read_facts", "write_facts", "card_kwargs", "write_card"]
