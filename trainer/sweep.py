@@ -96,8 +96,8 @@ def run_sweep(folder: str | Path, *, out: str | Path | None = "docs/cpu_sweep.md
         seconds = time.time() - t0
         print(f"[sweep {i}/{len(configs)}] {cfg.name}: usage {metrics['usage']:.2%}, PSNR {metrics['psnr']:.2f}, "
               f"SSIM {metrics['ssim']:.4f} ({seconds:.0f} s)", file=sys.stderr, flush=True)
-        results.append((cfg, metrics, seconds))
-    text = render_tables(results, command=command)
+        results.append((path.stem, cfg, metrics, seconds))
+    text = render_tables([r[1:] for r in results], command=command)
     print(f"sweep: {len(results)} rows in {(time.time() - start) / 60:.1f} min", file=sys.stderr)
     if out:
         out = Path(out)
@@ -105,7 +105,11 @@ def run_sweep(folder: str | Path, *, out: str | Path | None = "docs/cpu_sweep.md
         if out.is_file() and NOTES_MARKER in out.read_text():  # keep hand-written notes
             text = text.rstrip("\n") + "\n\n" + NOTES_MARKER + out.read_text().split(NOTES_MARKER, 1)[1]
         out.write_text(text)
-        print(f"wrote {out}", file=sys.stderr)
+        # The rows as data beside the tables, for programs (the dashboard's rate-distortion preset).
+        rows = [{"name": name, "config": dict(cfg.model), "image_size": cfg.data.size, "metrics": metrics,
+                 "seconds": round(seconds, 1)} for name, cfg, metrics, seconds in results]
+        out.with_suffix(".json").write_text(json.dumps({"command": command, "rows": rows}, indent=1))
+        print(f"wrote {out} and {out.with_suffix('.json')}", file=sys.stderr)
     return text
 
 
