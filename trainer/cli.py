@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import shlex
 import sys
 
@@ -139,6 +140,27 @@ def main(argv: list[str] | None = None) -> int:
     except VQExploreError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # a full disk, a read-only folder, ...: what failed, where, what to do
+        print(f"error: {describe_os_error(e)}", file=sys.stderr)
+        return 1
+
+
+_OS_ERROR_HINTS = {
+    errno.ENOSPC: "free disk space or write elsewhere", errno.EDQUOT: "free disk space or write elsewhere",
+    errno.EFBIG: "free disk space or raise the file size limit (ulimit -f)",
+    errno.EACCES: "check the permissions or write elsewhere", errno.EPERM: "check the permissions or write elsewhere",
+    errno.EROFS: "the file system is read-only: write elsewhere (e.g. out_dir=...)",
+    errno.ENOTDIR: "a file stands where a folder is needed: move it or choose another path",
+    errno.EISDIR: "a folder stands where a file is needed: give a file name",
+}
+
+
+def describe_os_error(e: OSError) -> str:
+    """One line for an operating-system error: what failed, the path, what to do. Files are
+    written atomically (temporary name, then rename), so nothing complete was lost."""
+    where = f" ({e.filename})" if e.filename else ""
+    hint = _OS_ERROR_HINTS.get(e.errno, "check the path and the disk")
+    return f"{e.strerror or type(e).__name__}{where}; {hint}"
 
 
 def _dispatch(argv: list[str]) -> int:

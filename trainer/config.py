@@ -287,8 +287,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"train.ema_decay: must lie in [0, 1) (0 turns the weight EMA off), got {t.ema_decay}")
     if t.precision not in ("fp32", "bf16"):
         raise ConfigError(f"train.precision: must be fp32 or bf16, got {t.precision!r}")
-    if t.seed < 0:
-        raise ConfigError(f"train.seed: must be >= 0, got {t.seed}")
+    if not 0 <= t.seed < 2 ** 64:  # torch.manual_seed takes 64 bits
+        raise ConfigError(f"train.seed: must lie in [0, 2^64), got {t.seed}")
     if not re.match(r"^(auto|cpu|mps|cuda(:\d+)?)$", t.device):
         raise ConfigError(f"train.device: must be auto, cpu, cuda, cuda:N or mps, got {t.device!r}")
 
@@ -311,7 +311,10 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         if not path.is_file():
             raise ConfigError(f"--cfg {path} does not exist; pass a YAML file such as configs/cpu/default.yaml")
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError:
+            raise ConfigError(f"--cfg {path} is not a text file (not UTF-8); pass a YAML config such as "
+                              f"configs/cpu/default.yaml") from None
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark else ""
