@@ -296,6 +296,17 @@ def training_curves(frame, groups: Mapping[str, Sequence[str]] | None = None, *,
     return fig
 
 
+def _custom(data) -> list:
+    """A selection point's customdata as a list: Streamlit hands a row of a 2-D customdata array
+    back as a list, or as a dict keyed "0", "1", ... (plotly's typed arrays)."""
+    if isinstance(data, dict):
+        keys = sorted((k for k in data if str(k).isdigit()), key=int)
+        return [data[k] for k in keys]
+    if isinstance(data, (list, tuple)):
+        return list(data)
+    return [] if data is None else [data]
+
+
 def selected_code(event) -> int | None:
     """The code id of the first point in a Streamlit plotly selection event (``st.plotly_chart(...,
     on_select="rerun")``) or a plotly click payload, or None. Relies on customdata[0] = code id."""
@@ -305,8 +316,8 @@ def selected_code(event) -> int | None:
     except (TypeError, KeyError, AttributeError):
         return None
     for point in points:
-        data = point.get("customdata")
-        if isinstance(data, (list, tuple)) and data:
+        data = _custom(point.get("customdata"))
+        if data:
             data = data[0]
         if isinstance(data, (int, float)) and not isinstance(data, bool):
             return int(data)
@@ -353,9 +364,10 @@ def token_grid(image: np.ndarray, indices: np.ndarray, *, cells: np.ndarray | No
         fig.add_trace(go.Scatter(
             x=c * sx + (sx - 1) / 2, y=r * sy + (sy - 1) / 2, mode="markers", name="selected", hoverinfo="skip",
             marker=dict(symbol="square-open", size=cell_px * 0.9, color=_CELL_SELECTED, line=dict(width=2))))
+    # No dragmode here: Streamlit's selection starts in "pan", where a click selects a cell; its
+    # mode bar switches to box or lasso select (in select modes a click selects nothing).
     fig.update_layout(width=width + 10, height=height + (40 if title else 10), showlegend=False,
-                      margin=dict(l=5, r=5, t=35 if title else 5, b=5), title=title, dragmode="select",
-                      clickmode="event+select")
+                      margin=dict(l=5, r=5, t=35 if title else 5, b=5), title=title)
     fig.update_xaxes(visible=False, range=[-0.5, image.shape[1] - 0.5])
     fig.update_yaxes(visible=False, range=[image.shape[0] - 0.5, -0.5])
     return fig
@@ -367,7 +379,7 @@ def rate_distortion(frame, *, x: str = "bits (entropy)", y: str = "PSNR", highli
     frame: :func:`vqexplore.ratedistortion.rate_distortion_table` rows, plus an optional "set"
     column (e.g. "selected", "CPU sweep") drawn with its own marker; x: "bits (entropy)" or
     "bits (fixed)"; y: "PSNR", "SSIM" or "LPIPS" (lower is better: the axis is reversed so that up
-    is always better). ``highlight``: checkpoint names labelled on the plot.
+    is always better). ``highlight``: checkpoint names labelled on the plot (in the first set only).
     """
     if x not in ("bits (entropy)", "bits (fixed)"):
         raise ValueError(f"x must be 'bits (entropy)' or 'bits (fixed)', got {x!r}")
@@ -386,7 +398,8 @@ def rate_distortion(frame, *, x: str = "bits (entropy)", y: str = "PSNR", highli
             part = data[(data["set"] == group) & (data["quantizer"] == quantizer)]
             if not len(part):
                 continue
-            labels = [n if n in highlight else "" for n in part["checkpoint"]]
+            # Presets may share names with the selection (vq-512 of the sweep): label the first set only.
+            labels = [n if n in highlight and s_index == 0 else "" for n in part["checkpoint"]]
             fig.add_trace(go.Scatter(
                 x=part[x], y=part[y], mode="markers+text" if any(labels) else "markers",
                 name=f"{quantizer} · {group}", text=labels, textposition="top center",

@@ -74,8 +74,12 @@ if view == "rd":
                  format_func={"bits (entropy)": "entropy of the tokens", "bits (fixed)": "tokens x log2 K"}.get)
     metrics = ["PSNR", "SSIM"] + (["LPIPS"] if any(pt.lpips is not None for pt in points) else [])
     y = c2.radio("Quality", metrics, key="rd_y")
-    sweep = c3.toggle("CPU sweep rows (docs/cpu_sweep.md)", key="rd_sweep")
-    runs = c4.toggle(f"evaluated runs in {ui.runs_root()}", key="rd_runs")
+    sweep = c3.toggle("CPU sweep preset", key="rd_sweep",
+                      help=f"The 18 rows of {cached.SWEEP_TABLE.name} (`python -m trainer sweep configs/cpu`), "
+                           f"from its tables")
+    runs = c4.toggle("evaluated runs", key="rd_runs",
+                     help=f"Every run in {ui.runs_root()} whose newest checkpoint has a metrics.json "
+                          f"(`python -m trainer eval --ckpt RUN`)")
     frame = rate_distortion_table(points)
     frame["set"] = "selected"
     import pandas as pd
