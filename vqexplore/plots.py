@@ -16,7 +16,8 @@ from plotly.subplots import make_subplots
 
 __all__ = [
     "usage_curves", "usage_heatmap", "usage_histogram", "usage_over_steps", "embedding_scatter",
-    "training_curves", "grid_shape", "selected_code", "DEAD_COLOR",
+    "training_curves", "grid_shape", "selected_code", "DEAD_COLOR", "health_distances", "code_norms",
+    "usage_vs_quality",
 ]
 
 DEAD_COLOR = "#d62728"      # dead codes: red everywhere
@@ -440,4 +441,53 @@ def alignment_scatter(distance: np.ndarray, counts: np.ndarray, persists: np.nda
                       legend=dict(orientation="h", y=-0.2), xaxis_title="distance to the matched code",
                       yaxis_title="count in A (log)", hovermode="closest")
     fig.update_yaxes(type="log")
+    return fig
+
+
+def health_distances(nearest: np.ndarray, dead: np.ndarray, far_threshold: float) -> go.Figure:
+    """Distance from each code to its nearest encoder output, live codes and dead codes overlaid,
+    with the line past which a dead code counts as "far from the data" (``vqexplore.health``)."""
+    nearest, dead = np.asarray(nearest, dtype=float), np.asarray(dead, dtype=bool)
+    fig = go.Figure()
+    edges = np.linspace(0, float(nearest.max()) * 1.02 + 1e-9, 61)
+    for mask, name, color in ((~dead, "live codes", "#1f77b4"), (dead, "dead codes", DEAD_COLOR)):
+        if mask.any():
+            hist, _ = np.histogram(nearest[mask], bins=edges)
+            fig.add_trace(go.Bar(x=(edges[:-1] + edges[1:]) / 2, y=hist, name=f"{name} ({int(mask.sum())})",
+                                 marker_color=color, opacity=0.7, width=np.diff(edges),
+                                 hovertemplate="distance %{x:.3f}<br>%{y} codes<extra></extra>"))
+    if np.isfinite(far_threshold):
+        fig.add_vline(x=far_threshold, line_dash="dash", annotation_text="far from the data",
+                      annotation_position="top right")
+    fig.update_layout(title="Distance from each code to its nearest encoder output", barmode="overlay",
+                      margin=_MARGIN, xaxis_title="distance (code space)", yaxis_title="codes", bargap=0)
+    fig.update_yaxes(type="log")
+    return fig
+
+
+def code_norms(norms: np.ndarray, dead: np.ndarray) -> go.Figure:
+    """Spread of the code norms, live and dead codes apart (box plots)."""
+    norms, dead = np.asarray(norms, dtype=float), np.asarray(dead, dtype=bool)
+    fig = go.Figure()
+    for mask, name, color in ((~dead, "live", "#1f77b4"), (dead, "dead", DEAD_COLOR)):
+        if mask.any():
+            fig.add_trace(go.Box(x=norms[mask], name=f"{name} ({int(mask.sum())})", marker_color=color,
+                                 boxpoints=False, orientation="h"))
+    fig.update_layout(title="Code norms", margin=_MARGIN, xaxis_title="|code|", showlegend=False, height=260)
+    return fig
+
+
+def usage_vs_quality(frame, *, group: str = "remedy", y: str = "PSNR") -> go.Figure:
+    """One point per checkpoint: codebook usage (%) against ``y``, coloured by ``group`` (a column
+    of ``analysis.comparison_table``: "remedy", "quantizer", ...)."""
+    fig = go.Figure()
+    groups = frame[group].fillna("").replace("", "none") if group in frame else ["all"] * len(frame)
+    for name in dict.fromkeys(groups):
+        part = frame[np.asarray(groups) == name]
+        fig.add_trace(go.Scatter(x=part["usage %"], y=part[y], mode="markers+text", name=str(name),
+                                 text=part["checkpoint"], textposition="top center", marker=dict(size=11),
+                                 hovertemplate="%{text}<br>usage %{x:.2f}%<br>" + y + " %{y:.3f}<extra></extra>"))
+    fig.update_layout(title=f"Usage against {y}, by {group}", margin=_MARGIN, xaxis_title="codebook usage (%)",
+                      yaxis_title=y, legend_title=group)
+    fig.update_xaxes(type="log")
     return fig

@@ -44,6 +44,11 @@ if rows and view == "table":
     notes.append("rFID is shown only where a checkpoint's metrics.json has it (`python -m trainer eval`).")
     st.caption(" · ".join(notes))
     st.download_button("Download table (CSV)", table.to_csv(index=False), "comparison.csv", "text/csv")
+    if len(table) > 1:
+        group = st.radio("Group points by", ["remedy", "quantizer"], horizontal=True, key="compare_group")
+        st.plotly_chart(plots.usage_vs_quality(table, group=group), width="stretch", key="usage_vs_psnr")
+        st.caption("One point per checkpoint: does a remedy buy usage without losing PSNR? "
+                   "The CPU sweep's remedy rows: docs/cpu_sweep.md, \"Remedies at 16,384 codes\".")
 
 if curves and view == "table":
     x = st.radio("x axis", ["fraction", "rank"], horizontal=True, key="curve_x",
