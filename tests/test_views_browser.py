@@ -241,7 +241,10 @@ def test_rate_distortion_with_the_sweep_preset(server, browser):
     legend = chart.locator(".legend").text_content()
     for name in ("VQ · selected", "FSQ · selected", "SimVQ · selected", "VQ · CPU sweep", "FSQ · CPU sweep"):
         assert name in legend
-    assert chart.locator(".scatterlayer .point").count() == len(DEMOS) + 18
+    from vqexplore.ratedistortion import points_from_sweep_table
+
+    rows = len(points_from_sweep_table(REPO / "docs" / "cpu_sweep.md"))
+    assert chart.locator(".scatterlayer .point").count() == len(DEMOS) + rows
     _shot(tab, "rate_distortion", clip={"x": 300, "y": 0, "width": 1200, "height": 1000})
     tab.close()
 
