@@ -154,7 +154,9 @@ def report(a, rows: list[dict], model, n: int, device) -> None:
     print("| variant | images/s | vs bare |")
     print("|---|---:|---:|")
     print(f"| bare `model.encode` (decoded tensors in memory) | {med['bare']:.1f} | 1.000 |")
-    print(f"| `trainer tokenize` (files -> tokens.npy) | {med['tokenize']:.1f} | {ratio:.3f} |")
+    ratios = [row["tokenize"] / row["bare"] for row in rows]
+    print(f"| `trainer tokenize` (files -> tokens.npy) | {med['tokenize']:.1f} | {ratio:.3f} "
+          f"(rounds: {min(ratios):.2f}-{max(ratios):.2f}) |")
 
 
 if __name__ == "__main__":
