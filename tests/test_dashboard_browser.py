@@ -98,7 +98,8 @@ def _no_exception(tab) -> None:
     assert tab.query_selector('[data-testid="stException"]') is None, tab.inner_text("body")[:2000]
 
 
-NAV_LABELS = {"compare": "Compare", "codebook_usage": "Codebook usage", "code_embeddings": "Code embeddings",
+NAV_LABELS = {"compare": "Compare", "codebook_usage": "Codebook usage", "codebook_health": "Codebook health",
+              "code_embeddings": "Code embeddings",
               "reconstructions": "Reconstructions", "code_inspector": "Code inspector", "training": "Training"}
 
 
