@@ -105,9 +105,11 @@ def test_browser_click_cells_and_apply(server, upload):  # noqa: F811
             expect(cells).to_have_value("3,5", timeout=30_000)
             page.locator("#surgery-grid img").first.click(position={"x": 10.5 * cell, "y": 8.5 * cell})
             expect(cells).to_have_value("3,5; 8,10", timeout=30_000)
+            expect(page.locator("#surgery-grid-note")).to_contain_text("2 cell(s) selected", timeout=30_000)
             # A box from two corners.
             page.get_by_text("two clicks: corners of a box").click()
             page.locator("#surgery-grid img").first.click(position={"x": 1.5 * cell, "y": 12.5 * cell})
+            expect(page.locator("#surgery-grid-note")).to_contain_text("box corner at 12,1", timeout=30_000)
             page.locator("#surgery-grid img").first.click(position={"x": 2.5 * cell, "y": 13.5 * cell})
             expect(cells).to_have_value(re.compile(r"12,1; 12,2; 13,1; 13,2"), timeout=30_000)
             page.get_by_text("a code id", exact=True).click()
