@@ -387,7 +387,6 @@ def page(title: str) -> None:
     if unknown:
         st.warning(f"The link names checkpoint(s) this dashboard does not have: {', '.join(unknown)}; "
                    f"add them in the sidebar.")
-    viewstate.publish()
 
 
 def selected() -> list[Source]:
@@ -411,13 +410,21 @@ def require_selection() -> list[Source]:
     picked = selected()
     if not picked:
         st.info("Select one or more checkpoints in the sidebar (or add a folder / Hub repo id there).")
-        st.stop()
+        stop()
     return picked
+
+
+def stop() -> None:
+    """End the page here (``st.stop``), its view state written into the link first."""
+    viewstate.publish()
+    st.stop()
 
 
 def footer() -> None:
     """How long this page's script took on the server (from ``page()`` to here)."""
-    viewstate.publish()  # what the page changed (selected code, page keys) goes into the link too
+    # The view state goes into the link once per run, here (or in stop()): two query updates in
+    # one run sometimes left the browser's address at the first.
+    viewstate.publish()
     started = st.session_state.get("_page_started")
     if started is not None:
         st.caption(f"Page computed in {time.perf_counter() - started:.2f} s on the server.")
@@ -442,7 +449,7 @@ def model_or_stop(p: Source):
         st.error(f"{p.name}: {e}")
     except Exception as e:
         st.error(f"{p.name}: cannot load ({type(e).__name__}: {e})")
-    st.stop()
+    stop()
 
 
 def single_checkpoint_page(title: str) -> tuple[Source, object, tuple]:

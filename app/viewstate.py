@@ -11,7 +11,8 @@ sample). A page adds its own with :func:`track` (e.g. the surgery's image and ce
 How: the query a session was opened with is read once, at its first run, into
 ``st.session_state`` (only values that are valid: a known checkpoint label, a size offered by
 the sidebar); from then on the session state is the truth and every run writes it back to
-``st.query_params`` (the browser's address bar follows without a reload).
+``st.query_params`` once, at its end (``ui.footer`` / ``ui.stop``; the browser's address bar
+follows without a reload).
 """
 from __future__ import annotations
 
@@ -107,10 +108,10 @@ def publish() -> None:
             pairs.append((query_key, "1"))
         elif value is not None and value is not False and value != "":
             pairs.append((query_key, str(value)))
-    current = [(k, st.query_params.get_all(k)) for k in st.query_params]
-    wanted = [(k, v if isinstance(v, list) else [v]) for k, v in pairs]
-    if sorted(current) != sorted(wanted):
-        st.query_params.from_dict(pairs)
+    # Always sent, even when the server's copy already matches: the browser drops what an
+    # interrupted run sent (a rerun that superseded it), so the server's copy can be ahead of the
+    # address bar; one small message per call keeps them equal.
+    st.query_params.from_dict(pairs)
 
 
 def start_run() -> None:

@@ -144,7 +144,7 @@ def test_deep_links_show_one_navigation_on_a_fresh_server(env, browser, tmp_path
         _no_exception(tab)
         assert _nav(tab) == NAV  # page titles, not file names; no extra "dashboard" entry
         assert tab.get_by_text("Page not found").count() == 0
-        assert "ckpt=vq-512" in tab.url and "/compare" in tab.url
+        _wait_url(tab, lambda u: "ckpt=vq-512" in u and "/compare" in u)
         _shot(tab, "navigation")
         for path, title in (("/aligned_codes", "Aligned codes"), ("/training", "Training"), ("/", "Compare checkpoints")):
             other = _tab(browser)
@@ -153,7 +153,7 @@ def test_deep_links_show_one_navigation_on_a_fresh_server(env, browser, tmp_path
             wait_rendered(other)
             assert _nav(other) == NAV, path
             if path == "/":
-                assert other.url.split("?")[0].endswith("/compare")  # the front door is /compare
+                _wait_url(other, lambda u: u.split("?")[0].endswith("/compare"))  # the front door is /compare
             other.close()
         tab.close()
     finally:
@@ -217,7 +217,7 @@ def test_token_surgery_by_clicking_the_grid(server, browser):
     tab.wait_for_selector("text=PSNR, edited decode", timeout=60_000)
     wait_rendered(tab)
     _no_exception(tab)
-    assert "cells=3%2C2" in tab.url or "cells=3,2" in tab.url
+    _wait_url(tab, lambda u: "cells=3%2C2" in u or "cells=3,2" in u)
     # A box: type it (the grid's box / lasso select does the same).
     cells.fill("2-4,1-3")
     cells.press("Enter")
@@ -251,6 +251,19 @@ def test_rate_distortion_with_the_sweep_preset(server, browser):
     tab.close()
 
 
+def _href(tab) -> str:
+    """The address bar as the page has it now (``tab.url`` only follows history.pushState once
+    playwright has processed the event, which a plain sleep does not let it do)."""
+    return tab.evaluate("location.href")
+
+
+def _wait_url(tab, ok, timeout_s: float = 60) -> None:
+    deadline = time.time() + timeout_s
+    while not ok(_href(tab)) and time.time() < deadline:
+        tab.wait_for_timeout(200)
+    assert ok(_href(tab)), _href(tab)
+
+
 def _selected(tab, key: str) -> str:
     """The value a selectbox shows (its combobox input, or the text beside it)."""
     box = tab.locator(f".st-key-{key}")
@@ -270,7 +283,8 @@ def test_aligned_codes_and_a_shared_link(server, browser):
     assert tab.locator('[data-testid="stPlotlyChart"] .main-svg').count() >= 2
     _shot(tab, "aligned_codes", clip={"x": 300, "y": 0, "width": 1200, "height": 1850})
     # Choose another B; the address follows, and opening it elsewhere shows the same view.
-    assert "b=simvq-run" in tab.url and "300" in tab.url  # the view is in the address from the start
+    # The view is in the address from the start (the browser applies it just after the page's last delta).
+    _wait_url(tab, lambda u: "b=simvq-run" in u and "300" in u)
     tab.get_by_test_id("stMainBlockContainer").get_by_role("combobox", name="Checkpoint B (later)").click()
     option = tab.get_by_role("option", name="simvq-run @ step 180")
     option.wait_for(state="visible")
@@ -279,9 +293,8 @@ def test_aligned_codes_and_a_shared_link(server, browser):
     while "step 180" not in _selected(tab, "align_b") and time.time() < deadline:
         time.sleep(0.2)
     wait_rendered(tab)
-    while "step+180" not in tab.url and "step%20180" not in tab.url and time.time() < deadline:
-        time.sleep(0.2)
-    link = tab.url
+    _wait_url(tab, lambda u: "step+180" in u or "step%20180" in u)
+    link = _href(tab)
     assert "b=simvq-run" in link and "180" in link
     shared = _tab(browser)
     shared.goto(link)
