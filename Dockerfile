@@ -18,6 +18,7 @@ FROM python:3.11-slim
 # Extra package index for torch (empty: PyPI only).
 ARG TORCH_INDEX=""
 
+# PYTHONPATH: the source tree in WORKDIR is the project (the image's `pip install -e .`).
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -26,7 +27,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     GRADIO_ANALYTICS_ENABLED=False \
     STREAMLIT_BROWSER_GATHER_USAGE_STATS=false \
     MPLCONFIGDIR=/tmp/matplotlib \
-    VQEXPLORE_CONFINE=1
+    VQEXPLORE_CONFINE=1 \
+    PYTHONPATH=/home/app/vqexplore
 
 LABEL org.opencontainers.image.title="vqexplore" \
       org.opencontainers.image.description="Train and inspect vector-quantized image tokenizers: Gradio demo and Streamlit dashboard" \

@@ -15,7 +15,7 @@ the view state read from / written to the URL query, a background warm-up of uma
 """
 import streamlit as st
 
-import ui  # also puts the repository on sys.path for `vqexplore`
+import ui
 
 PAGES = [
     st.Page("views/compare.py", title="Compare", icon=":material/table_chart:", url_path="compare"),

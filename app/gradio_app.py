@@ -30,13 +30,15 @@ gets one and the same refusal); typed checkpoints are Hub repo ids only, never s
 """
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
-# Run as a script (``python app/gradio_app.py``, a Space's app_file) the repository root is not
-# on sys.path; put it there so that ``import vqexplore`` finds the library of this checkout.
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
+# The one exception to "installed, never on sys.path by hand": a Hugging Face Space runs this file
+# as its app_file after installing requirements.txt only (the project itself is not installed
+# there), so an uninstalled checkout puts its own root on the path. Installed, this does nothing.
+if importlib.util.find_spec("vqexplore") is None:
     sys.path.insert(0, str(ROOT))
 
 import base64  # noqa: E402
@@ -46,25 +48,23 @@ import logging  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
 import signal  # noqa: E402
-import threading  # noqa: E402
-from collections import OrderedDict  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
 
 import gradio as gr  # noqa: E402
 from gradio.utils import get_upload_folder  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-import vqexplore  # noqa: E402
 from vqexplore.data import MAX_PIXELS, builtin_photos, load_image  # noqa: E402
 from vqexplore.errors import VQExploreError  # noqa: E402
-from vqexplore.hub import checkpoints_in, is_checkpoint_dir, looks_like_repo_id  # noqa: E402
+from vqexplore.hub import looks_like_repo_id  # noqa: E402
 from vqexplore.reconstruct import NATIVE_MAX_PIXELS, prepare_image, reconstruct  # noqa: E402
 from vqexplore.utils import write_atomic  # noqa: E402
 
+from demo_models import (DEFAULT_CHECKPOINTS, EXTRA_MODEL_CACHE, Entry, LpipsProvider,  # noqa: E402,F401
+                         ModelCache, demo_checkpoints)
+
 log = logging.getLogger("vqexplore.demo")
 
-DEFAULT_CHECKPOINTS = ROOT / "checkpoints"
 MODE_CHOICES = [
     ("64 x 64 center crop", "64"),
     (f"native resolution (sides a multiple of 4, at most {NATIVE_MAX_PIXELS:,} pixels "
@@ -77,7 +77,6 @@ DEFAULT_FILE_TTL = 3600       # seconds an upload or a result image is kept
 # The one answer to every image payload that is neither an upload nor a data: URL: it does not
 # say whether the path exists, is a folder or is an image (no oracle of the server's disk).
 NOT_UPLOADED = "The image did not come from this page's upload; upload the image file again."
-EXTRA_MODEL_CACHE = 8         # typed Hub models kept in memory (demo models are always kept)
 TABLE_HEADERS = ["checkpoint", "quantizer", "codebook size", "token grid", "tokens", "bits",
                  "PSNR (dB)", "SSIM", "LPIPS"]
 ERROR_MAP_NOTE = "mean absolute error per pixel: black = 0, yellow >= 0.5 of the range"
@@ -119,114 +118,6 @@ def _size(n: int) -> str:
 def _too_large(n: int, limit: int) -> gr.Error:
     return gr.Error(f"The image is {_size(n)}, over this demo's limit of {_size(limit)}; "
                     f"downscale or compress it and upload it again.")
-
-
-# --------------------------------------------------------------------------------------------
-# Checkpoints: the demo set and an in-memory cache (each model is loaded once)
-# --------------------------------------------------------------------------------------------
-
-@dataclass
-class Entry:
-    name: str     # label shown in the UI and used by API clients
-    source: str   # what vqexplore.load receives
-    hub: bool = False  # a Hub repo id: never looked up as a local path
-
-
-def demo_checkpoints(folder: str | os.PathLike | None = None, hub_repos: str | None = None) -> list[Entry]:
-    """The demo set: checkpoint (or run) folders directly inside ``folder`` (default
-    ``$VQEXPLORE_CHECKPOINTS`` or ``<repo>/checkpoints``), then the Hub repo ids of
-    ``hub_repos`` (default ``$VQEXPLORE_HUB_REPOS``, comma-separated)."""
-    folder = Path(folder or os.environ.get("VQEXPLORE_CHECKPOINTS") or DEFAULT_CHECKPOINTS).expanduser()
-    hub_repos = os.environ.get("VQEXPLORE_HUB_REPOS", "") if hub_repos is None else hub_repos
-    entries: list[Entry] = []
-    if is_checkpoint_dir(folder):  # the variable may name one checkpoint folder
-        entries.append(Entry(folder.name, str(folder)))
-    elif folder.is_dir():
-        entries += [Entry(name, str(path)) for name, path, _ in checkpoints_in(folder)]
-    elif os.environ.get("VQEXPLORE_CHECKPOINTS"):
-        log.warning("VQEXPLORE_CHECKPOINTS=%s is not a folder; no local demo checkpoints", folder)
-    for repo in (r.strip() for r in hub_repos.split(",")):
-        if repo:
-            entries.append(Entry(repo, repo, hub=True))
-    return entries
-
-
-class ModelCache:
-    """Models by source, loaded once. Demo models stay; typed Hub models are kept LRU."""
-
-    def __init__(self, pinned: set[str], max_extra: int = EXTRA_MODEL_CACHE):
-        self.pinned = set(pinned)
-        self.max_extra = max_extra
-        self._models: OrderedDict[str, torch.nn.Module] = OrderedDict()
-        self._lock = threading.Lock()
-        self._loading: dict[str, threading.Lock] = {}
-
-    def get(self, source: str, *, hub: bool = False) -> torch.nn.Module:
-        """The model of ``source``; ``hub=True``: ``source`` is a Hub repo id only (a typed id
-        must never load a folder of the server, e.g. ``runs/base``)."""
-        key = (source, hub)
-        with self._lock:
-            if key in self._models:
-                self._models.move_to_end(key)
-                return self._models[key]
-            per_source = self._loading.setdefault(key, threading.Lock())
-        with per_source:  # one load per source even when many requests ask at once
-            with self._lock:
-                if key in self._models:
-                    return self._models[key]
-            model = vqexplore.load(source, device="cpu", local_roots=() if hub else None)
-            model.requires_grad_(False)
-            with self._lock:
-                self._models[key] = model
-                extra = [k for k in self._models if k[0] not in self.pinned]
-                for old in extra[:max(0, len(extra) - self.max_extra)]:
-                    del self._models[old]
-                self._loading.pop(key, None)
-            return model
-
-    def __contains__(self, source: str) -> bool:
-        return any(k[0] == source for k in self._models)
-
-
-# --------------------------------------------------------------------------------------------
-# LPIPS: computed when its pretrained weights exist locally, otherwise said once
-# --------------------------------------------------------------------------------------------
-
-class LpipsProvider:
-    """LPIPS when its pretrained weights are on disk, else the reason it is not shown.
-
-    Probing imports lpips, torchvision, torchmetrics and torch-fidelity (tens of seconds on a
-    busy 2-core machine), so it runs in a background thread from start-up: the page is served
-    meanwhile, and only a request that arrives before the probe ends waits for it."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._module = None
-        self.reason: str | None = None
-        self._probe = threading.Thread(target=self._check, name="lpips-probe", daemon=True)
-        self._probe.start()
-
-    def _check(self) -> None:
-        try:
-            from vqexplore.metrics import weights_status
-
-            self.reason = weights_status().get("lpips")
-        except Exception as e:  # the metric is optional: never stop the demo for it
-            self.reason = f"LPIPS is unavailable ({type(e).__name__}: {e})."
-
-    def get(self):
-        self._probe.join()
-        if self.reason is not None:
-            return None
-        with self._lock:
-            if self._module is None and self.reason is None:
-                try:
-                    from vqexplore.metrics import LPIPS
-
-                    self._module = LPIPS()
-                except Exception as e:
-                    self.reason = f"LPIPS is unavailable ({e})"
-        return self._module
 
 
 # --------------------------------------------------------------------------------------------
@@ -503,6 +394,10 @@ def build_demo(entries: list[Entry] | None = None, *, preload: bool = False) -> 
                 table = gr.Dataframe(headers=TABLE_HEADERS, label="Numbers per checkpoint", interactive=False,
                                      elem_id="numbers")
                 notes = gr.Markdown(label="Notes", elem_id="notes")
+        from gradio_surgery import add_surgery  # app/ is on sys.path: this file's folder
+
+        add_surgery(demo_state, image, mode, names, png_file=png_file, sentence=_sentence,
+                    modes=[value for _, value in MODE_CHOICES])
         if not names:
             gr.Markdown("No demo checkpoints were found (set `VQEXPLORE_CHECKPOINTS` or `VQEXPLORE_HUB_REPOS`); "
                         "type a Hub repo id above.")

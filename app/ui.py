@@ -17,17 +17,15 @@ import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # `streamlit run app/dashboard.py` from a fresh clone, no install
-    sys.path.insert(0, str(REPO))
+REPO = Path(__file__).resolve().parent.parent  # the checkout: its checkpoints/ and runs/ are the defaults
 
-import numpy as np  # noqa: E402
-import streamlit as st  # noqa: E402
+import numpy as np
+import streamlit as st
 
-from vqexplore.errors import VQExploreError  # noqa: E402
-from vqexplore.hub import Source  # noqa: E402
+from vqexplore.errors import VQExploreError
+from vqexplore.hub import Source
 
-import viewstate  # noqa: E402
+import viewstate
 
 log = logging.getLogger("vqexplore.dashboard")
 PAGES_DIR = Path(__file__).resolve().parent / "views"

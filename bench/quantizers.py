@@ -36,8 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from vqexplore.quantizers import BSQ, IBQ, LFQ, SimVQ, VectorQuantizer  # noqa: E402
+from vqexplore.quantizers import BSQ, IBQ, LFQ, SimVQ, VectorQuantizer
 
 
 class NaiveVQ(nn.Module):

@@ -25,15 +25,13 @@ import copy
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainer.step import Window, train_step  # noqa: E402
-from vqexplore import VQModel  # noqa: E402
+from trainer.step import Window, train_step
+from vqexplore import VQModel
 
 
 AUTOCAST: torch.dtype | None = None  # --bf16

@@ -17,7 +17,6 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import stat
 import subprocess
 import sys
@@ -27,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from helpers.servers import free_port, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -162,12 +163,6 @@ def copy_context(dest: Path, owner: int | None) -> Path:
 # Running the image's commands outside Docker
 # ------------------------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @functools.lru_cache(maxsize=1)
 def as_image_user() -> list[str]:
     """Prefix that runs a command as the image's non-root user, when we are root and that user
@@ -191,7 +186,11 @@ def image_env(df: Dockerfile, venv_bin: Path, home: Path, **overrides) -> dict[s
     env.update(df.env)
     env.update(PATH=f"{venv_bin}{os.pathsep}{env.get('PATH', '')}", HOME=str(home), HF_HUB_OFFLINE="1",
                VIRTUAL_ENV=str(venv_bin.parent))
+    # The image finds the project through PYTHONPATH=<its WORKDIR>, where the source is; here the
+    # source is this checkout. Nothing else of the test session's PYTHONPATH leaks in.
     env.pop("PYTHONPATH", None)
+    if df.env.get("PYTHONPATH") == df.one("WORKDIR"):
+        env["PYTHONPATH"] = str(ROOT)
     env.update(overrides)
     return env
 
@@ -219,15 +218,6 @@ def start(cmd: list[str], env: dict, cwd: Path, log: Path) -> subprocess.Popen:
     with open(log, "w") as f:
         return subprocess.Popen(as_image_user() + [program, *cmd[1:]], env=env, cwd=cwd, stdout=f,
                                 stderr=subprocess.STDOUT)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def make_home(tmp: Path) -> Path:

@@ -8,12 +8,9 @@ import concurrent.futures
 import io
 import os
 import shutil
-import socket
 import struct
-import subprocess
 import sys
 import time
-import urllib.request
 import zlib
 from pathlib import Path
 
@@ -21,6 +18,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+from helpers.servers import start_demo, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "app" / "gradio_app.py"
@@ -36,27 +35,6 @@ CHECKPOINTS = {  # tiny models: the demo's code paths, not its quality
 # Server
 # ------------------------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_http(url: str, proc: subprocess.Popen, log_path: Path, timeout: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=5) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"server not up after {timeout:.0f} s:\n{log_path.read_text()[-4000:]}")
-
-
 def make_checkpoints(folder: Path) -> dict[str, Path]:
     from vqexplore import VQModel
 
@@ -68,32 +46,13 @@ def make_checkpoints(folder: Path) -> dict[str, Path]:
     return paths
 
 
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """The demo on a free port with tiny checkpoints; yields (url, {name: checkpoint folder})."""
     tmp = tmp_path_factory.mktemp("gradio")
     checkpoints = make_checkpoints(tmp / "checkpoints")
-    port = free_port()
-    env = dict(os.environ, VQEXPLORE_CHECKPOINTS=str(tmp / "checkpoints"), VQEXPLORE_HUB_REPOS="",
-               GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(port), GRADIO_ANALYTICS_ENABLED="False",
-               GRADIO_TEMP_DIR=str(tmp / "gradio-tmp"), HF_HUB_OFFLINE="1", MPLCONFIGDIR=str(tmp / "mpl"),
-               PYTHONUNBUFFERED="1")
-    log_path = tmp / "server.log"
-    with open(log_path, "w") as log:
-        # From the repository root, as a Space or `python app/gradio_app.py` runs it.
-        proc = subprocess.Popen([sys.executable, str(APP)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
+    proc, url, log_path = start_demo(tmp, tmp / "checkpoints")
     try:
-        wait_for_http(url + "config", proc, log_path)
         yield url, checkpoints
     finally:
         stop(proc)

@@ -116,12 +116,7 @@ def test_training_curves_figure():
     assert "No metrics" in empty.layout.title.text
 
 
-def test_image_grid_and_selected_code():
-    imgs = [np.full((8, 8, 3), i * 40, dtype=np.uint8) for i in range(5)]
-    fig = plots.image_grid(imgs, titles=[str(i) for i in range(5)], cols=3)
-    assert len(fig.data) == 5 and fig.data[0].type == "image"
-    with pytest.raises(ValueError):
-        plots.image_grid([])
+def test_selected_code():
     assert plots.selected_code({"selection": {"points": []}}) is None
     assert plots.selected_code(None) is None
     assert plots.selected_code({"points": [{"customdata": 4}]}) == 4

@@ -66,3 +66,49 @@ def test_recipe_keys_are_validated(tmp_path, key, value, words):
     r = run_trainer("--cfg", str(cfg))
     assert r.returncode == 2, r.stderr
     assert f"train.{key}" in r.stderr and words in r.stderr and "Traceback" not in r.stderr
+
+
+def test_export_chooses_the_live_weights_or_their_ema(tmp_path):
+    cfg = write_config(tmp_path / "e.yaml", "e", tmp_path / "runs",
+                       train={"steps": 4, "ema_decay": 0.5, "ckpt_every": 4, "val_every": 4})
+    assert run_trainer("--cfg", str(cfg)).returncode == 0
+    run = tmp_path / "runs" / "e"
+    rows = {r["split"]: r for r in vqexplore.hub.read_run_metrics(run) if r["split"] in ("val", "val_ema")}
+    expected_best = "ema" if rows["val_ema"]["psnr"] > rows["val"]["psnr"] else "live"
+    step_dir = run / "checkpoints" / "step-00000004"
+    for choice, source in (("live", step_dir), ("ema", step_dir / "ema"), ("best", None)):
+        out = tmp_path / f"out-{choice}"
+        r = run_trainer("export", "--ckpt", str(run), "--to", str(out), "--weights", choice)
+        assert r.returncode == 0, r.stderr
+        picked = expected_best if choice == "best" else choice
+        assert f"exported the {picked} weights" in r.stdout
+        source = source or (step_dir / "ema" if picked == "ema" else step_dir)
+        assert (out / "model.safetensors").read_bytes() == (source / "model.safetensors").read_bytes()
+    # A run without a weight EMA: --weights ema is a clear error, best falls back to live.
+    cfg = write_config(tmp_path / "n.yaml", "n", tmp_path / "runs", train={"steps": 2, "ckpt_every": 2})
+    assert run_trainer("--cfg", str(cfg)).returncode == 0
+    r = run_trainer("export", "--ckpt", str(tmp_path / "runs" / "n"), "--to", str(tmp_path / "x"), "--weights", "ema")
+    assert r.returncode != 0 and "no weight EMA" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_device_crops_are_a_pure_function_of_seed_step_and_rank(tmp_path):
+    """data.device_crops cuts the photo corpus on the training device (here the CPU): the batch of
+    a step does not depend on where the iterator started, so a resumed run sees the same data."""
+    from trainer.train import _device_crops
+    from vqexplore.data.corpus import PhotoStack, photo_arrays
+
+    stack = PhotoStack(photo_arrays("train")[:3], "cpu")
+    from_zero = _device_crops(stack, 4, 16, 0, 0, 0)
+    batches = [next(from_zero) for _ in range(3)]
+    resumed = next(_device_crops(stack, 4, 16, 0, 0, 2))
+    assert torch.equal(batches[2], resumed)
+    assert not torch.equal(batches[2], next(_device_crops(stack, 4, 16, 0, 1, 2)))  # another rank
+    assert batches[0].shape == (4, 3, 16, 16) and batches[0].min() >= -1 and batches[0].max() <= 1
+    cfg = write_config(tmp_path / "d.yaml", "d", tmp_path / "runs",
+                       data={"train": "photos", "val": "photos", "device_crops": True},
+                       train={"steps": 2, "ckpt_every": 2, "val_every": 2})
+    r = run_trainer("--cfg", str(cfg))
+    assert r.returncode == 0, r.stderr
+    bad = write_config(tmp_path / "b.yaml", "b", tmp_path / "runs", data={"device_crops": True})
+    r = run_trainer("--cfg", str(bad))
+    assert r.returncode != 0 and "data.device_crops" in r.stderr and "Traceback" not in r.stderr

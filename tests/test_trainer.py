@@ -354,6 +354,8 @@ def test_sweep_writes_tables(tmp_path, capsys):
     write_config(folder / "vq-32.yaml", "vq-32", runs, train=short)
     write_config(folder / "fsq-555.yaml", "fsq-555", runs, train=short,
                  model={"quantizer": "fsq", "levels": [5, 5, 5], "codebook_size": None, "code_dim": None})
+    write_config(folder / "vq-32-restart.yaml", "vq-32-restart", runs, train=short,
+                 model={"dead_code_threshold": 0.5, "kmeans_init": True})
     write_config(folder / "default.yaml", "not-a-row", runs, train=short)
     out = tmp_path / "sweep.md"
     rc, _, err = _main(capsys, "sweep", folder, "--out", out, "eval.batch_size=128")
@@ -365,3 +367,14 @@ def test_sweep_writes_tables(tmp_path, capsys):
     assert "| [5,5,5] | 125 |" in text and "| 8 | 32 | no | no |" in text
     assert not (runs / "not-a-row").exists()
     assert json.loads((runs / "vq-32" / "checkpoints" / "step-00000004" / "metrics.json").read_text())["usage"] > 0
+    # The remedies get their own table (with the usage ratio over plain VQ), and every row is also
+    # written as data beside the tables, which the dashboard's rate-distortion preset reads.
+    assert "| quantizer | remedy | l2 norm | code dim | codebook size | usage |" in text
+    assert "| VQ | k-means init + dead-code restart 0.5 | no | 8 | 32 |" in text
+    rows = json.loads(out.with_suffix(".json").read_text())["rows"]
+    assert sorted(r["name"] for r in rows) == ["fsq-555", "vq-32", "vq-32-restart"]
+    from vqexplore.ratedistortion import points_from_sweep_table
+
+    points = {p.name: p for p in points_from_sweep_table(out)}
+    assert points["vq-32-restart"].variant == "code dim 8, k-means init + dead-code restart 0.5"
+    assert points["fsq-555"].codebook_size == 125

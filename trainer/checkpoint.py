@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -114,6 +115,27 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, state: dict, *,
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
+    try:
+        _write_checkpoint(tmp, model, optimizer, state, step, run_facts, ema_model)
+    except BaseException as e:  # disk full, read-only, interrupted: leave no half-written folder
+        shutil.rmtree(tmp, ignore_errors=True)
+        # safetensors reports a failed write as its own error type: make it the OSError it is
+        code = re.search(r"os error (\d+)", str(e)) if not isinstance(e, OSError) else None
+        if code:
+            raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(final)) from None
+        raise
+    if final.exists():  # only when the very same step is saved again; move the old one aside
+        _remove(final)
+    os.rename(tmp, final)
+    fsync_dir(root)
+    if keep_last:
+        for _, old in list_checkpoints(run_dir)[:-keep_last]:
+            _remove(old)
+    return final
+
+
+def _write_checkpoint(tmp: Path, model, optimizer, state: dict, step: int, run_facts: dict | None,
+                      ema_model) -> None:
     card = runfacts.card_kwargs(run_facts or {})
     model.save_pretrained(tmp, model_card_kwargs=card)
     if run_facts:
@@ -129,14 +151,6 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, state: dict, *,
         if f.is_file():
             _fsync_file(f)
     fsync_dir(tmp)
-    if final.exists():  # only when the very same step is saved again; move the old one aside
-        _remove(final)
-    os.rename(tmp, final)
-    fsync_dir(root)
-    if keep_last:
-        for _, old in list_checkpoints(run_dir)[:-keep_last]:
-            _remove(old)
-    return final
 
 
 def _remove(path: Path) -> None:
@@ -168,6 +182,18 @@ def latest_resumable(run_dir: Path) -> Path | None:
         if is_resumable(path):
             return path
     return None
+
+
+def read_training_state(ckpt: Path) -> dict:
+    """``trainer_state.json`` of a resumable checkpoint (step, data position, the run's config)."""
+    path = Path(ckpt) / STATE_JSON
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} cannot be read ({e}); delete {ckpt} to resume from the one before") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path} is not a JSON object; delete {ckpt} to resume from the one before")
+    return meta
 
 
 def load_training_state(ckpt: Path, model, optimizer, ema_model=None) -> dict:

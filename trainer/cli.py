@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import shlex
 import sys
 
@@ -93,6 +94,9 @@ def _export_parser() -> argparse.ArgumentParser:
                                             "made from them.")
     p.add_argument("--ckpt", required=True, help="checkpoint folder or run folder")
     p.add_argument("--to", help="destination folder (created; must not hold another checkpoint)")
+    p.add_argument("--weights", choices=("live", "ema", "best"), default="live",
+                   help="live: the trained weights; ema: their EMA (step-N/ema, train.ema_decay > 0); "
+                        "best: whichever scored the higher PSNR at the checkpoint's validation")
     p.add_argument("--projector", action="store_true",
                    help="write TensorBoard Embedding Projector files to --out instead (see trainer/projector.py)")
     p.add_argument("--out", help="with --projector: the folder to write (then: tensorboard --logdir FOLDER)")
@@ -136,6 +140,27 @@ def main(argv: list[str] | None = None) -> int:
     except VQExploreError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # a full disk, a read-only folder, ...: what failed, where, what to do
+        print(f"error: {describe_os_error(e)}", file=sys.stderr)
+        return 1
+
+
+_OS_ERROR_HINTS = {
+    errno.ENOSPC: "free disk space or write elsewhere", errno.EDQUOT: "free disk space or write elsewhere",
+    errno.EFBIG: "free disk space or raise the file size limit (ulimit -f)",
+    errno.EACCES: "check the permissions or write elsewhere", errno.EPERM: "check the permissions or write elsewhere",
+    errno.EROFS: "the file system is read-only: write elsewhere (e.g. out_dir=...)",
+    errno.ENOTDIR: "a file stands where a folder is needed: move it or choose another path",
+    errno.EISDIR: "a folder stands where a file is needed: give a file name",
+}
+
+
+def describe_os_error(e: OSError) -> str:
+    """One line for an operating-system error: what failed, the path, what to do. Files are
+    written atomically (temporary name, then rename), so nothing complete was lost."""
+    where = f" ({e.filename})" if e.filename else ""
+    hint = _OS_ERROR_HINTS.get(e.errno, "check the path and the disk")
+    return f"{e.strerror or type(e).__name__}{where}; {hint}"
 
 
 def _dispatch(argv: list[str]) -> int:
@@ -176,8 +201,8 @@ def _dispatch(argv: list[str]) -> int:
             return 0
         if not a.to:
             raise ConfigError("export needs --to FOLDER (or --projector --out FOLDER)")
-        dest = export_checkpoint(a.ckpt, a.to)
-        print(f"exported to {dest}")
+        dest, chosen = export_checkpoint(a.ckpt, a.to, weights=a.weights)
+        print(f"exported the {chosen} weights to {dest}")
         return 0
     if command == "tokenize":
         from .tokenize import tokenize_dataset

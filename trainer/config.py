@@ -15,6 +15,7 @@ reference study's hyper-parameters)::
       size: 64                   # images are size x size (multiple of 4)
       num_workers: 0
       in_memory: null            # null = automatic
+      device_crops: null         # photos only: cut training crops on the GPU (null = when on CUDA)
     train:
       batch_size: 256            # global batch (split evenly across DDP processes)
       lr: 4.0e-4                 # Adam, peak learning rate
@@ -25,7 +26,7 @@ reference study's hyper-parameters)::
       ema_decay: 0.0             # keep an EMA of the weights (e.g. 0.999), saved as step-N/ema (0 = off)
       steps: 500000
       seed: 0
-      precision: fp32            # fp32 | bf16 (autocast)
+      precision: fp32            # fp32 | bf16 (autocast; on CUDA also TF32 for float32 matmuls)
       compile: false             # torch.compile the model
       channels_last: false
       device: auto               # auto | cpu | cuda | cuda:N | mps
@@ -87,6 +88,7 @@ class DataConfig:
     size: int = 64
     num_workers: int = 0
     in_memory: bool | None = None
+    device_crops: bool | None = None
 
 
 @dataclass
@@ -285,8 +287,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"train.ema_decay: must lie in [0, 1) (0 turns the weight EMA off), got {t.ema_decay}")
     if t.precision not in ("fp32", "bf16"):
         raise ConfigError(f"train.precision: must be fp32 or bf16, got {t.precision!r}")
-    if t.seed < 0:
-        raise ConfigError(f"train.seed: must be >= 0, got {t.seed}")
+    if not 0 <= t.seed < 2 ** 64:  # torch.manual_seed takes 64 bits
+        raise ConfigError(f"train.seed: must lie in [0, 2^64), got {t.seed}")
     if not re.match(r"^(auto|cpu|mps|cuda(:\d+)?)$", t.device):
         raise ConfigError(f"train.device: must be auto, cpu, cuda, cuda:N or mps, got {t.device!r}")
 
@@ -309,7 +311,10 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         if not path.is_file():
             raise ConfigError(f"--cfg {path} does not exist; pass a YAML file such as configs/cpu/default.yaml")
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError:
+            raise ConfigError(f"--cfg {path} is not a text file (not UTF-8); pass a YAML config such as "
+                              f"configs/cpu/default.yaml") from None
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark else ""
@@ -325,7 +330,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
 RESUMABLE_CHANGES = {
     "train.steps", "train.log_every", "train.val_every", "train.val_images", "train.grid_images",
     "train.ckpt_every", "train.keep_last", "train.device", "train.threads", "train.compile", "train.channels_last",
-    "data.num_workers", "data.in_memory", "eval.lpips_weights", "eval.rfid_weights", "eval.batch_size",
+    "data.num_workers", "data.in_memory", "data.device_crops", "eval.lpips_weights", "eval.rfid_weights", "eval.batch_size",
     "out_dir",
 }
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from vqexplore.errors import CheckpointError, MissingWeightsError
+from vqexplore.errors import CheckpointError, ConfigError, MissingWeightsError
 from vqexplore.hub import METRICS_NAME, resolve
 from vqexplore.utils import write_atomic
 
@@ -60,6 +60,14 @@ def evaluate_checkpoint(ckpt: str, *, data: str | None = None, out: str | None =
 
     from .distributed import pick_device
 
+    # Arguments first: a bad one must not cost an evaluation (or leave a file behind).
+    for flag, value in (("--batch-size", batch_size), ("--max-images", max_images), ("--size", size)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag} must be >= 1, got {value}")
+    if size is not None and size % 4:
+        raise ConfigError(f"--size must be a multiple of 4 (the tokenizers downsample by 4), got {size}")
+    if out is not None and Path(out).is_dir():
+        raise ConfigError(f"--out {out} is a folder; give a file name, e.g. --out {Path(out) / METRICS_NAME}")
     src = resolve(ckpt)
     if src.kind == "hub" and out is None:
         raise CheckpointError(f"{ckpt} is a Hub repo: pass --out FILE for its metrics")

@@ -1,12 +1,13 @@
 """``python -m trainer export``: a checkpoint without its optimizer state (for demo checkpoints)."""
 from __future__ import annotations
 
+import json
 import shlex
 import shutil
 from pathlib import Path
 
 from vqexplore.errors import CheckpointError
-from vqexplore.hub import CONFIG_NAME, METRICS_NAME, WEIGHTS_NAME, resolve
+from vqexplore.hub import CONFIG_NAME, EMA_DIR, METRICS_NAME, WEIGHTS_NAME, read_run_metrics, resolve
 
 from .checkpoint import STATE_JSON
 from .evaluate import training_info
@@ -15,9 +16,14 @@ from .runfacts import FACTS_NAME, write_card, write_facts
 FILES = (CONFIG_NAME, WEIGHTS_NAME, METRICS_NAME)
 
 
-def export_checkpoint(ckpt: str, to: str) -> Path:
+def export_checkpoint(ckpt: str, to: str, weights: str = "live") -> tuple[Path, str]:
     """Copy config.json, model.safetensors and metrics.json of ``ckpt`` into ``to``, with its
-    training.json extended by the eval and export commands, and a model card made from them."""
+    training.json extended by the eval and export commands, and a model card made from them;
+    returns (``to``, "live" or "ema").
+
+    weights: "live" (the trained weights), "ema" (the weight EMA saved in ``step-N/ema``) or
+    "best" (whichever scored the higher validation PSNR at that step in the run's metrics.jsonl).
+    """
     src = resolve(ckpt)
     if src.kind == "hub":
         raise CheckpointError(f"{ckpt} is a Hub repo; export takes a local checkpoint or run folder")
@@ -26,10 +32,12 @@ def export_checkpoint(ckpt: str, to: str) -> Path:
         raise CheckpointError(f"--to {dest} is the checkpoint itself; choose another folder")
     if dest.exists() and any(dest.iterdir()) and not (dest / CONFIG_NAME).exists():
         raise CheckpointError(f"--to {dest} exists and is not a checkpoint folder; choose an empty or new folder")
+    chosen = _choose_weights(src.path, weights)
     dest.mkdir(parents=True, exist_ok=True)
     for name in FILES:
-        if (src.path / name).is_file():
-            shutil.copy2(src.path / name, dest / name)
+        origin = src.path / EMA_DIR if chosen == "ema" and name in (CONFIG_NAME, WEIGHTS_NAME) else src.path
+        if (origin / name).is_file():
+            shutil.copy2(origin / name, dest / name)
         else:
             (dest / name).unlink(missing_ok=True)  # a stale file of an earlier export
     (dest / STATE_JSON).unlink(missing_ok=True)
@@ -41,9 +49,28 @@ def export_checkpoint(ckpt: str, to: str) -> Path:
                     if not c.startswith(("python -m trainer eval ", "python -m trainer export "))]
         if (dest / METRICS_NAME).is_file():
             commands.append(f"python -m trainer eval --ckpt {shlex.quote(ckpt)}")
-        commands.append(f"python -m trainer export --ckpt {shlex.quote(ckpt)} --to {shlex.quote(to)}")
+        commands.append(f"python -m trainer export --ckpt {shlex.quote(ckpt)} --to {shlex.quote(to)}"
+                        + (f" --weights {weights}" if weights != "live" else ""))
         write_facts(dest, {**facts, "commands": commands})
     else:
         (dest / FACTS_NAME).unlink(missing_ok=True)
     write_card(dest)
-    return dest
+    return dest, chosen
+
+
+def _choose_weights(step_dir: Path, weights: str) -> str:
+    has_ema = (step_dir / EMA_DIR / WEIGHTS_NAME).is_file()
+    if weights == "ema" and not has_ema:
+        raise CheckpointError(f"{step_dir} has no weight EMA ({EMA_DIR}/); train with train.ema_decay > 0 "
+                              f"or export --weights live")
+    if weights != "best":
+        return weights
+    if not has_ema:
+        return "live"
+    step = int(json.loads((step_dir / STATE_JSON).read_text())["step"]) if (step_dir / STATE_JSON).is_file() else None
+    rows = {r["split"]: r for r in read_run_metrics(step_dir.parent.parent)
+            if r.get("step") == step and r.get("split") in ("val", "val_ema")}
+    if "val" not in rows or "val_ema" not in rows:
+        raise CheckpointError(f"{step_dir}: the run's metrics.jsonl has no validation of both weights at this "
+                              f"step; export --weights live or --weights ema")
+    return "ema" if rows["val_ema"]["psnr"] > rows["val"]["psnr"] else "live"

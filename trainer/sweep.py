@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from vqexplore.describe import describe_config
+from vqexplore.describe import describe_config, remedy
 from vqexplore.errors import ConfigError
 from vqexplore.hub import CHECKPOINTS_DIR, METRICS_NAME, WEIGHTS_NAME, checkpoint_dirname
 
@@ -36,15 +36,36 @@ def sweep_configs(folder: str | Path) -> list[Path]:
     return files
 
 
+REMEDY_QUANTIZERS = ("lfq", "bsq", "ibq")
+
+
 def table_of(cfg: Config) -> str:
-    """The table a row belongs to: its quantizer's, with VQ's EMA rows apart (as in the study)."""
+    """The table a row belongs to: its quantizer's, with VQ's EMA rows apart (as in the study),
+    and the collapse remedies (VQ with a remedy, LFQ, BSQ, IBQ) in a table of their own."""
+    if cfg.model.quantizer in REMEDY_QUANTIZERS or remedy(cfg.model):
+        return "remedies"
     if cfg.model.quantizer == "vq":
         return "ema" if cfg.model.ema_update else "vq"
     return cfg.model.quantizer
 
 
+def _is_remedy_baseline(cfg: Config) -> bool:
+    """Plain VQ at 16,384 codes of dim 64 (with or without l2): the remedies table's baseline."""
+    m = cfg.model
+    return (table_of(cfg) == "vq" and m.codebook_size == 16384 and m.code_dim == 64
+            and not m.entropy_reg)
+
+
+# (k-means init, dead-code restart, rotation trick) -> place in the remedies table
+_REMEDY_ORDER = {(True, False, False): 0, (False, True, False): 1, (True, True, False): 2}
+
+
 def _row_order(cfg: Config):
     m = cfg.model
+    if table_of(cfg) == "remedies":  # VQ remedies by l2 norm, then LFQ, BSQ, IBQ
+        rank = _REMEDY_ORDER.get((bool(m.kmeans_init), bool(m.dead_code_threshold), bool(m.rotation_trick)), 3)
+        return (m.quantizer != "vq", m.l2_norm, rank, REMEDY_QUANTIZERS.index(m.quantizer)
+                if m.quantizer in REMEDY_QUANTIZERS else -1, cfg.name)
     if table_of(cfg) != "vq":
         return (m.codebook_size or 0, cfg.name)
     # The study's order: plain (code dim 64, then 8), l2, entropy; codebook size ascending.
@@ -75,8 +96,8 @@ def run_sweep(folder: str | Path, *, out: str | Path | None = "docs/cpu_sweep.md
         seconds = time.time() - t0
         print(f"[sweep {i}/{len(configs)}] {cfg.name}: usage {metrics['usage']:.2%}, PSNR {metrics['psnr']:.2f}, "
               f"SSIM {metrics['ssim']:.4f} ({seconds:.0f} s)", file=sys.stderr, flush=True)
-        results.append((cfg, metrics, seconds))
-    text = render_tables(results, command=command)
+        results.append((path.stem, cfg, metrics, seconds))
+    text = render_tables([r[1:] for r in results], command=command)
     print(f"sweep: {len(results)} rows in {(time.time() - start) / 60:.1f} min", file=sys.stderr)
     if out:
         out = Path(out)
@@ -84,7 +105,11 @@ def run_sweep(folder: str | Path, *, out: str | Path | None = "docs/cpu_sweep.md
         if out.is_file() and NOTES_MARKER in out.read_text():  # keep hand-written notes
             text = text.rstrip("\n") + "\n\n" + NOTES_MARKER + out.read_text().split(NOTES_MARKER, 1)[1]
         out.write_text(text)
-        print(f"wrote {out}", file=sys.stderr)
+        # The rows as data beside the tables, for programs (the dashboard's rate-distortion preset).
+        rows = [{"name": name, "config": dict(cfg.model), "image_size": cfg.data.size, "metrics": metrics,
+                 "seconds": round(seconds, 1)} for name, cfg, metrics, seconds in results]
+        out.with_suffix(".json").write_text(json.dumps({"command": command, "rows": rows}, indent=1))
+        print(f"wrote {out} and {out.with_suffix('.json')}", file=sys.stderr)
     return text
 
 
@@ -122,6 +147,10 @@ TABLES = {
     "simvq": ("SimVQ-VAE:", ("code dim", "codebook size")),
     "ema": ("VQ-VAE with EMA k-means codebook updates (decay 0.99; the study published no row):",
             ("code dim", "codebook size")),
+    "remedies": ("Remedies at 16,384 codes (VQ of dim 64 with each remedy, and LFQ, BSQ, IBQ at 2^14 codes; "
+                 "the plain VQ rows of the table above repeated as the baseline; \"x plain\" is the usage "
+                 "over plain VQ's with the same l2 norm):",
+                 ("quantizer", "remedy", "l2 norm", "code dim", "codebook size")),
 }
 METRIC_HEADER = "usage | perplexity | PSNR | SSIM | LPIPS | rFID |"
 METRIC_ALIGN = "---:|---:|---:|---:|---:|---:|"
@@ -138,13 +167,23 @@ def render_tables(results: list[tuple[Config, dict, float]], *, command: str | N
         rows = sorted((r for r in results if table_of(r[0]) == table), key=lambda r: _row_order(r[0]))
         if not rows:
             continue
+        header, align_tail, baseline = METRIC_HEADER, METRIC_ALIGN, {}
+        if table == "remedies":
+            plain = [r for r in results if _is_remedy_baseline(r[0])]
+            baseline = {r[0].model.l2_norm: r[1]["usage"] for r in plain}
+            rows = plain + rows
+            header, align_tail = header + " x plain |", align_tail + "---:|"
         align = "".join(("---:" if c in ("code dim", "codebook size") else ":-:") + "|" for c in columns)
-        lines += [title, "", f"| {' | '.join(columns)} | {METRIC_HEADER}", f"|{align}{METRIC_ALIGN}"]
+        lines += [title, "", f"| {' | '.join(columns)} | {header}", f"|{align}{align_tail}"]
         for cfg, m, _ in rows:
             described = describe_config(cfg.model)
             # Lists compact, as the study prints them: [8,5,5,5].
-            cells = (str(described[c]).replace(", ", ",") for c in columns)
-            lines.append(f"| {' | '.join(cells)} | {_metric_cells(m)}")
+            cells = (str(described[c] or "none").replace(", ", ",") for c in columns)
+            line = f"| {' | '.join(cells)} | {_metric_cells(m)}"
+            if table == "remedies":
+                base = baseline.get(cfg.model.l2_norm) if cfg.model.quantizer == "vq" else baseline.get(False)
+                line += f" {m['usage'] / base:.0f}x |" if base else " n/a |"
+            lines.append(line)
         lines.append("")
     return "\n".join(lines)
 

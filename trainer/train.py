@@ -12,25 +12,29 @@ moment and resumed from its last checkpoint ends with the same weights as one ne
 """
 from __future__ import annotations
 
+import functools
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from vqexplore import VQModel
 from vqexplore.data import describe_source, iter_batches, make_dataset, make_loader
-from vqexplore.errors import ConfigError, VQExploreError
+from vqexplore.errors import CheckpointError, ConfigError, DataError, VQExploreError
 from vqexplore.hub import CHECKPOINTS_DIR, EMA_DIR, RUN_METRICS_NAME, checkpoint_dirname, list_checkpoints
 from vqexplore.utils import eval_mode, write_atomic
 
 from . import checkpoint as ckpt_io
 from . import distributed
-from .config import Config, from_dict, resume_conflicts, validate
+from .config import Config, from_dict, resume_conflicts
 from .distributed import Dist
 from .runfacts import facts
+from .runlock import RunLock
 from .runlog import RunLog
 from .recipe import WeightEMA, learning_rate, set_learning_rate
 from .step import StepOutput, Window, train_step
@@ -56,19 +60,31 @@ def train_model(cfg: Config, *, resume: bool = False, command: str | None = None
         # On a busy or small CPU, fewer threads than cores avoids OpenMP spin-waiting.
         torch.set_num_threads(cfg.train.threads)
     d, device = distributed.setup(cfg.train.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed image size: let cuDNN pick the fastest kernels
+        if cfg.train.precision == "bf16":
+            # bf16 runs accept reduced precision; TF32 speeds up the float32 distance matmuls too.
+            torch.backends.cuda.matmul.allow_tf32 = True
+    # Rank 0 holds the run folder for the run's life (only it writes there); taken before the
+    # folder is inspected, so two trainers started together cannot both see it free.
+    lock = RunLock(cfg.run_dir, command) if d.main else None
     try:
-        resume_from = open_run(cfg, d, resume)
+        if lock is not None:
+            lock.acquire()
+        resume_from, saved = open_run(cfg, d, resume)
         data = load_data(cfg, d, device)
         model, optimizer = build_model(cfg, device)
         run = Run(cfg, d, device, command, model, optimizer, data)
         if resume_from is not None:
-            run.restore(resume_from)
+            run.restore(resume_from, saved)
         elif resume and d.main:
             print(f"--resume: {cfg.run_dir} has no checkpoint yet; starting from step 0", file=sys.stderr)
         run.loop()
         run.finish()
         return model
     finally:
+        if lock is not None:
+            lock.release()
         distributed.teardown(d)
 
 
@@ -76,8 +92,9 @@ def train_model(cfg: Config, *, resume: bool = False, command: str | None = None
 # 1. Open the run folder: a fresh run must not silently overwrite an older one
 # ---------------------------------------------------------------------------------------------
 
-def open_run(cfg: Config, d: Dist, resume: bool) -> Path | None:
-    """Check the run folder; return the checkpoint to resume from (None: start at step 0)."""
+def open_run(cfg: Config, d: Dist, resume: bool) -> tuple[Path | None, dict]:
+    """Check the run folder; return the checkpoint to resume from (None: start at step 0) and
+    its trainer state (``{}`` when none)."""
     if cfg.train.batch_size % d.world:
         raise ConfigError(f"train.batch_size: {cfg.train.batch_size} does not split evenly across "
                           f"{d.world} processes")
@@ -86,19 +103,63 @@ def open_run(cfg: Config, d: Dist, resume: bool) -> Path | None:
         if list_checkpoints(run_dir):
             raise ConfigError(f"name: {run_dir} already holds checkpoints; pass --resume to continue it, "
                               f"or choose another name=... (or delete the folder)")
-        return None
+        return None, {}
     if d.main:
         ckpt_io.clean_temporaries(run_dir)
     resume_from = ckpt_io.latest_resumable(run_dir)
-    saved_cfg = run_dir / "config.yaml"
-    if resume_from is not None and saved_cfg.is_file():
-        import yaml
+    if resume_from is None:
+        return None, {}
+    saved = ckpt_io.read_training_state(resume_from)
+    check_resume(cfg, resume_from, saved)
+    return resume_from, saved
 
-        conflicts = resume_conflicts(validate(from_dict(yaml.safe_load(saved_cfg.read_text()))), cfg)
-        if conflicts:
-            raise ConfigError(f"{conflicts[0]}: differs from the run being resumed ({saved_cfg}); "
-                              f"resume with the same value or start a new run with name=...")
-    return resume_from
+
+def check_resume(cfg: Config, ckpt: Path, saved: dict) -> None:
+    """The command's config against the one that made ``ckpt``, which the checkpoint itself
+    records (``trainer_state.json``; ``config.json`` for the model), so that a run cannot be
+    continued with other settings even when ``config.yaml`` was deleted or edited. Checkpoints
+    written before the trainer recorded its config fall back to ``config.yaml``."""
+    from vqexplore.hub import CONFIG_NAME, read_config
+    from vqexplore.models import VQModel
+
+    recorded, where = saved.get("config"), ckpt / ckpt_io.STATE_JSON
+    if recorded is None:
+        recorded, where = _saved_config_yaml(cfg.run_dir), cfg.run_dir / "config.yaml"
+    conflicts = []
+    if recorded is not None:
+        try:
+            previous = from_dict(recorded)
+        except ConfigError as e:
+            raise CheckpointError(f"{where} records a config this trainer cannot read ({e}); "
+                                  f"start a new run with name=...") from None
+        conflicts = resume_conflicts(previous, cfg)
+    if not conflicts:  # the weights' own config.json: every model key must match
+        try:
+            model_cfg = VQModel.check_config(read_config(ckpt / CONFIG_NAME))
+        except ConfigError as e:
+            raise CheckpointError(f"{ckpt / CONFIG_NAME} is not a valid model config ({e}); delete this "
+                                  f"checkpoint to resume from the one before") from None
+        conflicts = [f"model.{k}" for k in sorted(set(model_cfg) | set(cfg.model))
+                     if model_cfg.get(k) != cfg.model.get(k)]
+        where = ckpt / CONFIG_NAME
+    if conflicts:
+        raise ConfigError(f"{conflicts[0]}: differs from the run being resumed (recorded in {where}); "
+                          f"resume with the same value or start a new run with name=...")
+
+
+def _saved_config_yaml(run_dir: Path) -> dict | None:
+    """``run_dir/config.yaml`` as a dict (None when absent); unreadable is one clear error."""
+    import yaml
+
+    path = run_dir / "config.yaml"
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (yaml.YAMLError, UnicodeDecodeError):
+        raise CheckpointError(f"{path} is corrupt and the checkpoints predate recorded configs; restore it "
+                              f"or start a new run with name=...") from None
+    return raw if isinstance(raw, dict) else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,7 +168,8 @@ def open_run(cfg: Config, d: Dist, resume: bool) -> Path | None:
 
 @dataclass
 class Data:
-    loader: torch.utils.data.DataLoader   # this process's share of every global batch
+    batches: Callable[[int], Iterator[Tensor]]  # batches(step) -> this process's share of every
+                                          # global batch from ``step`` on (a pure function of it)
     batches_per_epoch: int
     description: str                      # the training source in words (cards, logs)
     val_images: Tensor | None             # (N, 3, S, S) in [-1, 1], the fixed validation subset (rank 0)
@@ -120,15 +182,45 @@ def load_data(cfg: Config, d: Dist, device: torch.device) -> Data:
     if len(train_set) < t.batch_size:
         raise ConfigError(f"train.batch_size: {t.batch_size} is larger than the training set "
                           f"({len(train_set)} images); lower it")
-    loader = make_loader(train_set, t.batch_size // d.world, shuffle=True, seed=t.seed,
-                         num_workers=cfg.data.num_workers, drop_last=True, distributed=d.enabled)
+    per_rank = t.batch_size // d.world
+    if _use_device_crops(cfg, device):
+        # PIL decodes ~1k crops/s per core, far below what one GPU trains on: cut them there.
+        from vqexplore.data.corpus import PhotoStack, photo_arrays
+
+        stack = PhotoStack(photo_arrays("train"), device)
+        batches = functools.partial(_device_crops, stack, per_rank, cfg.data.size, t.seed, d.rank)
+        per_epoch = max(len(train_set) // t.batch_size, 1)
+    else:
+        loader = make_loader(train_set, per_rank, shuffle=True, seed=t.seed,
+                             num_workers=cfg.data.num_workers, drop_last=True, distributed=d.enabled)
+        batches, per_epoch = functools.partial(iter_batches, loader), len(loader)
     val_images = grid_images = None
     if d.main:
         val_set = make_dataset(cfg.data.val, "val", cfg.data.size, seed=t.seed, in_memory=cfg.data.in_memory)
+        if len(val_set) == 0:
+            raise DataError(f"data.val: {cfg.data.val} holds no validation images; point data.val at a "
+                            f"source with images (e.g. data.val=builtin)")
         # The fixed validation subset, decoded once (the first val_images items of the val split).
         val_images = torch.stack([val_set[i] for i in range(min(t.val_images, len(val_set)))])
         grid_images = val_images[: t.grid_images].to(device)
-    return Data(loader, len(loader), describe_source(cfg.data.train), val_images, grid_images)
+    return Data(batches, per_epoch, describe_source(cfg.data.train), val_images, grid_images)
+
+
+def _use_device_crops(cfg: Config, device: torch.device) -> bool:
+    if cfg.data.device_crops is None:
+        return cfg.data.train == "photos" and device.type == "cuda"
+    if cfg.data.device_crops and cfg.data.train != "photos":
+        raise ConfigError(f"data.device_crops: only the photos source cuts crops on the device, not "
+                          f"{cfg.data.train!r}; set it to null")
+    return cfg.data.device_crops
+
+
+def _device_crops(stack, per_rank: int, size: int, seed: int, rank: int, start_step: int) -> Iterator[Tensor]:
+    """Batch ``step`` of rank ``rank`` is a pure function of (seed, step, rank): resume is exact."""
+    step = start_step
+    while True:
+        yield stack.crops(per_rank, size, np.random.default_rng([seed, step, rank]))
+        step += 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -161,8 +253,14 @@ class Run:
         self.autocast = torch.bfloat16 if self.t.precision == "bf16" else None
         self.ema = WeightEMA(model, self.t.ema_decay) if self.t.ema_decay > 0 else None
 
-    def restore(self, ckpt: Path) -> None:
+    def restore(self, ckpt: Path, saved: dict) -> None:
         """Weights, optimiser, RNG and position from a resumable checkpoint."""
+        per_epoch = saved.get("batches_per_epoch")
+        if per_epoch is not None and per_epoch != self.data.batches_per_epoch:
+            raise ConfigError(f"data.train: now gives {self.data.batches_per_epoch} batches per epoch, the run "
+                              f"being resumed had {per_epoch} ({ckpt / ckpt_io.STATE_JSON}); its data changed, "
+                              f"so its position in the data cannot be kept: restore the data or start a new run "
+                              f"with name=...")
         state = ckpt_io.load_training_state(ckpt, self.model, self.optimizer,
                                             ema_model=self.ema.model if self.ema else None)
         self.step, self.elapsed = int(state["step"]), float(state.get("elapsed", 0.0))
@@ -177,7 +275,7 @@ class Run:
         step_model = distributed.wrap(self.model, d, self.device)
         if t.compile:
             step_model = torch.compile(step_model)
-        batches = iter_batches(self.data.loader, start_step=self.step)
+        batches = self.data.batches(self.step)
         log = self._open_log() if d.main else None
         bar = tqdm(total=t.steps, initial=self.step, disable=not d.main, dynamic_ncols=True,
                    mininterval=0.5 if sys.stderr.isatty() else 10.0, desc=self.cfg.name)
@@ -301,7 +399,8 @@ class Run:
         step, per_epoch = self.step, self.data.batches_per_epoch
         state = {"epoch": step // per_epoch, "batch_in_epoch": step % per_epoch,
                  "batches_per_epoch": per_epoch, "elapsed": self.elapsed, "command": self.command,
-                 "data": self.data.description, "world_size": self.d.world}
+                 "data": self.data.description, "world_size": self.d.world,
+                 "config": self.cfg.to_dict()}  # what --resume checks against (config.yaml may be gone)
         run_facts = facts(name=self.cfg.name, data=self.data.description, step=step, command=self.command)
         return ckpt_io.save_checkpoint(self.cfg.run_dir, step, self.model, self.optimizer, state,
                                        run_facts=run_facts, keep_last=self.t.keep_last,

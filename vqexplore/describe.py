@@ -15,7 +15,7 @@ QUANTIZER_NAMES = {"vq": "VQ", "fsq": "FSQ", "simvq": "SimVQ", "lfq": "LFQ", "bs
 def describe_config(config: Mapping) -> dict:
     """The study's description of a config, column -> value, in the study's column order:
     quantizer ("VQ"), levels ("[8, 5, 5, 5]" or ""), code dim, codebook size, l2 norm
-    ("yes"/"no"), entropy reg ("0.1" or "no"), ema ("yes"/"no")."""
+    ("yes"/"no"), entropy reg ("0.1" or "no"), ema ("yes"/"no"), remedy (:func:`remedy`)."""
     quantizer = config.get("quantizer", "vq")
     levels = config.get("levels")
     return {
@@ -26,7 +26,21 @@ def describe_config(config: Mapping) -> dict:
         "l2 norm": "yes" if config.get("l2_norm") else "no",
         "entropy reg": f"{config['entropy_reg']:g}" if config.get("entropy_reg") else "no",
         "ema": "yes" if config.get("ema_update") else "no",
+        "remedy": remedy(config),
     }
+
+
+def remedy(config: Mapping) -> str:
+    """The collapse remedies a VQ config turns on, e.g. "k-means init + dead-code restart 1";
+    "" when none."""
+    parts = []
+    if config.get("kmeans_init"):
+        parts.append("k-means init")
+    if config.get("dead_code_threshold"):
+        parts.append(f"dead-code restart {config['dead_code_threshold']:g}")
+    if config.get("rotation_trick"):
+        parts.append("rotation trick")
+    return " + ".join(parts)
 
 
 def config_summary(config: Mapping) -> str:

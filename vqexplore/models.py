@@ -240,13 +240,23 @@ class VQModel(
             raise CheckpointError(f"{cfg_path} has unknown field(s) {', '.join(unknown)}; "
                                   f"VQModel accepts {', '.join(config_fields())}")
         cfg.update({k: v for k, v in kwargs.items() if k in config_fields()})
-        check_safetensors(weights_path)
+        header = check_safetensors(weights_path)
         try:
-            model = cls(**cfg)
+            cfg = cls.check_config(cfg)
         except (ConfigError, TypeError, ValueError) as e:
             raise CheckpointError(f"{cfg_path} describes an invalid model: {e}") from None
+        # Compare with the weights file before a byte is allocated: config.json alone could ask
+        # for any size, the weights file's header says what is really there.
+        _check_header(cfg, header, cfg_path, weights_path)
         try:
+            model = cls(**cfg)
             state = load_file(str(weights_path), device=str(map_location))
+        except (MemoryError, RuntimeError) as e:
+            if isinstance(e, RuntimeError) and "memory" not in str(e).lower():
+                raise CheckpointError(f"{weights_path} cannot be read ({e}); re-save or re-download it") from None
+            raise CheckpointError(f"not enough memory to load {weights_path} "
+                                  f"({weights_path.stat().st_size / 2 ** 20:,.1f} MiB); free memory or use a "
+                                  f"larger machine") from None
         except Exception as e:  # safetensors raises its own error type
             raise CheckpointError(f"{weights_path} cannot be read ({e}); re-save or re-download it") from None
         try:
@@ -339,6 +349,78 @@ def _check_values(cfg: dict) -> None:
     for key, fine, what in ranges:
         if not fine:
             raise ConfigError(f"must be {what}, got {cfg[key]!r}", key=key)
+    for key, value in cfg.items():  # NaN passes no comparison above but would poison training
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"must be a finite number, got {value!r}", key=key)
+    _check_size(cfg)
+
+
+# Sizes no SimpleCNN tokenizer of this project comes near, refused before anything is allocated
+# (a config.json or a trainer config could otherwise ask for terabytes or a million layers).
+MAX_PARAMETERS = 2 ** 31     # numbers held by the model (weights and buffers): 8 GiB in float32
+MAX_CODEBOOK_SIZE = 2 ** 31
+MAX_RESBLOCKS = 256
+
+
+def parameter_estimate(cfg: dict) -> dict[str, int]:
+    """Numbers (weights + buffers) a checked config's model holds, by part, computed from the
+    config alone (nothing is built): ``{"network": ..., "codebook": ...}``. The network part is
+    exact; the codebook part is an upper bound (tests/test_models.py holds both to the real count)."""
+    c, h, n = cfg["in_channels"], cfg["hidden_dim"], cfg["n_resblocks"]
+    k, d, half = cfg["codebook_size"], cfg["code_dim"], cfg["hidden_dim"] // 2
+    convs = (c * half * 16 + half) + (half * h * 16 + h) + 2 * (h * h * 9 + h) + (h * half * 16 + half) \
+        + (half * c * 16 + c) + (h * d + d) + (d * h + h)
+    network = convs + 2 * n * 10 * h * h  # a ResBlock: 3x3 + 1x1 convolutions without bias
+    codebook = 0
+    if cfg["quantizer"] in ("vq", "simvq", "ibq"):  # an explicit (K, D) codebook
+        copies = 2 if cfg["ema_update"] else 1       # EMA k-means keeps a running (K, D) sum
+        codebook = k * d * copies + 2 * k + 2 + (d * d if cfg["quantizer"] == "simvq" else 0)
+    return {"network": network, "codebook": codebook}
+
+
+def _check_size(cfg: dict) -> None:
+    """Refuse configs whose model could not be held, naming the key to lower."""
+    if cfg["codebook_size"] > MAX_CODEBOOK_SIZE:
+        raise ConfigError(f"must be at most 2^31 = {MAX_CODEBOOK_SIZE:,}, got {cfg['codebook_size']:,}",
+                          key="codebook_size")
+    if cfg["n_resblocks"] > MAX_RESBLOCKS:
+        raise ConfigError(f"must be at most {MAX_RESBLOCKS}, got {cfg['n_resblocks']:,}", key="n_resblocks")
+    parts = parameter_estimate(cfg)
+    total = sum(parts.values())
+    if total > MAX_PARAMETERS:
+        if parts["codebook"] >= parts["network"]:
+            key = "codebook_size" if cfg["codebook_size"] >= cfg["code_dim"] else "code_dim"
+        else:
+            key = "hidden_dim" if cfg["hidden_dim"] >= cfg["in_channels"] else "in_channels"
+        raise ConfigError(f"{cfg[key]:,} makes a model of about {total:,} numbers ({total * 4 / 2 ** 30:,.0f} GiB "
+                          f"in float32), over the limit of 2^31; lower it", key=key)
+
+
+_FLOAT_DTYPES = {"F64", "F32", "F16", "BF16"}
+
+
+def _check_header(cfg: dict, header: dict, cfg_path: Path, weights_path: Path) -> None:
+    """The tensors a checked config's model holds (built on the meta device: shapes, no memory)
+    against a safetensors header: same names, same shapes, numeric kinds that convert."""
+    with torch.device("meta"):
+        expected = VQModel(**cfg).state_dict()
+    stored = {k: v for k, v in header.items() if k != "__metadata__"}
+    missing = sorted(set(expected) - set(stored))
+    extra = sorted(set(stored) - set(expected))
+    if missing or extra:
+        what = (f"lacks {', '.join(missing[:3])}" if missing else "") + (" and " if missing and extra else "") \
+            + (f"has unexpected {', '.join(extra[:3])}" if extra else "")
+        raise CheckpointError(f"{weights_path} does not match {cfg_path}: the weights file {what}; "
+                              f"the two files come from different models, re-save or re-download the checkpoint")
+    for name, tensor in expected.items():
+        shape, dtype = tuple(stored[name].get("shape", ())), stored[name].get("dtype")
+        if shape != tuple(tensor.shape):
+            raise CheckpointError(f"{weights_path} does not match {cfg_path}: {name} is {shape} in the weights, "
+                                  f"{tuple(tensor.shape)} by the config; the two files come from different "
+                                  f"models, re-save or re-download the checkpoint")
+        if tensor.is_floating_point() != (dtype in _FLOAT_DTYPES):
+            raise CheckpointError(f"{weights_path}: {name} is stored as {dtype}, the model needs "
+                                  f"{str(tensor.dtype).removeprefix('torch.')}; re-save or re-download the checkpoint")
 
 
 def _check_fsq_levels(cfg: dict) -> None:

@@ -16,7 +16,7 @@ from plotly.subplots import make_subplots
 
 __all__ = [
     "usage_curves", "usage_heatmap", "usage_histogram", "usage_over_steps", "embedding_scatter",
-    "training_curves", "image_grid", "grid_shape", "selected_code", "DEAD_COLOR",
+    "training_curves", "grid_shape", "selected_code", "DEAD_COLOR",
 ]
 
 DEAD_COLOR = "#d62728"      # dead codes: red everywhere
@@ -293,24 +293,6 @@ def training_curves(frame, groups: Mapping[str, Sequence[str]] | None = None, *,
     fig.update_layout(height=200 * len(names) + 100, margin=_MARGIN, hovermode="x unified",
                       title="Training curves")
     fig.update_xaxes(title="step", row=len(names), col=1)
-    return fig
-
-
-def image_grid(images: Sequence[np.ndarray], *, titles: Sequence[str] | None = None, cols: int = 4,
-               cell: int = 160) -> go.Figure:
-    """uint8 (H, W, 3) images in a grid of plotly image panels (for apps that want one figure)."""
-    n = len(images)
-    if n == 0:
-        raise ValueError("image_grid needs at least one image")
-    cols = max(1, min(cols, n))
-    rows = math.ceil(n / cols)
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=list(titles) if titles else None,
-                        horizontal_spacing=0.02, vertical_spacing=0.06)
-    for i, img in enumerate(images):
-        fig.add_trace(go.Image(z=np.asarray(img)), row=i // cols + 1, col=i % cols + 1)
-    fig.update_xaxes(visible=False)
-    fig.update_yaxes(visible=False)
-    fig.update_layout(height=rows * cell + 40, width=cols * cell, margin=dict(l=5, r=5, t=30, b=5))
     return fig
 
 

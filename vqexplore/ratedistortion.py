@@ -14,6 +14,7 @@ folders (:func:`points_from_runs`), or from the CPU sweep's markdown tables
 """
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -21,6 +22,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .describe import remedy
 
 __all__ = ["RatePoint", "entropy_bits", "tokens_per_image", "point_from_row", "point_from_metrics",
            "points_from_runs", "points_from_sweep_table", "rate_distortion_table", "RD_COLUMNS"]
@@ -98,6 +101,8 @@ def _variant(config: Mapping) -> str:
             parts.append("entropy")
         if config.get("code_dim") not in (None, 64):
             parts.append(f"code dim {config['code_dim']}")
+        if remedy(config):
+            parts.append(remedy(config))
     elif config.get("quantizer") == "fsq" and config.get("levels"):
         parts.append("levels " + "-".join(str(v) for v in config["levels"]))
     return ", ".join(parts) or "plain"
@@ -177,10 +182,20 @@ def _cells(line: str) -> list[str]:
 
 
 def points_from_sweep_table(path: str | Path) -> list[RatePoint]:
-    """Points from the markdown tables ``python -m trainer sweep`` writes (``docs/cpu_sweep.md``):
-    one per row of the VQ, FSQ, SimVQ and EMA tables, with the image size and the number of
-    validation images from its "Setup" line. A file without those tables raises ValueError."""
+    """Points of the rows ``python -m trainer sweep`` wrote: from the JSON it writes beside the
+    markdown (``docs/cpu_sweep.json``: name, model config, image size, metrics of every row), or,
+    for a table written before that file existed, from the markdown tables themselves (one per row
+    of the VQ, FSQ, SimVQ and EMA tables, image size and number of validation images from its
+    "Setup" line). A file without either raises ValueError."""
     path = Path(path)
+    rows_file = path.with_suffix(".json")
+    if rows_file.is_file():
+        try:
+            rows = json.loads(rows_file.read_text(encoding="utf-8"))["rows"]
+            return [point_from_metrics(r["name"], r["config"], r["metrics"], image_size=r["image_size"],
+                                       source=rows_file.name) for r in rows]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{rows_file} is not a sweep's rows file ({e}); rerun `python -m trainer sweep`") from None
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:

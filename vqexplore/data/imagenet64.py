@@ -117,6 +117,8 @@ class DownsampledImageNet(_EpochItems):
                 raise DataError(f"{f} holds {a.dtype} data of shape {a.shape}, not rows of uint8 R, G, B "
                                 f"planes; use the official Downsampled ImageNet files")
             side = math.isqrt(a.shape[1] // 3)
+            if side < 1:
+                raise DataError(f"{f} holds images of 0 x 0 pixels; use the official Downsampled ImageNet files")
             if side * side * 3 != a.shape[1]:
                 raise DataError(f"{f} has rows of {a.shape[1]} values, not 3 * s * s; use the official "
                                 f"Downsampled ImageNet files")
@@ -124,6 +126,9 @@ class DownsampledImageNet(_EpochItems):
         if len(sides) > 1:
             raise DataError(f"the files {[str(f) for f in self.files]} mix image sizes {sorted(sides)}; "
                             f"use files of one resolution")
+        if sum(len(a) for a in arrays) == 0:
+            raise DataError(f"{', '.join(str(f) for f in self.files)} {'holds' if len(self.files) == 1 else 'hold'} "
+                            f"no images; use the official Downsampled ImageNet files")
         self.side = sides.pop()
         self._arrays = arrays
         self._offsets = np.cumsum([0] + [len(a) for a in arrays])

@@ -1,8 +1,8 @@
 """Throughput of ``python -m trainer tokenize`` vs the model's bare encode (same model, same images).
 
-    python bench/tokenize.py                               # the study's model (hidden 256, VQ 16384 x 64), CPU
-    python bench/tokenize.py --images 256 --rounds 2       # quicker
-    python bench/tokenize.py --device cuda --images 20000 --batch 1024 --workers 12   # on a GPU
+    python bench/tokenize_throughput.py                               # the study's model (hidden 256, VQ 16384 x 64), CPU
+    python bench/tokenize_throughput.py --images 256 --rounds 2       # quicker
+    python bench/tokenize_throughput.py --device cuda --images 20000 --batch 1024 --workers 12   # on a GPU
 
 The images are a folder of JPEG files written once (``--images`` of them, 80-160 px, like a
 small ImageNet folder) unless ``--data`` names a source. Variants, interleaved round by round so
@@ -18,29 +18,21 @@ Prints images/s per round (median) and the tokenize/bare ratio (median of the pe
 """
 from __future__ import annotations
 
+import argparse
 import os
+import shutil
+import statistics
 import sys
+import tempfile
+import time
+from pathlib import Path
 
-# This file's name shadows the standard library's ``tokenize`` (which torch imports through
-# ``inspect``) when it runs as a script: take its folder off the import path first.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+import numpy as np
+import torch
 
-import argparse  # noqa: E402
-import shutil  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from trainer.tokenize import tokenize_dataset  # noqa: E402
-from vqexplore import VQModel  # noqa: E402
-from vqexplore.data import make_dataset  # noqa: E402
+from trainer.tokenize import tokenize_dataset
+from vqexplore import VQModel
+from vqexplore.data import make_dataset
 
 
 def write_imagenet64(root: Path, n: int, side: int = 64, seed: int = 0) -> Path:
@@ -102,7 +94,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-tokenize-"))
     # Downsampled ImageNet files are converted once to memory-mappable .npy in this cache: keep
     # the benchmark's out of the user's.
-    os.environ["VQEXPLORE_CACHE"] = str(work / "cache")
+    # (VQEXPLORE_CACHE: the old name, which vqexplore/data/imagenet64.py still reads.)
+    os.environ["VQEXPLORE_CACHE_DIR"] = os.environ["VQEXPLORE_CACHE"] = str(work / "cache")
     try:
         ckpt = Path(a.ckpt) if a.ckpt else work / "model"
         if not a.ckpt:
