@@ -284,7 +284,8 @@ def main(argv=None) -> None:
             results[case] = (t, mem)
             if ref:
                 rt, rm = results.get(ref, (math.nan, 0.0))
-                speed, memr = f"{rt / t:.2f}x", f"{mem / rm:.3f}" if rm > 0 else "-"
+                speed = f"{rt / t:.2f}x" if ref in results else "-"
+                memr = f"{mem / rm:.3f}" if rm > 0 else "-"
                 label = case if ref.startswith("naive VQ (") else f"{case} (vs {ref})"
             else:
                 speed, memr, label = "1.00x", "1.000", case
