@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "tests" / "artifacts" / "views"
 DOCS = REPO / "docs" / "screenshots"
 DEMOS = ["vq-512", "fsq-8555", "simvq-2048", "vq-16384", "vq-ema-512", "vq-l2-2048", "vq-entropy-2048"]
-NAV = ["Compare", "Codebook usage", "Code embeddings", "Reconstructions", "Code inspector", "Aligned codes", "Training"]
+NAV = ["Compare", "Codebook usage", "Codebook health", "Code embeddings", "Reconstructions", "Code inspector", "Aligned codes", "Training"]
 
 pytestmark = pytest.mark.skipif(not all((REPO / "checkpoints" / d / "model.safetensors").is_file() for d in DEMOS),
                                 reason="needs the demo checkpoints in checkpoints/")
