@@ -20,6 +20,7 @@ import ui
 PAGES = [
     st.Page("views/compare.py", title="Compare", icon=":material/table_chart:", url_path="compare"),
     st.Page("views/codebook_usage.py", title="Codebook usage", icon=":material/grid_view:"),
+    st.Page("views/codebook_health.py", title="Codebook health", icon=":material/health_and_safety:"),
     st.Page("views/code_embeddings.py", title="Code embeddings", icon=":material/scatter_plot:"),
     st.Page("views/reconstructions.py", title="Reconstructions", icon=":material/image:"),
     st.Page("views/code_inspector.py", title="Code inspector", icon=":material/search:"),

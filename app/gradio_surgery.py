@@ -128,7 +128,8 @@ class Surgery:
             ids, dists = nearest_codes(model, from_code, 1, among=among)
             if not len(ids):
                 raise gr.Error(f"Code {from_code} is the only code on this image's grid; choose 'any' or a code id.")
-            new_code, how = int(ids[0]), f"the nearest other code to {from_code} (distance {float(dists[0]):.3g})"
+            new_code = int(ids[0])
+            how = f"code {new_code}, the nearest other code to {from_code} (distance {float(dists[0]):.3g})"
         elif pick == "id":
             try:
                 new_code = int(code)

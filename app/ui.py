@@ -190,6 +190,17 @@ def usage_counts(path: str, stamp: tuple, n: tuple) -> np.ndarray:
     return encoded(path, stamp, n).counts(model.codebook_size)
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def health(path: str, stamp: tuple, n: tuple):
+    """Codebook health on the validation sample (``vqexplore.health``)."""
+    from vqexplore.health import codebook_health
+    from vqexplore.projection import encoder_outputs
+
+    model, sample = load_model(path, stamp), encoded(path, stamp, n)
+    return codebook_health(model, encoder_outputs(model, None, max_points=8192, encoded=sample),
+                           sample.counts(model.codebook_size))
+
+
 def counts_of(p: Source) -> np.ndarray:
     return usage_counts(p.path, weights_stamp(p.path), sample())
 

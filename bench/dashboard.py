@@ -158,6 +158,8 @@ def main() -> None:
 
     from playwright.sync_api import sync_playwright
 
+    from vqexplore.hub import read_config
+
     if not Path(CHROMIUM).exists():
         sys.exit(f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium) or set CHROMIUM=")
     work = Path(tempfile.mkdtemp(prefix="vqexplore-bench-"))
@@ -166,55 +168,65 @@ def main() -> None:
         root = work / "root"
         root.mkdir()
         (root / ckpt.name).symlink_to(ckpt.resolve(), target_is_directory=True)
-        from vqexplore.models import read_config
-
         k = read_config(ckpt / "config.json").get("codebook_size")
         env_extra = {"NUMBA_CACHE_DIR": str(work / "numba")} if args.cold_numba else {}
-        rows = []
         load = os.getloadavg()[0]
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            # 1) fresh server, empty projection cache: first render of the embeddings page.
-            server = Server(root, work / "cache1", env_extra)
-            try:
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                first = timed_visit(page, f"{server.url}/code_embeddings")
-                rows.append(("server start (until /_stcore/health answers)", (server.ready_s, None), None))
-                rows.append((f"code_embeddings, first render, fresh server, UMAP of {k} codes", first, 20.0))
-                # 2) same server: every page once (warms its caches), then again = from cache.
-                page.goto(f"{server.url}/code_embeddings")
-                for name in PAGES:
-                    timed_visit(page, f"{server.url}/{name}")
-                # In-app navigation (sidebar link): the script reruns, every result from cache.
-                page.goto(server.url)
-                wait_rendered(page)
-                for name in PAGES:
-                    t = timed_click(page, NAV_LABELS[name])
-                    rows.append((f"{name}, re-render from cache (sidebar navigation)", t, 2.0))
-                    if args.screenshots:
-                        args.screenshots.mkdir(parents=True, exist_ok=True)
-                        page.screenshot(path=str(args.screenshots / f"{name}.png"), full_page=True)
-                # A browser reload: a new session (the frontend loads again), results from cache.
-                for name in PAGES:
-                    t = timed_visit(page, f"{server.url}/{name}")
-                    rows.append((f"{name}, re-render from cache (browser reload)", t, 2.0))
-            finally:
-                server.stop()
-            # 3) a fresh server again, projection on disk: the reload is served from the disk cache.
-            shutil.copytree(work / "cache1", work / "cache2")
-            server = Server(root, work / "cache2", env_extra)
-            try:
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                t = timed_visit(page, f"{server.url}/code_embeddings")
-                rows.append(("code_embeddings, fresh server, projection from disk cache", t, None))
-            finally:
-                server.stop()
+            rows = fresh_and_cached_rows(browser, root, work, env_extra, k, args.screenshots)
+            rows.append(disk_cache_row(browser, root, work, env_extra))
             browser.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
     print(f"\nDashboard bench: {ckpt} ({k} codes), {os.cpu_count()} CPUs, load average at start {load:.1f}"
           f"{', numba cache cold' if args.cold_numba else ''}\n")
+    print_rows(rows)
+
+
+def fresh_and_cached_rows(browser, root: Path, work: Path, env_extra: dict, k, screenshots: Path | None) -> list:
+    """A fresh server with an empty projection cache: the first render of the embeddings page;
+    then every page once (warming its caches) and again, by sidebar link and by browser reload."""
+    rows = []
+    server = Server(root, work / "cache1", env_extra)
+    try:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        first = timed_visit(page, f"{server.url}/code_embeddings")
+        rows.append(("server start (until /_stcore/health answers)", (server.ready_s, None), None))
+        rows.append((f"code_embeddings, first render, fresh server, UMAP of {k} codes", first, 20.0))
+        page.goto(f"{server.url}/code_embeddings")
+        for name in PAGES:
+            timed_visit(page, f"{server.url}/{name}")
+        # In-app navigation (sidebar link): the script reruns, every result from cache.
+        page.goto(server.url)
+        wait_rendered(page)
+        for name in PAGES:
+            t = timed_click(page, NAV_LABELS[name])
+            rows.append((f"{name}, re-render from cache (sidebar navigation)", t, 2.0))
+            if screenshots:
+                screenshots.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(screenshots / f"{name}.png"), full_page=True)
+        # A browser reload: a new session (the frontend loads again), results from cache.
+        for name in PAGES:
+            t = timed_visit(page, f"{server.url}/{name}")
+            rows.append((f"{name}, re-render from cache (browser reload)", t, 2.0))
+    finally:
+        server.stop()
+    return rows
+
+
+def disk_cache_row(browser, root: Path, work: Path, env_extra: dict) -> tuple:
+    """A fresh server again, the projection on disk: the page is served from the disk cache."""
+    shutil.copytree(work / "cache1", work / "cache2")
+    server = Server(root, work / "cache2", env_extra)
+    try:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        t = timed_visit(page, f"{server.url}/code_embeddings")
+        return ("code_embeddings, fresh server, projection from disk cache", t, None)
+    finally:
+        server.stop()
+
+
+def print_rows(rows: list) -> None:
     print("seconds: in the browser, from navigation until the page is drawn; server: the page script's own time")
     print(f"| {'measurement':<72} | {'seconds':>7} | {'server':>6} | {'target':>6} | ok |")
     print(f"|{'-' * 74}|{'-' * 8}:|{'-' * 7}:|{'-' * 7}:|:--:|")

@@ -76,9 +76,7 @@ def stats(times: list[float]) -> tuple[float, float]:
     return statistics.median(ms), ms[min(len(ms) - 1, int(round(0.9 * (len(ms) - 1))))]
 
 
-def main() -> None:
-    from vqexplore.hub import is_checkpoint_dir, list_checkpoints
-
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoints", type=Path,
                         default=Path(os.environ.get("VQEXPLORE_CHECKPOINTS") or ROOT / "checkpoints"),
@@ -91,80 +89,83 @@ def main() -> None:
                         help="torch threads per request (default: the server's default, cores / concurrency)")
     parser.add_argument("--burst", type=int, default=0,
                         help="also send this many requests at once from as many clients (throughput)")
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    import numpy as np
-    import torch
-    from gradio_client import Client, handle_file
+
+def main() -> None:
     from PIL import Image
 
-    import vqexplore
-    from vqexplore.data import builtin_photos, load_image
-    from vqexplore.reconstruct import prepare_image, reconstruct
+    from vqexplore.data import builtin_photos
+    from vqexplore.hub import checkpoints_in
+    from vqexplore.reconstruct import prepare_image
 
-    names = sorted(p.name for p in args.checkpoints.iterdir()
-                   if p.is_dir() and (is_checkpoint_dir(p) or list_checkpoints(p))) if args.checkpoints.is_dir() else []
+    args = parse_args()
+    names = [name for name, _, _ in checkpoints_in(args.checkpoints)]
     if not names:
         sys.exit(f"{args.checkpoints} holds no checkpoint folders; pass --checkpoints DIR")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     threads = args.threads or max(1, cores // args.concurrency)
-
     tmp = Path(tempfile.mkdtemp(prefix="vqexplore-bench-demo-"))
     photos = [prepare_image(img, "64") for _, img in builtin_photos()]
-    files = []
-    for i, img in enumerate(photos):
-        files.append(tmp / f"photo{i}.png")
-        Image.fromarray(img).save(files[-1])
+    files = [tmp / f"photo{i}.png" for i in range(len(photos))]
+    for img, path in zip(photos, files):
+        Image.fromarray(img).save(path)
+    server = time_server(args, names, files, threads, tmp)
+    bare, model_only = time_library(args, names, files, photos, threads)
+    report(args, names, cores, threads, server, bare, model_only)
+
+
+def time_server(args, names: list[str], files: list[Path], threads: int, tmp: Path) -> dict:
+    """Latencies through the demo server: per checkpoint, all checkpoints in one request, a burst;
+    and the CPU seconds per request of the server and of this client."""
+    from gradio_client import Client, handle_file
 
     port = free_port()
     t0 = time.perf_counter()
     proc = start_server(args.checkpoints, port, args.concurrency, threads, tmp)
-    startup = time.perf_counter() - t0
-    served: dict[str, list[float]] = {}
-    together: list[float] = []
-    burst = None
+    out = {"startup": time.perf_counter() - t0, "served": {}, "cpu": {}, "burst": None}
+
+    def timed(client, k, chosen):
+        t = time.perf_counter()
+        client.predict(handle_file(str(files[k % len(files)])), chosen, "", "64", api_name="/reconstruct")
+        return time.perf_counter() - t
+
     try:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False, ssl_verify=False)
-        cpu = {}
         for name in names:
-            times = []
-            for k in range(args.warmup + args.requests):
-                if k == args.warmup:
-                    cpu0 = (cpu_seconds(proc.pid), cpu_seconds())
-                path = files[k % len(files)]
-                t = time.perf_counter()
-                client.predict(handle_file(str(path)), [name], "", "64", api_name="/reconstruct")
-                if k >= args.warmup:
-                    times.append(time.perf_counter() - t)
-            served[name] = times
-            cpu[name] = ((cpu_seconds(proc.pid) - cpu0[0]) / args.requests, (cpu_seconds() - cpu0[1]) / args.requests)
-        together = []  # one request with every checkpoint: the page's default
-        for k in range(args.warmup + args.requests):
-            t = time.perf_counter()
-            client.predict(handle_file(str(files[k % len(files)])), names, "", "64", api_name="/reconstruct")
-            if k >= args.warmup:
-                together.append(time.perf_counter() - t)
+            for k in range(args.warmup):
+                timed(client, k, [name])
+            cpu0 = (cpu_seconds(proc.pid), cpu_seconds())
+            out["served"][name] = [timed(client, k, [name]) for k in range(args.warmup, args.warmup + args.requests)]
+            out["cpu"][name] = ((cpu_seconds(proc.pid) - cpu0[0]) / args.requests,
+                                (cpu_seconds() - cpu0[1]) / args.requests)
+        # one request with every checkpoint: the page's default
+        out["together"] = [timed(client, k, names) for k in range(args.warmup + args.requests)][args.warmup:]
         if args.burst:
             clients = [Client(f"http://127.0.0.1:{port}/", verbose=False, ssl_verify=False) for _ in range(args.burst)]
-
-            def one(i):
-                t = time.perf_counter()
-                clients[i].predict(handle_file(str(files[i % len(files)])), [names[i % len(names)]], "", "64",
-                                   api_name="/reconstruct")
-                return time.perf_counter() - t
-
             t = time.perf_counter()
             with concurrent.futures.ThreadPoolExecutor(args.burst) as pool:
-                lat = list(pool.map(one, range(args.burst)))
-            burst = (time.perf_counter() - t, lat)
+                lat = list(pool.map(lambda i: timed(clients[i], i, [names[i % len(names)]]), range(args.burst)))
+            out["burst"] = (time.perf_counter() - t, lat)
     finally:
         proc.terminate()
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+    return out
 
-    # The same work as a bare library call, with the threads a server request gets.
+
+def time_library(args, names: list[str], files: list[Path], photos: list, threads: int) -> tuple[dict, dict]:
+    """The same work as a bare library call (decode + reconstruct), and the model's forward alone,
+    with the threads a server request gets: ({name: seconds}, {name: seconds})."""
+    import numpy as np
+    import torch
+
+    import vqexplore
+    from vqexplore.data import load_image
+    from vqexplore.reconstruct import prepare_image, reconstruct
+
     torch.set_num_threads(threads)
     bare: dict[str, list[float]] = {}
     model_only: dict[str, list[float]] = {}
@@ -172,38 +173,42 @@ def main() -> None:
         model = vqexplore.load(args.checkpoints / name)
         times, fwd = [], []
         for k in range(args.warmup + args.requests):
-            path = files[k % len(files)]
             t = time.perf_counter()
-            [r] = reconstruct(model, [prepare_image(load_image(path), "64")])
+            reconstruct(model, [prepare_image(load_image(files[k % len(files)]), "64")])
             t1 = time.perf_counter()
             with torch.no_grad():
                 model(torch.from_numpy(np.asarray(photos[k % len(photos)])).permute(2, 0, 1)[None].float() / 127.5 - 1)
-            t2 = time.perf_counter()
             if k >= args.warmup:
                 times.append(t1 - t)
-                fwd.append(t2 - t1)
+                fwd.append(time.perf_counter() - t1)
         bare[name], model_only[name] = times, fwd
+    return bare, model_only
 
+
+def report(args, names, cores, threads, server: dict, bare: dict, model_only: dict) -> None:
+    import torch
+
+    import vqexplore
+
+    served, cpu = server["served"], server["cpu"]
     print(f"\nvqexplore demo latency, one 64x64 image per request, one checkpoint per request "
           f"({args.requests} requests each after {args.warmup} warm-up)")
     print(f"CPU cores: {cores}; server: concurrency {args.concurrency} x {threads} torch thread(s); "
-          f"torch {torch.__version__}; server start-up {startup:.1f} s")
+          f"torch {torch.__version__}; server start-up {server['startup']:.1f} s")
     header = (f"{'checkpoint':<24} {'params':>8} {'server med':>11} {'server p90':>11} "
               f"{'library med':>12} {'model fwd':>10} {'ratio':>6} {'server CPU':>11} {'client CPU':>11}")
     print(header)
     print("-" * len(header))
     for name in names:
-        model = vqexplore.load(args.checkpoints / name)
-        params = sum(p.numel() for p in model.parameters())
+        params = sum(p.numel() for p in vqexplore.load(args.checkpoints / name).parameters())
         s_med, s_p90 = stats(served[name])
-        b_med, _ = stats(bare[name])
-        f_med, _ = stats(model_only[name])
+        b_med, f_med = stats(bare[name])[0], stats(model_only[name])[0]
         print(f"{name:<24} {params / 1e6:>7.2f}M {s_med:>9.1f}ms {s_p90:>9.1f}ms {b_med:>10.1f}ms "
               f"{f_med:>8.1f}ms {s_med / b_med:>6.2f} {cpu[name][0] * 1000:>9.1f}ms {cpu[name][1] * 1000:>9.1f}ms")
     all_served = [t for v in served.values() for t in v]
     print(f"{'all':<24} {'':>8} {stats(all_served)[0]:>9.1f}ms {stats(all_served)[1]:>9.1f}ms "
           f"{stats([t for v in bare.values() for t in v])[0]:>10.1f}ms")
-    t_med, t_p90 = stats(together)
+    t_med, t_p90 = stats(server["together"])
     print(f"one request with all {len(names)} checkpoints (the page's default): median {t_med:.1f} ms, "
           f"p90 {t_p90:.1f} ms = {t_med / len(names):.1f} ms per checkpoint")
     print(f"target: < 100 ms per 64x64 image per checkpoint through the server -> "
@@ -212,8 +217,8 @@ def main() -> None:
     print("server CPU / client CPU: CPU time the server process / this process spent per request; on a "
           "machine shared with other jobs the wall-clock latency also includes waiting for a core")
     print(f"load average during the run: {os.getloadavg()[0]:.1f} on {cores} cores")
-    if burst:
-        wall, lat = burst
+    if server["burst"]:
+        wall, lat = server["burst"]
         print(f"burst: {args.burst} clients at once: {wall:.2f} s wall, {args.burst / wall:.1f} requests/s, "
               f"latency median {stats(lat)[0]:.0f} ms, max {max(lat) * 1000:.0f} ms")
 

@@ -72,7 +72,7 @@ def bare(model, images: torch.Tensor, batch: int, device: torch.device) -> float
     return images.shape[0] / (time.perf_counter() - start)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", help="checkpoint folder (default: a fresh study model, see --hidden/--codebook)")
     p.add_argument("--data", help="image source (default: generated, see --format)")
@@ -87,7 +87,11 @@ def main() -> None:
     p.add_argument("--codebook", type=int, default=16384)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    a = p.parse_args()
+    return p.parse_args()
+
+
+def main() -> None:
+    a = parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     device = torch.device(a.device)
@@ -114,34 +118,45 @@ def main() -> None:
         if device.type == "cuda":
             images = images.pin_memory()
         bare(model, images[:a.batch], a.batch, device)  # warm-up (allocator, kernels)
-        rows = []
-        for r in range(a.rounds):
-            out = work / f"tokens-{r}"
-            order = ("bare", "tokenize") if r % 2 == 0 else ("tokenize", "bare")
-            result = {}
-            for name in order:
-                if name == "bare":
-                    result[name] = bare(model, images, a.batch, device)
-                else:
-                    info = tokenize_dataset(str(ckpt), data, out, split="train", size=a.size, batch_size=a.batch,
-                                            workers=a.workers, device=str(device), max_images=n, progress=False)
-                    result[name] = info["images_per_second"]
-                    shutil.rmtree(out)
-            rows.append(result)
-            print(f"round {r + 1}: bare {result['bare']:.1f} img/s, tokenize {result['tokenize']:.1f} img/s, "
-                  f"ratio {result['tokenize'] / result['bare']:.3f}", file=sys.stderr, flush=True)
-        med = {k: statistics.median(row[k] for row in rows) for k in ("bare", "tokenize")}
-        ratio = statistics.median(row["tokenize"] / row["bare"] for row in rows)
-        dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-        source = a.data or ("JPEG files" if a.format == "jpeg" else "a Downsampled ImageNet file")
-        print(f"\n{n} images {a.size}x{a.size} from {source}, batch {a.batch}, {a.workers} loader workers, hidden {model.config['hidden_dim']}, "
-              f"K={model.codebook_size}, {dev_name}, {a.rounds} rounds (medians)\n")
-        print("| variant | images/s | vs bare |")
-        print("|---|---:|---:|")
-        print(f"| bare `model.encode` (decoded tensors in memory) | {med['bare']:.1f} | 1.000 |")
-        print(f"| `trainer tokenize` (files -> tokens.npy) | {med['tokenize']:.1f} | {ratio:.3f} |")
+        rows = run_rounds(a, model, images, ckpt, data, work, device)
+        report(a, rows, model, n, device)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def run_rounds(a, model, images, ckpt: Path, data: str, work: Path, device) -> list[dict]:
+    """images/s of both variants in every round, alternating which goes first."""
+    rows = []
+    for r in range(a.rounds):
+        out = work / f"tokens-{r}"
+        result = {}
+        for name in (("bare", "tokenize") if r % 2 == 0 else ("tokenize", "bare")):
+            if name == "bare":
+                result[name] = bare(model, images, a.batch, device)
+            else:
+                info = tokenize_dataset(str(ckpt), data, out, split="train", size=a.size, batch_size=a.batch,
+                                        workers=a.workers, device=str(device), max_images=len(images), progress=False)
+                result[name] = info["images_per_second"]
+                shutil.rmtree(out)
+        rows.append(result)
+        print(f"round {r + 1}: bare {result['bare']:.1f} img/s, tokenize {result['tokenize']:.1f} img/s, "
+              f"ratio {result['tokenize'] / result['bare']:.3f}", file=sys.stderr, flush=True)
+    return rows
+
+
+def report(a, rows: list[dict], model, n: int, device) -> None:
+    med = {k: statistics.median(row[k] for row in rows) for k in ("bare", "tokenize")}
+    ratio = statistics.median(row["tokenize"] / row["bare"] for row in rows)
+    dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    source = a.data or ("JPEG files" if a.format == "jpeg" else "a Downsampled ImageNet file")
+    print(f"\n{n} images {a.size}x{a.size} from {source}, batch {a.batch}, {a.workers} loader workers, "
+          f"hidden {model.config['hidden_dim']}, K={model.codebook_size}, {dev_name}, {a.rounds} rounds (medians)\n")
+    print("| variant | images/s | vs bare |")
+    print("|---|---:|---:|")
+    print(f"| bare `model.encode` (decoded tensors in memory) | {med['bare']:.1f} | 1.000 |")
+    ratios = [row["tokenize"] / row["bare"] for row in rows]
+    print(f"| `trainer tokenize` (files -> tokens.npy) | {med['tokenize']:.1f} | {ratio:.3f} "
+          f"(rounds: {min(ratios):.2f}-{max(ratios):.2f}) |")
 
 
 if __name__ == "__main__":

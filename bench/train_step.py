@@ -64,7 +64,7 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--size", type=int, default=64)
@@ -77,7 +77,11 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (as train.precision=bf16)")
-    a = p.parse_args()
+    return p.parse_args()
+
+
+def main() -> None:
+    a = parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     global AUTOCAST
@@ -100,22 +104,34 @@ def main() -> None:
     print(f"SimpleCNN hidden {a.hidden}, VQ {a.codebook_size} x {a.code_dim} ({n_params:,} parameters), "
           f"batch {a.batch} at {a.size}x{a.size}, {device}{' bf16' if a.bf16 else ' fp32'}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+    start = time.perf_counter()
+    times = run_rounds(variants, a.rounds, a.steps, device)
+    report(times, a)
+    print(f"total bench time {time.perf_counter() - start:.0f} s; rounds {a.rounds} (first = warm-up), "
+          f"{a.steps} timed steps per variant per round")
+
+
+def run_rounds(variants: dict, rounds: int, steps: int, device: torch.device) -> dict[str, list[float]]:
+    """Seconds per step of every variant in every round but the first (warm-up: allocator, oneDNN
+    primitive caches), the variants alternating which goes first."""
     times = {name: [] for name in variants}
     start = time.perf_counter()
-    for r in range(a.rounds):
-        order = list(variants) if r % 2 == 0 else list(reversed(variants))  # alternate who goes first
+    for r in range(rounds):
+        order = list(variants) if r % 2 == 0 else list(reversed(variants))
         for name in order:
             model, opt, fn, xx = variants[name]
             _sync(device)
             t0 = time.perf_counter()
-            for _ in range(a.steps if r else 1):
+            for _ in range(steps if r else 1):
                 fn(model, opt, xx)
             _sync(device)
-            dt = (time.perf_counter() - t0) / (a.steps if r else 1)
-            if r:  # round 0 is warm-up (allocator, oneDNN primitive caches)
-                times[name].append(dt)
-        print(f"  round {r + 1}/{a.rounds} done ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
+            if r:
+                times[name].append((time.perf_counter() - t0) / steps)
+        print(f"  round {r + 1}/{rounds} done ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
+    return times
 
+
+def report(times: dict[str, list[float]], a: argparse.Namespace) -> None:
     ips = {name: a.batch / statistics.median(ts) for name, ts in times.items()}
 
     def paired(name: str, ref: str) -> str:
@@ -125,14 +141,12 @@ def main() -> None:
     print()
     print("| variant | images/s | s/step | vs bare, same format (median of per-round ratios) |")
     print("|---|---:|---:|---:|")
-    for name in variants:
+    for name in times:
         ref = "bare" + (" channels_last" if name.endswith("channels_last") else "")
         print(f"| {name} | {ips[name]:.2f} | {a.batch / ips[name]:.2f} | {paired(name, ref)} |")
     if a.channels_last:
         print(f"\nchannels_last vs contiguous: trainer {paired('trainer channels_last', 'trainer')}, "
               f"bare {paired('bare channels_last', 'bare')}")
-    print(f"total bench time {time.perf_counter() - start:.0f} s; rounds {a.rounds} (first = warm-up), "
-          f"{a.steps} timed steps per variant per round")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ APP = REPO / "app" / "dashboard.py"
 PAGES = {
     "compare": "Compare checkpoints",
     "codebook_usage": "Codebook usage",
+    "codebook_health": "Codebook health",
     "code_embeddings": "Code embeddings",
     "reconstructions": "Reconstructions",
     "code_inspector": "Code inspector",
@@ -123,10 +124,17 @@ def _check_page(at, page: str, n_selected: int) -> None:
     if page == "compare":
         assert len(at.dataframe) == 1 and len(at.dataframe[0].value) == n_selected
         assert list(at.dataframe[0].value.columns)[:3] == ["checkpoint", "quantizer", "levels"]
-        assert _charts(at.main) == 1
+        assert "remedy" in at.dataframe[0].value.columns
+        # usage curves, and (two or more checkpoints) usage against PSNR grouped by remedy
+        assert _charts(at.main) == (2 if n_selected > 1 else 1)
     elif page == "codebook_usage":
         assert [m.label for m in at.metric] == ["Usage", "Perplexity", "Dead codes", "Normalised entropy"]
         assert _charts(at.main) >= 2
+    elif page == "codebook_health":
+        assert [m.label for m in at.metric] == ["Dead codes", "far from the data", "outcompeted",
+                                                "Norm spread (std/mean)"]
+        assert any("Diagnosis" in h.value for h in at.subheader) and len(at.markdown) >= 1
+        assert _charts(at.main) >= 1
     elif page == "code_embeddings":
         assert _charts(at.main) == 1
         assert any(("UMAP" in c.value or "PCA" in c.value) and "computed" in c.value for c in at.caption)

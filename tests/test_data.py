@@ -440,7 +440,7 @@ def check_imagenet64(root, batches, val_images, **kw):
 
 
 def test_downsampled_imagenet_npz(tmp_path, monkeypatch):
-    monkeypatch.setenv("VQEXPLORE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("VQEXPLORE_CACHE_DIR", str(tmp_path / "cache"))
     root = tmp_path / "imagenet64"
     root.mkdir()
     batches = [imagenet64_images(n, seed) for n, seed in ((5, 1), (3, 2), (4, 10))]
@@ -472,7 +472,7 @@ def test_downsampled_imagenet_npz(tmp_path, monkeypatch):
 
 
 def test_downsampled_imagenet_pickle_and_restricted_unpickler(tmp_path, monkeypatch):
-    monkeypatch.setenv("VQEXPLORE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("VQEXPLORE_CACHE_DIR", str(tmp_path / "cache"))
     root = tmp_path / "pickled"
     root.mkdir()
     batches = [imagenet64_images(4, 3), imagenet64_images(2, 4)]

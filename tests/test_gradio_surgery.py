@@ -121,3 +121,65 @@ def test_browser_click_cells_and_apply(server, upload):  # noqa: F811
             assert not errors, errors
         finally:
             browser.close()
+
+
+DEMOS = Path(__file__).resolve().parents[1] / "checkpoints"
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists() or not (DEMOS / "fsq-8555" / "model.safetensors").is_file(),
+                    reason="needs Debian chromium and the demo checkpoints")
+def test_browser_surgery_on_the_demo_checkpoints(tmp_path):
+    """The README's picture: the demo set, a built-in photo, a box of cells moved to the nearest code.
+    With VQEXPLORE_SCREENSHOTS=1 it replaces docs/screenshots/gradio_surgery.png."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from playwright.sync_api import expect, sync_playwright
+
+    from test_gradio_app import APP, ROOT, free_port, stop, wait_for_http
+    from vqexplore.data import builtin_photos
+
+    name, img = builtin_photos("val")[0]
+    upload = tmp_path / f"{name}.png"
+    Image.fromarray(img).save(upload)
+    port = free_port()
+    env = dict(os.environ, VQEXPLORE_CHECKPOINTS=str(DEMOS), VQEXPLORE_HUB_REPOS="", GRADIO_SERVER_NAME="127.0.0.1",
+               GRADIO_SERVER_PORT=str(port), GRADIO_ANALYTICS_ENABLED="False", GRADIO_TEMP_DIR=str(tmp_path / "gr"),
+               HF_HUB_OFFLINE="1", MPLCONFIGDIR=str(tmp_path / "mpl"))
+    log = tmp_path / "server.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, str(APP)], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        wait_for_http(url + "config", proc, log)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page(viewport={"width": 1500, "height": 1100})
+            page.goto(url, wait_until="networkidle", timeout=60_000)
+            page.locator("#input-image input[type=file]").set_input_files(str(upload))
+            expect(page.locator("#input-image img").first).to_be_visible(timeout=30_000)
+            page.locator("#surgery-show").click()
+            grid = page.locator("#surgery-grid img").first
+            expect(page.locator("#surgery-grid-note")).to_contain_text("16 x 16 tokens", timeout=60_000)
+            cell = grid.bounding_box()["width"] / 16
+            page.get_by_text("two clicks: corners of a box").click()
+            grid.click(position={"x": 6.5 * cell, "y": 5.5 * cell})
+            expect(page.locator("#surgery-grid-note")).to_contain_text("box corner", timeout=30_000)
+            page.locator("#surgery-grid img").first.click(position={"x": 9.5 * cell, "y": 7.5 * cell})
+            expect(page.locator("#surgery-cells textarea")).to_have_value("5-7,6-9", timeout=30_000)
+            page.locator("#surgery-apply").click()
+            expect(page.locator("#surgery-notes")).to_contain_text("pixels changed", timeout=60_000)
+            expect(page.locator("#surgery-slider img").first).to_be_visible()
+            assert page.locator(".toast-body.error").count() == 0
+            page.locator("#surgery").scroll_into_view_if_needed()
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            shot = ARTIFACTS / "gradio_surgery.png"
+            page.locator("#surgery").screenshot(path=str(shot))
+            browser.close()
+        if os.environ.get("VQEXPLORE_SCREENSHOTS") == "1":
+            (ROOT / "docs" / "screenshots").mkdir(parents=True, exist_ok=True)
+            shutil.copy(shot, ROOT / "docs" / "screenshots" / "gradio_surgery.png")
+    finally:
+        stop(proc)

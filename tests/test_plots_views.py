@@ -20,9 +20,14 @@ def test_token_grid_cells_are_clickable_and_carry_row_col_code():
     # Cell (2, 5) is centred on its 4 x 4 pixel block.
     assert (tokens.x[29], tokens.y[29]) == (5 * 4 + 1.5, 2 * 4 + 1.5)
     assert (selected.x[0], selected.y[0]) == (tokens.x[29], tokens.y[29])
-    assert fig.layout.dragmode == "select" and fig.layout.width == 490
+    assert fig.layout.width == 490
     points = [{"customdata": list(custom[i])} for i in (0, 29)]
     assert np.argwhere(cells_from_points(points, (8, 12))).tolist() == [[0, 0], [2, 5]]
+    # As Streamlit 1.67 hands them back from a browser selection: customdata rows as dicts.
+    as_dicts = [{"customdata": {"0": 2, "1": 5, "2": 29}, "x": 21.5}]
+    assert np.argwhere(cells_from_points(as_dicts, (8, 12))).tolist() == [[2, 5]]
+    assert plots.selected_code({"selection": {"points": [{"customdata": {"0": 17, "1": 3}}]}}) == 17
+    assert fig.layout.dragmode is None  # Streamlit's "pan": a click selects a cell
     big = plots.token_grid(np.zeros((512, 512, 3), np.uint8), np.zeros((128, 128), int))
     assert big.data[1].type == "scattergl"
     fig.to_json()
@@ -45,6 +50,8 @@ def test_rate_distortion_plot():
     assert list(vq.x) == [64 * 2.5] and list(vq.y) == [17.0] and list(vq.text) == ["vq-a"]
     assert vq.marker.color == plots.QUANTIZER_COLORS["VQ"] and vq.marker.symbol == "circle"
     assert fig.data[1].marker.symbol == "diamond-open"
+    preset_too = plots.rate_distortion(_frame(), highlight=["vq-a", "fsq-b"])
+    assert list(preset_too.data[1].text) == [""]  # a preset point is never labelled
     fixed = plots.rate_distortion(_frame(), x="bits (fixed)", y="SSIM")
     assert list(fixed.data[0].x) == [64 * 9]
     assert plots.rate_distortion(_frame(), y="LPIPS").layout.yaxis.autorange == "reversed"

@@ -67,14 +67,38 @@ def test_points_from_the_cpu_sweep_table():
     points = points_from_sweep_table(REPO / "docs" / "cpu_sweep.md")
     by_name = {p.name: p for p in points}
     configs = {p.stem for p in (REPO / "configs" / "cpu").glob("*.yaml") if not p.stem.startswith("default")}
-    assert set(by_name) == configs  # one point per sweep row, named like its config
+    # One point per sweep row, named like its config: the study's 18 rows at least (rows added to
+    # configs/cpu appear once the sweep is rerun).
+    study = {"vq-512", "vq-2048", "vq-16384", "vq-d8-2048", "vq-d8-16384", "vq-l2-2048", "vq-l2-16384",
+             "vq-entropy-2048", "vq-entropy-16384", "fsq-888", "fsq-8555", "fsq-88865", "simvq-512", "simvq-2048",
+             "simvq-16384", "vq-ema-512", "vq-ema-2048", "vq-ema-16384"}
+    assert study <= set(by_name) <= configs and len(by_name) == len(points)
     vq = by_name["vq-512"]
     assert (vq.quantizer, vq.variant, vq.codebook_size, vq.image_size, vq.tokens) == ("VQ", "plain", 512, 32, 64)
-    assert vq.entropy == pytest.approx(math.log2(5.4)) and vq.psnr == pytest.approx(17.0326)
+    # the numbers are the sweep's own (docs/cpu_sweep.json, written beside the markdown tables)
+    saved = {r["name"]: r["metrics"] for r in json.loads((REPO / "docs" / "cpu_sweep.json").read_text())["rows"]}
+    assert vq.entropy == pytest.approx(math.log2(saved["vq-512"]["perplexity"]))
+    assert vq.psnr == pytest.approx(saved["vq-512"]["psnr"]) and round(vq.psnr, 2) == 17.03
     assert by_name["fsq-88865"].codebook_size == 15360 and by_name["fsq-88865"].quantizer == "FSQ"
     assert by_name["vq-entropy-2048"].variant == "entropy" and by_name["vq-ema-512"].variant == "EMA"
     assert by_name["vq-d8-2048"].variant == "code dim 8" and by_name["vq-l2-16384"].variant == "l2"
-    assert vq.lpips is None and "256 images" in vq.source
+    assert vq.lpips is None and "cpu_sweep.json" in vq.source and "256 images" in vq.source
+    assert by_name["vq-16384-restart"].variant == "dead-code restart 0.008"
+
+
+def test_points_from_the_sweep_rows_file(tmp_path):
+    """The JSON the sweep writes beside its markdown wins over the tables."""
+    import json
+
+    (tmp_path / "sweep.md").write_text("VQ-VAE:\n\n| code dim | codebook size | perplexity |\n|---:|---:|---:|\n| 64 | 8 | 2.0 |\n")
+    rows = [{"name": "vq-8", "config": {"quantizer": "vq", "codebook_size": 8, "code_dim": 64}, "image_size": 16,
+             "metrics": {"perplexity": 4.0, "psnr": 12.5, "ssim": 0.25, "codebook_size": 8, "num_images": 3}}]
+    (tmp_path / "sweep.json").write_text(json.dumps({"command": "x", "rows": rows}))
+    [p] = points_from_sweep_table(tmp_path / "sweep.md")
+    assert (p.name, p.tokens, p.entropy, p.psnr) == ("vq-8", 16, 2.0, 12.5) and p.source.startswith("sweep.json")
+    (tmp_path / "sweep.json").write_text("{}")
+    with pytest.raises(ValueError, match="rerun"):
+        points_from_sweep_table(tmp_path / "sweep.md")
 
 
 def test_sweep_table_errors(tmp_path):

@@ -138,7 +138,8 @@ def test_help_documents_the_commands(capsys):
 def test_shipped_configs_are_valid():
     cpu = sweep_configs(ROOT / "configs" / "cpu")
     study = sorted((ROOT / "configs" / "imagenet64").glob("*.yaml"))
-    assert len(cpu) == 18 and len(study) == 18
+    # The study's 18 rows, then 11 remedy rows (VQ-16384 remedies with and without l2, LFQ, BSQ, IBQ).
+    assert len(cpu) == 29 and len(study) == 29
     load_config(ROOT / "configs" / "cpu" / "default.yaml")
     for path in cpu:
         load_config(path)
@@ -149,8 +150,15 @@ def test_shipped_configs_are_valid():
     # Every study row has its CPU twin with the same quantizer settings.
     def key(path):
         m = load_config(path, ["data.train=builtin", "data.val=builtin"]).model
-        return (m.quantizer, m.codebook_size, m.code_dim, m.l2_norm, m.ema_update, m.entropy_reg > 0)
+        return (m.quantizer, m.codebook_size, m.code_dim, m.l2_norm, m.ema_update, m.entropy_reg > 0,
+                m.kmeans_init, m.dead_code_threshold > 0, m.rotation_trick)
     assert sorted(map(key, cpu)) == sorted(map(key, study))
+    # The demo set's rows: 64 px on the photo corpus, the same half-width model and recipe.
+    demo = sorted((ROOT / "configs" / "demo").glob("*.yaml"))
+    assert len(demo) == 6
+    for path in demo:
+        cfg = load_config(path)
+        assert (cfg.data.train, cfg.data.size, cfg.model.hidden_dim, cfg.train.batch_size) == ("photos", 64, 128, 256)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -165,61 +165,17 @@ def describe_os_error(e: OSError) -> str:
 
 def _dispatch(argv: list[str]) -> int:
     command = argv[0] if argv and not argv[0].startswith("-") and "=" not in argv[0] else None
-    if command == "eval":
-        from .evaluate import evaluate_checkpoint
-
-        a = _eval_parser().parse_args(argv[1:])
-        evaluate_checkpoint(a.ckpt, data=a.data, out=a.out, size=a.size, batch_size=a.batch_size,
-                            max_images=a.max_images, device=a.device, lpips_weights=a.lpips_weights,
-                            rfid_weights=a.rfid_weights)
-        return 0
-    if command == "push":
-        from .push import push_checkpoint
-
-        a = _push_parser().parse_args(argv[1:])
-        url = push_checkpoint(a.ckpt, a.repo, private=a.private, token=a.token)
-        print(f"pushed {a.ckpt} to {url}")
-        return 0
-    if command == "sweep":
-        from .sweep import run_sweep
-
-        a = _sweep_parser().parse_intermixed_args(argv[1:])
-        run_sweep(a.folder, out=a.out, overrides=a.overrides, command=_command_line(argv))
-        return 0
-    if command == "export":
-        from .export import export_checkpoint
-
-        a = _export_parser().parse_args(argv[1:])
-        if a.projector:
-            from .projector import export_projector
-
-            if not a.out:
-                raise ConfigError("export --projector needs --out FOLDER (then: tensorboard --logdir FOLDER)")
-            info = export_projector(a.ckpt, a.out, data=a.data, size=a.size, num_images=a.images, device=a.device)
-            print(f"wrote {info['codebook_size']} codes ({info['used_codes']} used on {info['num_images']} images) "
-                  f"to {a.out}; view them with: tensorboard --logdir {shlex.quote(a.out)}")
-            return 0
-        if not a.to:
-            raise ConfigError("export needs --to FOLDER (or --projector --out FOLDER)")
-        dest, chosen = export_checkpoint(a.ckpt, a.to, weights=a.weights)
-        print(f"exported the {chosen} weights to {dest}")
-        return 0
-    if command == "tokenize":
-        from .tokenize import tokenize_dataset
-
-        a = _tokenize_parser().parse_args(argv[1:])
-        info = tokenize_dataset(a.ckpt, a.data, a.out, split=a.split, size=a.size, batch_size=a.batch_size,
-                                workers=a.workers, device=a.device, seed=a.seed, max_images=a.max_images,
-                                progress=not a.no_progress)
-        rate = info.get("images_per_second")
-        print(f"tokenized {info['num_images']} images into {a.out} ({info['grid'][0]}x{info['grid'][1]} tokens, "
-              f"{info['dtype']})" + (f" at {rate:.0f} images/s" if rate else ""))
+    if command in COMMANDS:
+        COMMANDS[command](argv)
         return 0
     if command is not None and command != "train":
-        raise ConfigError(f"unknown command {command!r}; use eval, push, sweep, export, tokenize or --cfg FILE to train "
+        raise ConfigError(f"unknown command {command!r}; use {', '.join(COMMANDS)} or --cfg FILE to train "
                           f"(python -m trainer --help)")
-    if command == "train":
-        argv = argv[1:]
+    _train(argv[1:] if command == "train" else argv)
+    return 0
+
+
+def _train(argv: list[str]) -> None:
     a = _train_parser().parse_intermixed_args(argv)
     if a.cfg is None:
         raise ConfigError("--cfg FILE is required to train, e.g. python -m trainer --cfg configs/cpu/default.yaml "
@@ -229,4 +185,62 @@ def _dispatch(argv: list[str]) -> int:
 
     cfg = load_config(a.cfg, a.overrides)
     train(cfg, resume=a.resume, command=_command_line(argv))
-    return 0
+
+
+def _eval(argv: list[str]) -> None:
+    from .evaluate import evaluate_checkpoint
+
+    a = _eval_parser().parse_args(argv[1:])
+    evaluate_checkpoint(a.ckpt, data=a.data, out=a.out, size=a.size, batch_size=a.batch_size,
+                        max_images=a.max_images, device=a.device, lpips_weights=a.lpips_weights,
+                        rfid_weights=a.rfid_weights)
+
+
+def _push(argv: list[str]) -> None:
+    from .push import push_checkpoint
+
+    a = _push_parser().parse_args(argv[1:])
+    url = push_checkpoint(a.ckpt, a.repo, private=a.private, token=a.token)
+    print(f"pushed {a.ckpt} to {url}")
+
+
+def _sweep(argv: list[str]) -> None:
+    from .sweep import run_sweep
+
+    a = _sweep_parser().parse_intermixed_args(argv[1:])
+    run_sweep(a.folder, out=a.out, overrides=a.overrides, command=_command_line(argv))
+
+
+def _export(argv: list[str]) -> None:
+    a = _export_parser().parse_args(argv[1:])
+    if a.projector:
+        from .projector import export_projector
+
+        if not a.out:
+            raise ConfigError("export --projector needs --out FOLDER (then: tensorboard --logdir FOLDER)")
+        info = export_projector(a.ckpt, a.out, data=a.data, size=a.size, num_images=a.images, device=a.device)
+        print(f"wrote {info['codebook_size']} codes ({info['used_codes']} used on {info['num_images']} images) "
+              f"to {a.out}; view them with: tensorboard --logdir {shlex.quote(a.out)}")
+        return
+    if not a.to:
+        raise ConfigError("export needs --to FOLDER (or --projector --out FOLDER)")
+    from .export import export_checkpoint
+
+    dest, chosen = export_checkpoint(a.ckpt, a.to, weights=a.weights)
+    print(f"exported the {chosen} weights to {dest}")
+
+
+def _tokenize(argv: list[str]) -> None:
+    from .tokenize import tokenize_dataset
+
+    a = _tokenize_parser().parse_args(argv[1:])
+    info = tokenize_dataset(a.ckpt, a.data, a.out, split=a.split, size=a.size, batch_size=a.batch_size,
+                            workers=a.workers, device=a.device, seed=a.seed, max_images=a.max_images,
+                            progress=not a.no_progress)
+    rate = info.get("images_per_second")
+    print(f"tokenized {info['num_images']} images into {a.out} ({info['grid'][0]}x{info['grid'][1]} tokens, "
+          f"{info['dtype']})" + (f" at {rate:.0f} images/s" if rate else ""))
+
+
+# command -> its handler (argv with the command first); anything else trains
+COMMANDS = {"eval": _eval, "push": _push, "sweep": _sweep, "export": _export, "tokenize": _tokenize}

@@ -31,6 +31,7 @@ reference study's hyper-parameters)::
       channels_last: false
       device: auto               # auto | cpu | cuda | cuda:N | mps
       threads: 0                 # CPU threads per process (0 = PyTorch's default)
+      deterministic: false       # GPU: deterministic kernels, bit-exact reruns (CPU always is)
       log_every: 100             # metrics.jsonl / TensorBoard / progress bar
       val_every: 5000            # 0 = only at the end
       val_images: 1024           # the fixed validation subset used during training
@@ -107,6 +108,7 @@ class TrainConfig:
     channels_last: bool = False
     device: str = "auto"
     threads: int = 0
+    deterministic: bool = False
     log_every: int = 100
     val_every: int = 5000
     val_images: int = 1024
@@ -329,7 +331,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
 # Keys that may differ when a run is resumed (everything else must match the saved config).
 RESUMABLE_CHANGES = {
     "train.steps", "train.log_every", "train.val_every", "train.val_images", "train.grid_images",
-    "train.ckpt_every", "train.keep_last", "train.device", "train.threads", "train.compile", "train.channels_last",
+    "train.ckpt_every", "train.keep_last", "train.device", "train.threads", "train.deterministic", "train.compile", "train.channels_last",
     "data.num_workers", "data.in_memory", "data.device_crops", "eval.lpips_weights", "eval.rfid_weights", "eval.batch_size",
     "out_dir",
 }

@@ -12,20 +12,7 @@ from vqexplore.hub import METRICS_NAME, resolve
 from vqexplore.utils import write_atomic
 
 from .checkpoint import STATE_JSON
-from .runfacts import read_facts, write_facts, write_card
-
-
-def _run_config(src) -> dict | None:
-    """The run's config.yaml when the checkpoint belongs to a run folder."""
-    import yaml
-
-    if src.run_dir is not None and (src.run_dir / "config.yaml").is_file():
-        try:
-            cfg = yaml.safe_load((src.run_dir / "config.yaml").read_text())
-            return cfg if isinstance(cfg, dict) else None
-        except yaml.YAMLError:
-            return None
-    return None
+from .runfacts import read_facts, run_config, write_card, write_facts
 
 
 def training_info(ckpt_dir: Path) -> dict:
@@ -71,7 +58,7 @@ def evaluate_checkpoint(ckpt: str, *, data: str | None = None, out: str | None =
     src = resolve(ckpt)
     if src.kind == "hub" and out is None:
         raise CheckpointError(f"{ckpt} is a Hub repo: pass --out FILE for its metrics")
-    run_cfg = _run_config(src) or {}
+    run_cfg = run_config(src.run_dir) or {}
     data = data or (run_cfg.get("data") or {}).get("val") or "builtin"
     size = size or (run_cfg.get("data") or {}).get("size") or 64
     dev = pick_device(device)

@@ -19,6 +19,19 @@ from vqexplore.utils import write_atomic
 FACTS_NAME = "training.json"
 
 
+def run_config(run_dir: Path | None) -> dict | None:
+    """The run's config.yaml as a dict, when a checkpoint belongs to a run folder (else None)."""
+    import yaml
+
+    if run_dir is None or not (Path(run_dir) / "config.yaml").is_file():
+        return None
+    try:
+        cfg = yaml.safe_load((Path(run_dir) / "config.yaml").read_text())
+    except yaml.YAMLError:
+        return None
+    return cfg if isinstance(cfg, dict) else None
+
+
 def facts(*, name: str, data: str | None, step: int, command: str | None) -> dict:
     """The facts of a checkpoint the trainer has just written."""
     return {"name": name, "data": data, "step": int(step), "commands": [command] if command else []}

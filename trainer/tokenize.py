@@ -106,15 +106,14 @@ def tokenize_dataset(ckpt: str, data: str, out: str | os.PathLike, *, split: str
     ``seconds`` and ``images_per_second`` of this call.
     """
     import vqexplore
-    from vqexplore.analysis import weights_fingerprint
-    from vqexplore.data import describe_source, make_dataset
+    from vqexplore.data import make_dataset
     from vqexplore.hub import resolve
 
     from .distributed import pick_device
-    from .evaluate import _run_config
+    from .runfacts import run_config
 
     src = resolve(ckpt)
-    size = int(size or ((_run_config(src) or {}).get("data") or {}).get("size") or 64)
+    size = int(size or ((run_config(src.run_dir) or {}).get("data") or {}).get("size") or 64)
     if batch_size < 1:
         raise DataError(f"--batch-size must be >= 1, got {batch_size}")
     dev = pick_device(device)
@@ -124,20 +123,51 @@ def tokenize_dataset(ckpt: str, data: str, out: str | os.PathLike, *, split: str
     n = len(dataset) if max_images is None else min(int(max_images), len(dataset))
     if n == 0:
         raise DataError(f"{data} has no {split} images to tokenize")
-    ids = image_ids(dataset)[:n]
     if size % model.downsample_factor:
         raise DataError(f"--size {size} is not a multiple of {model.downsample_factor}, the model's downsampling")
-    grid = [size // model.downsample_factor] * 2
-    dtype = _dtype(model.codebook_size)
+    ids = image_ids(dataset)[:n]
+    index = _index(src, ckpt, model, data, split, size, seed, ids)
     out = Path(out)
-    index = {
+    opened = _open_output(out, index, ids)
+    if opened is None:  # already complete
+        print(f"{out}: already complete ({n} images)", file=sys.stderr)
+        old = json.loads((out / INDEX_NAME).read_text())
+        return {k: v for k, v in old.items() if k != "image_ids"} | {"seconds": 0.0, "images_per_second": None}
+    tokens, done = opened
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.Subset(dataset, range(done, n)), batch_size=batch_size, shuffle=False,
+        num_workers=max(0, int(workers)), pin_memory=dev.type == "cuda",
+        persistent_workers=False, prefetch_factor=4 if workers > 0 else None)
+    start = time.perf_counter()
+    written = _encode_into(tokens, model, loader, dev, out, done, n, progress)
+    seconds = time.perf_counter() - start
+    index["complete"] = True
+    write_atomic(out / INDEX_NAME, json.dumps({**index, "image_ids": ids}) + "\n")
+    (out / PROGRESS_NAME).unlink(missing_ok=True)
+    rate = (written - done) / seconds if seconds > 0 else math.inf
+    return {**index, "seconds": seconds, "images_per_second": rate}
+
+
+def _index(src, ckpt: str, model, data: str, split: str, size: int, seed: int, ids: list[str]) -> dict:
+    """What the tokens will be (index.json without its image ids)."""
+    from vqexplore.data import describe_source
+    from vqexplore.projection import weights_fingerprint
+
+    grid = [size // model.downsample_factor] * 2
+    return {
         "format": FORMAT, "checkpoint": str(ckpt), "checkpoint_sha256": weights_fingerprint(src.path),
-        "config": model.config, "codebook_size": model.codebook_size, "grid": grid, "dtype": dtype.name,
-        "num_images": n, "data": str(data), "data_description": describe_source(data), "split": split,
-        "size": size, "seed": seed, "tokens": TOKENS_NAME, "image_ids_sha256": _ids_digest(ids),
-        "complete": False,
+        "config": model.config, "codebook_size": model.codebook_size, "grid": grid,
+        "dtype": _dtype(model.codebook_size).name, "num_images": len(ids), "data": str(data),
+        "data_description": describe_source(data), "split": split, "size": size, "seed": seed,
+        "tokens": TOKENS_NAME, "image_ids_sha256": _ids_digest(ids), "complete": False,
     }
+
+
+def _open_output(out: Path, index: dict, ids: list[str]):
+    """The (N, h, w) token memory map and how many rows are already final (a resumed job), or
+    None when ``out`` holds this job complete. A folder of another job is refused."""
     tokens_path, index_path = out / TOKENS_NAME, out / INDEX_NAME
+    n, grid, dtype = index["num_images"], index["grid"], np.dtype(index["dtype"])
     done = 0
     if index_path.is_file():
         try:
@@ -149,8 +179,7 @@ def tokenize_dataset(ckpt: str, data: str, out: str | os.PathLike, *, split: str
             raise CheckpointError(f"{out} holds tokens of another job ({field} differs: {old.get(field)!r} there, "
                                   f"{index[field]!r} now); choose another --out or delete it")
         if old.get("complete"):
-            print(f"{out}: already complete ({n} images)", file=sys.stderr)
-            return {k: v for k, v in old.items() if k != "image_ids"} | {"seconds": 0.0, "images_per_second": None}
+            return None
         done = min(_progress(out), n) if tokens_path.is_file() else 0
     elif out.exists() and any(out.iterdir()):
         raise CheckpointError(f"--out {out} exists and holds other files; choose an empty or new folder")
@@ -159,31 +188,31 @@ def tokenize_dataset(ckpt: str, data: str, out: str | os.PathLike, *, split: str
         write_atomic(index_path, json.dumps({**index, "image_ids": ids}) + "\n")
         tokens = np.lib.format.open_memmap(tokens_path, mode="w+", dtype=dtype, shape=(n, *grid))
         write_atomic(out / PROGRESS_NAME, json.dumps({"done": 0}) + "\n")
-    else:
-        tokens = np.load(tokens_path, mmap_mode="r+")
-        if tokens.shape != (n, *grid) or tokens.dtype != dtype:
-            raise CheckpointError(f"{tokens_path} has shape {tokens.shape} {tokens.dtype}, expected {(n, *grid)} "
-                                  f"{dtype}; delete {out} and tokenize again")
-        print(f"{out}: resuming after {done} of {n} images", file=sys.stderr)
+        return tokens, 0
+    tokens = np.load(tokens_path, mmap_mode="r+")
+    if tokens.shape != (n, *grid) or tokens.dtype != dtype:
+        raise CheckpointError(f"{tokens_path} has shape {tokens.shape} {tokens.dtype}, expected {(n, *grid)} "
+                              f"{dtype}; delete {out} and tokenize again")
+    print(f"{out}: resuming after {done} of {n} images", file=sys.stderr)
+    return tokens, done
 
-    loader = torch.utils.data.DataLoader(
-        torch.utils.data.Subset(dataset, range(done, n)), batch_size=batch_size, shuffle=False,
-        num_workers=max(0, int(workers)), pin_memory=dev.type == "cuda",
-        persistent_workers=False, prefetch_factor=4 if workers > 0 else None)
+
+def _encode_into(tokens: np.ndarray, model, loader, dev, out: Path, done: int, n: int, progress: bool) -> int:
+    """Encode every batch into rows ``done``.. of ``tokens``; progress.json counts only rows that
+    are flushed to disk. Returns the number of final rows."""
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=n, initial=done, unit="img", desc="tokenize", file=sys.stderr, dynamic_ncols=True,
                    mininterval=1.0)
-    start = time.perf_counter()
     written, last_save = done, time.monotonic()
     try:
         with torch.inference_mode():
             for batch in _clean_errors(loader):
                 ids_batch = model.encode(batch.to(dev, non_blocking=True))
                 b = ids_batch.shape[0]
-                tokens[written:written + b] = ids_batch.to("cpu", torch.int32).numpy().astype(dtype, copy=False)
+                tokens[written:written + b] = ids_batch.to("cpu", torch.int32).numpy().astype(tokens.dtype, copy=False)
                 written += b
                 if bar is not None:
                     bar.update(b)
@@ -196,12 +225,7 @@ def tokenize_dataset(ckpt: str, data: str, out: str | os.PathLike, *, split: str
         write_atomic(out / PROGRESS_NAME, json.dumps({"done": written}) + "\n")
         if bar is not None:
             bar.close()
-    seconds = time.perf_counter() - start
-    index["complete"] = True
-    write_atomic(index_path, json.dumps({**index, "image_ids": ids}) + "\n")
-    (out / PROGRESS_NAME).unlink(missing_ok=True)
-    rate = (written - done) / seconds if seconds > 0 else math.inf
-    return {**index, "seconds": seconds, "images_per_second": rate}
+    return written
 
 
 def _clean_errors(loader):

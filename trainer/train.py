@@ -60,8 +60,11 @@ def train_model(cfg: Config, *, resume: bool = False, command: str | None = None
         # On a busy or small CPU, fewer threads than cores avoids OpenMP spin-waiting.
         torch.set_num_threads(cfg.train.threads)
     d, device = distributed.setup(cfg.train.device)
-    if device.type == "cuda":
+    if cfg.train.deterministic:
+        use_deterministic_kernels()
+    elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed image size: let cuDNN pick the fastest kernels
+    if device.type == "cuda":
         if cfg.train.precision == "bf16":
             # bf16 runs accept reduced precision; TF32 speeds up the float32 distance matmuls too.
             torch.backends.cuda.matmul.allow_tf32 = True
@@ -86,6 +89,20 @@ def train_model(cfg: Config, *, resume: bool = False, command: str | None = None
         if lock is not None:
             lock.release()
         distributed.teardown(d)
+
+
+def use_deterministic_kernels() -> None:
+    """``train.deterministic``: the same kernels in the same order on every run, so that GPU runs
+    (and resumes) repeat bit for bit, at some cost in speed. CPU training is deterministic
+    without it. cuBLAS needs a fixed workspace (read when its handle is made, at the first
+    matmul); ops without a deterministic CUDA kernel warn instead of stopping the run (integer
+    counts such as code usage are exact however they are summed)."""
+    import os
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
 
 
 # ---------------------------------------------------------------------------------------------

@@ -215,7 +215,7 @@ def code_gallery(model: nn.Module, images: Tensor, code: int, *, max_patches: in
 # ---------------------------------------------------------------------------------------------
 
 STUDY_COLUMNS = ("checkpoint", "quantizer", "levels", "code dim", "codebook size", "l2 norm", "entropy reg",
-                 "ema", "usage %", "perplexity", "dead codes", "PSNR", "SSIM", "LPIPS", "rFID", "metrics from")
+                 "ema", "remedy", "usage %", "perplexity", "dead codes", "PSNR", "SSIM", "LPIPS", "rFID", "metrics from")
 
 
 _METRIC_COLUMNS = {"usage": "usage %", "perplexity": "perplexity", "dead_codes": "dead codes",

@@ -16,7 +16,8 @@ from plotly.subplots import make_subplots
 
 __all__ = [
     "usage_curves", "usage_heatmap", "usage_histogram", "usage_over_steps", "embedding_scatter",
-    "training_curves", "grid_shape", "selected_code", "DEAD_COLOR",
+    "training_curves", "grid_shape", "selected_code", "DEAD_COLOR", "health_distances", "code_norms",
+    "usage_vs_quality",
 ]
 
 DEAD_COLOR = "#d62728"      # dead codes: red everywhere
@@ -296,6 +297,17 @@ def training_curves(frame, groups: Mapping[str, Sequence[str]] | None = None, *,
     return fig
 
 
+def _custom(data) -> list:
+    """A selection point's customdata as a list: Streamlit hands a row of a 2-D customdata array
+    back as a list, or as a dict keyed "0", "1", ... (plotly's typed arrays)."""
+    if isinstance(data, dict):
+        keys = sorted((k for k in data if str(k).isdigit()), key=int)
+        return [data[k] for k in keys]
+    if isinstance(data, (list, tuple)):
+        return list(data)
+    return [] if data is None else [data]
+
+
 def selected_code(event) -> int | None:
     """The code id of the first point in a Streamlit plotly selection event (``st.plotly_chart(...,
     on_select="rerun")``) or a plotly click payload, or None. Relies on customdata[0] = code id."""
@@ -305,8 +317,8 @@ def selected_code(event) -> int | None:
     except (TypeError, KeyError, AttributeError):
         return None
     for point in points:
-        data = point.get("customdata")
-        if isinstance(data, (list, tuple)) and data:
+        data = _custom(point.get("customdata"))
+        if data:
             data = data[0]
         if isinstance(data, (int, float)) and not isinstance(data, bool):
             return int(data)
@@ -353,9 +365,10 @@ def token_grid(image: np.ndarray, indices: np.ndarray, *, cells: np.ndarray | No
         fig.add_trace(go.Scatter(
             x=c * sx + (sx - 1) / 2, y=r * sy + (sy - 1) / 2, mode="markers", name="selected", hoverinfo="skip",
             marker=dict(symbol="square-open", size=cell_px * 0.9, color=_CELL_SELECTED, line=dict(width=2))))
+    # No dragmode here: Streamlit's selection starts in "pan", where a click selects a cell; its
+    # mode bar switches to box or lasso select (in select modes a click selects nothing).
     fig.update_layout(width=width + 10, height=height + (40 if title else 10), showlegend=False,
-                      margin=dict(l=5, r=5, t=35 if title else 5, b=5), title=title, dragmode="select",
-                      clickmode="event+select")
+                      margin=dict(l=5, r=5, t=35 if title else 5, b=5), title=title)
     fig.update_xaxes(visible=False, range=[-0.5, image.shape[1] - 0.5])
     fig.update_yaxes(visible=False, range=[image.shape[0] - 0.5, -0.5])
     return fig
@@ -367,7 +380,7 @@ def rate_distortion(frame, *, x: str = "bits (entropy)", y: str = "PSNR", highli
     frame: :func:`vqexplore.ratedistortion.rate_distortion_table` rows, plus an optional "set"
     column (e.g. "selected", "CPU sweep") drawn with its own marker; x: "bits (entropy)" or
     "bits (fixed)"; y: "PSNR", "SSIM" or "LPIPS" (lower is better: the axis is reversed so that up
-    is always better). ``highlight``: checkpoint names labelled on the plot.
+    is always better). ``highlight``: checkpoint names labelled on the plot (in the first set only).
     """
     if x not in ("bits (entropy)", "bits (fixed)"):
         raise ValueError(f"x must be 'bits (entropy)' or 'bits (fixed)', got {x!r}")
@@ -386,7 +399,8 @@ def rate_distortion(frame, *, x: str = "bits (entropy)", y: str = "PSNR", highli
             part = data[(data["set"] == group) & (data["quantizer"] == quantizer)]
             if not len(part):
                 continue
-            labels = [n if n in highlight else "" for n in part["checkpoint"]]
+            # Presets may share names with the selection (vq-512 of the sweep): label the first set only.
+            labels = [n if n in highlight and s_index == 0 else "" for n in part["checkpoint"]]
             fig.add_trace(go.Scatter(
                 x=part[x], y=part[y], mode="markers+text" if any(labels) else "markers",
                 name=f"{quantizer} · {group}", text=labels, textposition="top center",
@@ -427,4 +441,53 @@ def alignment_scatter(distance: np.ndarray, counts: np.ndarray, persists: np.nda
                       legend=dict(orientation="h", y=-0.2), xaxis_title="distance to the matched code",
                       yaxis_title="count in A (log)", hovermode="closest")
     fig.update_yaxes(type="log")
+    return fig
+
+
+def health_distances(nearest: np.ndarray, dead: np.ndarray, far_threshold: float) -> go.Figure:
+    """Distance from each code to its nearest encoder output, live codes and dead codes overlaid,
+    with the line past which a dead code counts as "far from the data" (``vqexplore.health``)."""
+    nearest, dead = np.asarray(nearest, dtype=float), np.asarray(dead, dtype=bool)
+    fig = go.Figure()
+    edges = np.linspace(0, float(nearest.max()) * 1.02 + 1e-9, 61)
+    for mask, name, color in ((~dead, "live codes", "#1f77b4"), (dead, "dead codes", DEAD_COLOR)):
+        if mask.any():
+            hist, _ = np.histogram(nearest[mask], bins=edges)
+            fig.add_trace(go.Bar(x=(edges[:-1] + edges[1:]) / 2, y=hist, name=f"{name} ({int(mask.sum())})",
+                                 marker_color=color, opacity=0.7, width=np.diff(edges),
+                                 hovertemplate="distance %{x:.3f}<br>%{y} codes<extra></extra>"))
+    if np.isfinite(far_threshold):
+        fig.add_vline(x=far_threshold, line_dash="dash", annotation_text="far from the data",
+                      annotation_position="top right")
+    fig.update_layout(title="Distance from each code to its nearest encoder output", barmode="overlay",
+                      margin=_MARGIN, xaxis_title="distance (code space)", yaxis_title="codes", bargap=0)
+    fig.update_yaxes(type="log")
+    return fig
+
+
+def code_norms(norms: np.ndarray, dead: np.ndarray) -> go.Figure:
+    """Spread of the code norms, live and dead codes apart (box plots)."""
+    norms, dead = np.asarray(norms, dtype=float), np.asarray(dead, dtype=bool)
+    fig = go.Figure()
+    for mask, name, color in ((~dead, "live", "#1f77b4"), (dead, "dead", DEAD_COLOR)):
+        if mask.any():
+            fig.add_trace(go.Box(x=norms[mask], name=f"{name} ({int(mask.sum())})", marker_color=color,
+                                 boxpoints=False, orientation="h"))
+    fig.update_layout(title="Code norms", margin=_MARGIN, xaxis_title="|code|", showlegend=False, height=260)
+    return fig
+
+
+def usage_vs_quality(frame, *, group: str = "remedy", y: str = "PSNR") -> go.Figure:
+    """One point per checkpoint: codebook usage (%) against ``y``, coloured by ``group`` (a column
+    of ``analysis.comparison_table``: "remedy", "quantizer", ...)."""
+    fig = go.Figure()
+    groups = frame[group].fillna("").replace("", "none") if group in frame else ["all"] * len(frame)
+    for name in dict.fromkeys(groups):
+        part = frame[np.asarray(groups) == name]
+        fig.add_trace(go.Scatter(x=part["usage %"], y=part[y], mode="markers+text", name=str(name),
+                                 text=part["checkpoint"], textposition="top center", marker=dict(size=11),
+                                 hovertemplate="%{text}<br>usage %{x:.2f}%<br>" + y + " %{y:.3f}<extra></extra>"))
+    fig.update_layout(title=f"Usage against {y}, by {group}", margin=_MARGIN, xaxis_title="codebook usage (%)",
+                      yaxis_title=y, legend_title=group)
+    fig.update_xaxes(type="log")
     return fig

@@ -227,9 +227,11 @@ def cells_from_points(points: Iterable, shape: tuple[int, int]) -> np.ndarray:
     (as :func:`vqexplore.plots.token_grid` draws them); points without it are ignored."""
     h, w = shape
     mask = np.zeros((h, w), dtype=bool)
+    from .plots import _custom
+
     for point in points or []:
-        data = point.get("customdata") if isinstance(point, dict) else None
-        if isinstance(data, (list, tuple)) and len(data) >= 2:
+        data = _custom(point.get("customdata")) if isinstance(point, dict) else []
+        if len(data) >= 2:
             r, c = int(data[0]), int(data[1])
             if 0 <= r < h and 0 <= c < w:
                 mask[r, c] = True

@@ -70,7 +70,9 @@ with ui.shown_errors():
     m[4].metric("Token agreement", f"{agree:.1%}",
                 delta=None if raw is None else f"{100 * (agree - raw):+.1f} pts vs raw ids ({raw:.1%})",
                 help="Tokens of the same images (same positions) whose B code is A's code translated by the "
-                     "alignment; 'raw ids' compares the ids as they are.")
+                     "alignment; 'raw ids' compares the ids as they are. Raw above aligned means codes kept "
+                     "their ids while moving further than codes are apart: the assignment by vectors then "
+                     "pairs them differently.")
     st.caption(f"{s['method']}. Threshold {al.threshold:.4g} (euclidean). {n} validation images.")
 
     live_ids = np.flatnonzero(al.live_a)
@@ -102,7 +104,7 @@ with ui.shown_errors():
                      width=128)
             st.caption("Decoded tiles (a 4 x 4 grid of the code through each decoder). Click a point to pick a code.")
         st.subheader("Matched codes, most used first")
-        st.dataframe(al.pairs(counts_a, counts_b).head(200), hide_index=True, width="stretch",
+        st.dataframe(al.pairs(counts_a, counts_b).head(200), hide_index=True, width="stretch", height=250,
                      column_config={"distance": st.column_config.NumberColumn(format="%.4f")})
 
 st.subheader("Across a run: codes x steps, following aligned codes")

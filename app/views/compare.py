@@ -44,6 +44,11 @@ if rows and view == "table":
     notes.append("rFID is shown only where a checkpoint's metrics.json has it (`python -m trainer eval`).")
     st.caption(" · ".join(notes))
     st.download_button("Download table (CSV)", table.to_csv(index=False), "comparison.csv", "text/csv")
+    if len(table) > 1:
+        group = st.radio("Group points by", ["remedy", "quantizer"], horizontal=True, key="compare_group")
+        st.plotly_chart(plots.usage_vs_quality(table, group=group), width="stretch", key="usage_vs_psnr")
+        st.caption("One point per checkpoint: does a remedy buy usage without losing PSNR? "
+                   "The CPU sweep's remedy rows: docs/cpu_sweep.md, \"Remedies at 16,384 codes\".")
 
 if curves and view == "table":
     x = st.radio("x axis", ["fraction", "rank"], horizontal=True, key="curve_x",
@@ -74,8 +79,12 @@ if view == "rd":
                  format_func={"bits (entropy)": "entropy of the tokens", "bits (fixed)": "tokens x log2 K"}.get)
     metrics = ["PSNR", "SSIM"] + (["LPIPS"] if any(pt.lpips is not None for pt in points) else [])
     y = c2.radio("Quality", metrics, key="rd_y")
-    sweep = c3.toggle("CPU sweep rows (docs/cpu_sweep.md)", key="rd_sweep")
-    runs = c4.toggle(f"evaluated runs in {ui.runs_root()}", key="rd_runs")
+    sweep = c3.toggle("CPU sweep preset", key="rd_sweep",
+                      help=f"The 18 rows of {cached.SWEEP_TABLE.name} (`python -m trainer sweep configs/cpu`), "
+                           f"from its tables")
+    runs = c4.toggle("evaluated runs", key="rd_runs",
+                     help=f"Every run in {ui.runs_root()} whose newest checkpoint has a metrics.json "
+                          f"(`python -m trainer eval --ckpt RUN`)")
     frame = rate_distortion_table(points)
     frame["set"] = "selected"
     import pandas as pd

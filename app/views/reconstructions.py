@@ -114,7 +114,8 @@ st.subheader("Token surgery: what does this token do here?")
 if not done:
     ui.footer()
     st.stop()
-st.caption("Click a cell of the token grid (or drag a box / lasso over several), pick another code, and see "
+st.caption("Click a cell of the token grid (the chart's toolbar has box and lasso select for several; or type "
+           "them), pick another code, and see "
            "what the decoder makes of the edited grid next to the original decode. Only the edited cells' "
            "decoder footprint can change (checked exactly in the tests).")
 viewstate.track("edit", "surgery_ckpt", str, lambda v: v in done)
@@ -145,10 +146,12 @@ with left:
         current = parse_cells(st.session_state.get("surgery_cells", ""), grid.shape)
     except ValueError:
         current = np.zeros(grid.shape, bool)
-    fig = plots.token_grid(bg, grid, cells=current, size=max(256, min(448, bg.shape[1] * scale)),
-                           title=f"{names[img_i]} · {grid.shape[0]} x {grid.shape[1]} tokens")
+    st.caption(f"{names[img_i]} · {grid.shape[0]} x {grid.shape[1]} tokens of {model.codebook_size} codes "
+               f"(hover a cell for its code)")
+    fig = plots.token_grid(bg, grid, cells=current, size=max(256, min(448, bg.shape[1] * scale)))
+    fig.update_layout(margin=dict(t=30))  # room for the chart's toolbar above the image
     event = st.plotly_chart(fig, width="content", key=f"surgery_grid_{edit_label}_{img_i}", on_select="rerun",
-                            selection_mode=("points", "box", "lasso"), config={"displayModeBar": False})
+                            selection_mode=("points", "box", "lasso"))
     clicked = cells_from_points((event or {}).get("selection", {}).get("points", []), grid.shape)
     signature = format_cells(clicked)
     # A selection stays in the chart's state: act on a new one only, once.

@@ -9,7 +9,7 @@ no crop); ``size != s`` resizes.
 
 Storage: in RAM when all the split's files fit ``IN_MEMORY_BUDGET`` (val: 50k images, 614 MB),
 else memory-mapped: each file is converted once into a plain ``.npy`` file under
-``$VQEXPLORE_CACHE`` (default ``~/.cache/vqexplore``), keyed by its path, size and mtime, and
+``vqexplore.utils.cache_dir()`` (``$VQEXPLORE_CACHE_DIR``, default ``~/.cache/vqexplore``), keyed by its path, size and mtime, and
 that file is mapped with ``np.load(mmap_mode="r")``. Memory mapping keeps a *global* shuffle
 cheap (the page cache is shared by all loader workers and ranks on a node) where per-file lazy
 loading would either thrash or restrict shuffling to within one file.
@@ -31,6 +31,7 @@ import torch
 from PIL import Image
 
 from ..errors import DataError
+from ..utils import cache_dir
 from .base import IN_MEMORY_BUDGET, _EpochItems, _norm_split, _rng
 from .decode import _RESAMPLE, _first_line, _to_tensor
 
@@ -86,10 +87,6 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 def _restricted_unpickle(path: Path) -> Any:
     with open(path, "rb") as f:
         return _NumpyOnlyUnpickler(f, encoding="latin1").load()  # latin1: Python 2 pickles too
-
-
-def _cache_dir() -> Path:
-    return Path(os.environ.get("VQEXPLORE_CACHE") or Path.home() / ".cache" / "vqexplore")
 
 
 class DownsampledImageNet(_EpochItems):
@@ -180,7 +177,7 @@ class DownsampledImageNet(_EpochItems):
     def _converted(self, f: Path) -> Path:
         st = f.stat()
         key = hashlib.sha1(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
-        out = _cache_dir() / "imagenet64" / f"{f.name.split('.')[0]}-{key}.npy"
+        out = cache_dir() / "imagenet64" / f"{f.name.split('.')[0]}-{key}.npy"
         if out.is_file():
             return out
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ import math
 import torch
 from torch import Tensor
 
+from ..errors import ConfigError
 from .base import Quantizer, QuantizerOutput, from_tokens, to_tokens
 
 
@@ -22,7 +23,7 @@ class FSQ(Quantizer):
         super().__init__()
         levels = [int(v) for v in levels]
         if not levels or min(levels) < 2:
-            raise ValueError(f"FSQ levels must all be >= 2, got {levels}")
+            raise ConfigError(f"every FSQ level must be >= 2, got {levels}", key="levels")
         self.levels_list = levels
         self.eps = eps
         self.register_buffer("levels", torch.tensor(levels, dtype=torch.int64), persistent=False)

@@ -1,0 +1,72 @@
+"""Codebook health: dead codes told apart by their distance to the data, and a diagnosis that
+names the remedies for what it sees."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vqexplore import VQModel, plots
+from vqexplore.health import REMEDY_ROWS, codebook_health
+from vqexplore.quantizers import nearest_code
+
+
+def _latents(n=600, d=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(8, d, generator=g)[torch.randint(8, (n,), generator=g)]
+            + 0.05 * torch.randn(n, d, generator=g)).numpy()
+
+
+def _model_with(codes: np.ndarray) -> VQModel:
+    model = VQModel(quantizer="vq", codebook_size=codes.shape[0], code_dim=codes.shape[1], hidden_dim=8)
+    with torch.no_grad():
+        model.quantizer.embedding.copy_(torch.as_tensor(codes))
+    return model
+
+
+def _counts(model, latents):
+    idx = nearest_code(torch.as_tensor(latents), model.codebook_vectors().detach())
+    return np.bincount(idx.numpy(), minlength=model.codebook_size)
+
+
+def test_codes_far_from_the_data_call_for_restarts():
+    lat = _latents()
+    codes = np.concatenate([lat[:8], np.full((56, 4), 40.0)])  # 8 codes on the data, 56 far away
+    model = _model_with(codes.astype(np.float32))
+    h = codebook_health(model, lat, _counts(model, lat))
+    assert int(h.dead.sum()) >= 56 and h.dead_far >= 56
+    assert "far from every encoder output" in h.diagnosis[0] and "Dead-code restart" in h.diagnosis[0]
+    assert all(f"`{row}`" in h.diagnosis[0] for row in REMEDY_ROWS["dead-code restart"])
+
+
+def test_crowded_codes_call_for_spreading_the_assignments():
+    lat = _latents()
+    # Every code a copy of one data point plus a tiny offset: among the data, but one neighbour
+    # wins almost every token.
+    base = lat[:1].repeat(64, 0) + 1e-3 * np.random.default_rng(0).standard_normal((64, 4))
+    model = _model_with(base.astype(np.float32))
+    h = codebook_health(model, lat, _counts(model, lat))
+    assert h.dead_near > h.dead_far
+    assert "crowded" in h.diagnosis[0] and "Entropy regularisation" in h.diagnosis[0]
+
+
+def test_norm_spread_and_a_healthy_codebook():
+    lat = _latents(d=4)
+    codes = lat[np.linspace(0, len(lat) - 1, 8).astype(int)].astype(np.float32)
+    model = _model_with(codes)
+    h = codebook_health(model, lat, np.full(8, 10))
+    assert h.diagnosis[0].startswith("Healthy")
+    codes[0] *= 50
+    h = codebook_health(_model_with(codes), lat, np.full(8, 10))
+    assert h.norm_spread > 0.5 and any("l2-normalised" in s for s in h.diagnosis)
+    with pytest.raises(ValueError, match="one entry per code"):
+        codebook_health(model, lat, np.zeros(3))
+
+
+def test_implicit_grids_are_not_told_to_restart():
+    model = VQModel(quantizer="fsq", levels=[4, 4], hidden_dim=8)
+    lat = np.random.default_rng(0).uniform(-0.2, 0.2, (500, 2)).astype(np.float32)  # the centre cells only
+    h = codebook_health(model, lat, _counts(model, lat))
+    assert not h.explicit and "fixed grid" in h.diagnosis[0] and "restart" not in h.diagnosis[0].split("no restart")[1]
+    fig = plots.health_distances(h.nearest, h.dead, h.far_threshold)
+    assert len(fig.data) == 2

@@ -1,0 +1,291 @@
+"""The views of issue 12 in a real browser (Debian chromium through playwright) on a real
+``streamlit run app/dashboard.py``: the repository's demo checkpoints and a run trained here by the
+trainer (SimVQ, 300 steps, a checkpoint every 60).
+
+Deep links show the one navigation even as a fresh server's first request; Reconstructions draw
+images at 256 px with a working swipe and flip; token surgery by clicking the token grid; the
+rate-distortion view with the CPU sweep preset; aligned codes; a view's link reopens it.
+
+Screenshots go to tests/artifacts/views/; with ``VQEXPLORE_SCREENSHOTS=1`` they also replace the
+README's pictures in docs/screenshots/ (look at them before committing)."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from test_dashboard import tree_digest
+from test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, _free_port, _no_exception, wait_rendered
+
+REPO = Path(__file__).resolve().parent.parent
+ARTIFACTS = REPO / "tests" / "artifacts" / "views"
+DOCS = REPO / "docs" / "screenshots"
+DEMOS = ["vq-512", "fsq-8555", "simvq-2048", "vq-16384", "vq-ema-512", "vq-l2-2048", "vq-entropy-2048"]
+NAV = ["Compare", "Codebook usage", "Codebook health", "Code embeddings", "Reconstructions", "Code inspector", "Aligned codes", "Training"]
+
+pytestmark = pytest.mark.skipif(not all((REPO / "checkpoints" / d / "model.safetensors").is_file() for d in DEMOS),
+                                reason="needs the demo checkpoints in checkpoints/")
+
+
+def _query(*pairs) -> str:
+    from urllib.parse import urlencode
+
+    return "?" + urlencode(list(pairs))
+
+
+DEMO_QUERY = [("ckpt", d) for d in DEMOS[:3]] + [("size", "32"), ("n", "16")]
+
+
+def _start(env: dict, log: Path) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "dashboard.py"), "--server.headless", "true",
+         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+         "--server.fileWatcherType", "none"], cwd=REPO, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1):
+                return proc, url
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                pytest.fail("streamlit did not start: " + log.read_text()[-2000:])
+            time.sleep(0.2)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} not found: the browser test needs Debian's chromium (apt-get install chromium)")
+    root = tmp_path_factory.mktemp("views")
+    runs = root / "runs"
+    # A real run: the trainer, a CPU config row, a few hundred steps, several checkpoints.
+    result = subprocess.run(
+        [sys.executable, "-m", "trainer", "--cfg", str(REPO / "configs" / "cpu" / "simvq-512.yaml"), "name=simvq-run",
+         f"out_dir={runs}", "train.steps=300", "train.ckpt_every=60", "train.keep_last=10", "train.val_every=0",
+         "train.log_every=60", "train.threads=1"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    before = tree_digest(REPO / "checkpoints")
+    yield {**os.environ, "VQEXPLORE_CHECKPOINTS": str(REPO / "checkpoints"), "VQEXPLORE_RUNS": str(runs),
+           "VQEXPLORE_CACHE_DIR": str(root / "cache"), "_root": str(root)}
+    assert tree_digest(REPO / "checkpoints") == before  # the demo checkpoints are only read
+
+
+@pytest.fixture(scope="module")
+def server(env):
+    proc, url = _start(env, Path(env["_root"]) / "server.log")
+    yield url
+    _stop(proc)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def _tab(browser, height: int = 1100):
+    return browser.new_page(viewport={"width": 1500, "height": height})
+
+
+def _shot(target, name: str, **kw) -> None:
+    """Save a screenshot under tests/artifacts/views/ (and docs/screenshots/ when asked)."""
+    path = ARTIFACTS / f"{name}.png"
+    target.screenshot(path=str(path), **kw)
+    assert path.stat().st_size > 10_000
+    if os.environ.get("VQEXPLORE_SCREENSHOTS") == "1":
+        DOCS.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, DOCS / path.name)
+
+
+def _done(tab, timeout_s: float = 180) -> None:
+    """Until the page's script has run to its end (the footer's timing line) and drawn."""
+    tab.wait_for_selector("text=Page computed in", timeout=timeout_s * 1000)
+    wait_rendered(tab, timeout_s)
+
+
+def _nav(tab) -> list[str]:
+    links = tab.get_by_test_id("stSidebarNav").get_by_role("link")
+    # each link reads "<icon ligature>\n\n<title>"
+    return [links.nth(i).inner_text().strip().split("\n")[-1] for i in range(links.count())]
+
+
+def test_deep_links_show_one_navigation_on_a_fresh_server(env, browser, tmp_path):
+    proc, url = _start(env, tmp_path / "fresh.log")  # nobody has opened "/" on this server yet
+    try:
+        tab = _tab(browser)
+        tab.goto(f"{url}/compare{_query(*DEMO_QUERY)}")
+        tab.wait_for_selector("h1:has-text('Compare checkpoints')", timeout=120_000)
+        wait_rendered(tab)
+        _no_exception(tab)
+        assert _nav(tab) == NAV  # page titles, not file names; no extra "dashboard" entry
+        assert tab.get_by_text("Page not found").count() == 0
+        assert "ckpt=vq-512" in tab.url and "/compare" in tab.url
+        _shot(tab, "navigation")
+        for path, title in (("/aligned_codes", "Aligned codes"), ("/training", "Training"), ("/", "Compare checkpoints")):
+            other = _tab(browser)
+            other.goto(f"{url}{path}")
+            other.wait_for_selector(f"h1:has-text('{title}')", timeout=120_000)
+            wait_rendered(other)
+            assert _nav(other) == NAV, path
+            if path == "/":
+                assert other.url.split("?")[0].endswith("/compare")  # the front door is /compare
+            other.close()
+        tab.close()
+    finally:
+        _stop(proc)
+
+
+def _swipe_state(frame) -> str:
+    return frame.locator("img.right").evaluate("img => img.style.clipPath")
+
+
+def test_reconstructions_are_large_and_swipe(server, browser):
+    tab = _tab(browser, 2400)
+    tab.goto(f"{server}/reconstructions{_query(*DEMO_QUERY)}")
+    tab.wait_for_selector("h1:has-text('Reconstructions')", timeout=120_000)
+    _done(tab)
+    _no_exception(tab)
+    assert tab.locator("iframe[title^='val 0: input vs']").count() == 3
+    frame = tab.frame_locator("iframe[title='val 0: input vs vq-512 reconstruction']")
+    right = frame.locator("img.right")
+    size = right.evaluate("img => [img.naturalWidth, img.clientWidth, getComputedStyle(img).imageRendering]")
+    assert size == [32, 256, "pixelated"]  # a 32 px crop drawn 8x, nearest-neighbour
+    assert _swipe_state(frame) == "inset(0px 0px 0px 50%)"
+    frame.locator("input[type=range]").fill("20")
+    assert _swipe_state(frame) == "inset(0px 0px 0px 20%)"
+    frame.locator("button", has_text="Flip").click()
+    assert _swipe_state(frame) == "inset(0px 0px 0px 0%)"  # all reconstruction
+    frame.locator("button", has_text="Flip").click()
+    assert _swipe_state(frame) == "inset(0px 0px 0px 100%)"  # all input
+    box = frame.locator(".frame").bounding_box()
+    tab.mouse.move(box["x"] + 0.75 * box["width"], box["y"] + box["height"] / 2)
+    tab.mouse.down()
+    tab.mouse.up()
+    assert _swipe_state(frame).startswith("inset(0px 0px 0px 75")
+    frame.locator("input[type=range]").fill("50")
+    _shot(tab, "reconstructions", clip={"x": 300, "y": 0, "width": 1200, "height": 1250})
+    tab.close()
+
+
+def test_token_surgery_by_clicking_the_grid(server, browser):
+    tab = _tab(browser, 2200)
+    tab.goto(f"{server}/reconstructions{_query(*DEMO_QUERY, ('recon_count', '1'))}")
+    tab.wait_for_selector("h1:has-text('Reconstructions')", timeout=120_000)
+    _done(tab)
+    chart = tab.locator(".st-key-surgery_grid_vq-512_0")
+    chart.scroll_into_view_if_needed()
+    wait_rendered(tab)
+    plot = chart.locator(".nsewdrag").first.bounding_box()
+    # 32 px image, 8 x 8 tokens: cell (row 3, col 2) is centred on pixel (2*4+1.5, 3*4+1.5).
+    x = plot["x"] + (2 * 4 + 1.5 + 0.5) / 32 * plot["width"]
+    y = plot["y"] + (3 * 4 + 1.5 + 0.5) / 32 * plot["height"]
+    # Plotly finds the clicked point from its hover state: hover first, as a hand does.
+    tab.mouse.move(x - 3, y - 3)
+    tab.mouse.move(x, y)
+    time.sleep(0.5)
+    tab.mouse.click(x, y)
+    cells = tab.locator(".st-key-surgery_cells input")
+    deadline = time.time() + 60
+    while cells.input_value() != "3,2" and time.time() < deadline:
+        time.sleep(0.2)
+    assert cells.input_value() == "3,2"
+    tab.wait_for_selector("text=PSNR, edited decode", timeout=60_000)
+    wait_rendered(tab)
+    _no_exception(tab)
+    assert "cells=3%2C2" in tab.url or "cells=3,2" in tab.url
+    # A box: type it (the grid's box / lasso select does the same).
+    cells.fill("2-4,1-3")
+    cells.press("Enter")
+    tab.wait_for_selector("text=9 cells", timeout=60_000)
+    wait_rendered(tab)
+    _no_exception(tab)
+    section = tab.get_by_text("Token surgery: what does this token do here?")
+    section.scroll_into_view_if_needed()
+    top = section.bounding_box()["y"]
+    _shot(tab, "token_surgery", clip={"x": 300, "y": max(0, top - 10), "width": 1200, "height": 1080})
+    tab.close()
+
+
+def test_rate_distortion_with_the_sweep_preset(server, browser):
+    tab = _tab(browser, 1300)
+    query = [("ckpt", d) for d in DEMOS] + [("size", "32"), ("n", "16"), ("view", "rd"), ("sweep", "1")]
+    tab.goto(f"{server}/compare{_query(*query)}")
+    tab.wait_for_selector("h1:has-text('Compare checkpoints')", timeout=120_000)
+    _done(tab)
+    _no_exception(tab)
+    chart = tab.locator(".st-key-rate_distortion")
+    assert chart.locator(".main-svg").count() >= 1
+    legend = chart.locator(".legend").text_content()
+    for name in ("VQ · selected", "FSQ · selected", "SimVQ · selected", "VQ · CPU sweep", "FSQ · CPU sweep"):
+        assert name in legend
+    from vqexplore.ratedistortion import points_from_sweep_table
+
+    rows = len(points_from_sweep_table(REPO / "docs" / "cpu_sweep.md"))
+    assert chart.locator(".scatterlayer .point").count() == len(DEMOS) + rows
+    _shot(tab, "rate_distortion", clip={"x": 300, "y": 0, "width": 1200, "height": 1000})
+    tab.close()
+
+
+def _selected(tab, key: str) -> str:
+    """The value a selectbox shows (its combobox input, or the text beside it)."""
+    box = tab.locator(f".st-key-{key}")
+    inputs = box.locator("input")
+    value = inputs.first.input_value() if inputs.count() else ""
+    return value or box.inner_text().split("\n")[-1].strip()
+
+
+def test_aligned_codes_and_a_shared_link(server, browser):
+    tab = _tab(browser, 1900)
+    tab.goto(f"{server}/aligned_codes{_query(('ckpt', 'run: simvq-run'), ('size', '32'), ('n', '16'))}")
+    tab.wait_for_selector("h1:has-text('Aligned codes')", timeout=120_000)
+    _done(tab)
+    _no_exception(tab)
+    metrics = tab.get_by_test_id("stMetric")
+    assert metrics.count() == 5 and "Token agreement" in metrics.nth(4).inner_text()
+    assert tab.locator('[data-testid="stPlotlyChart"] .main-svg').count() >= 2
+    _shot(tab, "aligned_codes", clip={"x": 300, "y": 0, "width": 1200, "height": 1850})
+    # Choose another B; the address follows, and opening it elsewhere shows the same view.
+    assert "b=simvq-run" in tab.url and "300" in tab.url  # the view is in the address from the start
+    tab.get_by_test_id("stMainBlockContainer").get_by_role("combobox", name="Checkpoint B (later)").click()
+    option = tab.get_by_role("option", name="simvq-run @ step 180")
+    option.wait_for(state="visible")
+    option.click()
+    deadline = time.time() + 120
+    while "step 180" not in _selected(tab, "align_b") and time.time() < deadline:
+        time.sleep(0.2)
+    wait_rendered(tab)
+    while "step+180" not in tab.url and "step%20180" not in tab.url and time.time() < deadline:
+        time.sleep(0.2)
+    link = tab.url
+    assert "b=simvq-run" in link and "180" in link
+    shared = _tab(browser)
+    shared.goto(link)
+    shared.wait_for_selector("h1:has-text('Aligned codes')", timeout=120_000)
+    _done(shared)
+    assert _selected(shared, "align_b") == "simvq-run @ step 180"
+    assert _selected(shared, "align_a") == "simvq-run @ step 60"
+    shared.close()
+    tab.close()

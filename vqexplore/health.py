@@ -1,0 +1,137 @@
+"""Codebook health: why codes are dead, and which remedies address it.
+
+A code is *dead* when no encoder output of the sample picks it. Two causes call for different
+remedies, and the distance from each code to its nearest encoder output tells them apart:
+
+- **far from the data**: the code sits farther from every encoder output than live codes sit from
+  theirs. It was never pulled into the data (a bad init, or the encoder moved away). Remedies:
+  k-means init, dead-code restart, l2-normalised codes.
+- **outcompeted**: the code sits among the encoder outputs, but a neighbour is nearer to each of
+  them. The codebook is crowded where the data is. Remedies: entropy regularisation, a smaller
+  code dimension, or a quantizer whose codes cannot crowd (FSQ, SimVQ, LFQ/BSQ).
+
+A wide spread of code norms (some codes far longer than others) is a third sign: l2-normalised
+codes remove it. Everything here is computed in the code space (``quantizer.to_code_space``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .quantizers import nearest_code
+
+# A dead code is "far from the data" when its nearest encoder output is farther than this many
+# times the live codes' typical (median) distance to theirs.
+FAR_FACTOR = 1.5
+
+# Sweep rows (configs/cpu, docs/cpu_sweep.md) that tried each remedy, for the diagnosis' links.
+REMEDY_ROWS = {
+    "k-means init": ("vq-16384-kmeans", "vq-l2-16384-kmeans"),
+    "dead-code restart": ("vq-16384-restart", "vq-16384-kmeans-restart"),
+    "l2-normalised codes": ("vq-l2-2048", "vq-l2-16384"),
+    "entropy regularisation": ("vq-entropy-2048", "vq-entropy-16384"),
+    "a smaller code dimension": ("vq-d8-2048", "vq-d8-16384"),
+    "rotation trick": ("vq-16384-rotation", "vq-l2-16384-rotation"),
+    "FSQ, SimVQ, LFQ or BSQ": ("fsq-88865", "simvq-16384", "lfq-16384", "bsq-16384"),
+}
+
+
+@dataclass
+class CodebookHealth:
+    """codebook_size K; counts (K,) tokens per code on the sample; nearest (K,) distance from each
+    code to its nearest encoder output; norms (K,) code norms; far_threshold: ``FAR_FACTOR`` x
+    the live codes' median distance; explicit: False for implicit grids (FSQ, LFQ, BSQ), whose codes
+    cannot move; diagnosis: plain sentences, most important first."""
+
+    codebook_size: int
+    counts: np.ndarray
+    nearest: np.ndarray
+    norms: np.ndarray
+    far_threshold: float
+    explicit: bool
+    diagnosis: list[str] = field(default_factory=list)
+
+    @property
+    def dead(self) -> np.ndarray:
+        return self.counts == 0
+
+    @property
+    def dead_far(self) -> int:
+        """Dead codes farther from the data than nearly every live code."""
+        return int((self.dead & (self.nearest > self.far_threshold)).sum())
+
+    @property
+    def dead_near(self) -> int:
+        """Dead codes among the data, outcompeted by a neighbour."""
+        return int(self.dead.sum()) - self.dead_far
+
+    @property
+    def norm_spread(self) -> float:
+        """Coefficient of variation of the code norms (std / mean); 0 for unit-norm codes."""
+        mean = float(self.norms.mean())
+        return float(self.norms.std() / mean) if mean > 0 else 0.0
+
+
+def _nearest_distance(codes: torch.Tensor, latents: torch.Tensor) -> np.ndarray:
+    """(K,) euclidean distance from every code to its nearest latent (chunked search)."""
+    idx = nearest_code(codes, latents)
+    return (codes - latents[idx]).norm(dim=1).numpy()
+
+
+@torch.no_grad()
+def codebook_health(model, latents: np.ndarray, counts: np.ndarray) -> CodebookHealth:
+    """Health of ``model``'s codebook given encoder outputs in code space ``latents`` (M, D) (e.g.
+    ``projection.encoder_outputs``) and per-code token counts ``counts`` (K,) on the same sample."""
+    codes = model.codebook_vectors().detach().float().cpu()
+    lat = torch.as_tensor(np.asarray(latents, dtype=np.float32))
+    counts = np.asarray(counts)
+    if counts.shape != (codes.shape[0],):
+        raise ValueError(f"counts must have one entry per code ({codes.shape[0]}), got shape {counts.shape}")
+    nearest = _nearest_distance(codes, lat)
+    live = counts > 0
+    far = FAR_FACTOR * float(np.median(nearest[live])) if live.any() else float("inf")
+    # A quantizer whose codes are not learned vectors (a fixed grid) cannot be restarted or moved.
+    explicit = any(p.requires_grad for p in model.quantizer.parameters()) or \
+        hasattr(model.quantizer, "ema_embed_sum")
+    health = CodebookHealth(codes.shape[0], counts, nearest, codes.norm(dim=1).numpy(), far, explicit)
+    health.diagnosis = diagnose(health)
+    return health
+
+
+def _rows(remedy: str) -> str:
+    return ", ".join(f"`{r}`" for r in REMEDY_ROWS[remedy])
+
+
+def diagnose(h: CodebookHealth) -> list[str]:
+    """Plain-words reading of a :class:`CodebookHealth`, naming remedies and the sweep rows
+    (``configs/cpu/<row>.yaml``, table in ``docs/cpu_sweep.md``) that tried them."""
+    dead = int(h.dead.sum())
+    usage = 1 - dead / h.codebook_size
+    out = []
+    if usage >= 0.9:
+        out.append(f"Healthy: {usage:.0%} of the codes are used on this sample.")
+    elif not h.explicit:
+        out.append(f"{dead:,} of {h.codebook_size:,} grid points are never reached. This codebook is a fixed "
+                   f"grid, so no restart applies: its points go unused because the encoder outputs do not "
+                   f"spread over every cell. More varied data, fewer levels or bits, or an entropy term "
+                   f"(LFQ/BSQ's) spread them; compare {_rows('FSQ, SimVQ, LFQ or BSQ')}.")
+    elif h.dead_far >= h.dead_near:
+        out.append(f"{h.dead_far:,} of the {dead:,} dead codes lie far from every encoder output (over "
+                   f"{FAR_FACTOR:g}x the live codes' typical distance to theirs): they were never pulled into "
+                   f"the data. Dead-code restart moves them onto encoder outputs ({_rows('dead-code restart')}); "
+                   f"k-means init starts them there ({_rows('k-means init')}); l2-normalised codes keep codes and "
+                   f"data on one sphere ({_rows('l2-normalised codes')}).")
+    else:
+        out.append(f"{h.dead_near:,} of the {dead:,} dead codes sit among the encoder outputs but a neighbour "
+                   f"wins every token: the codebook is crowded where the data is. Entropy regularisation "
+                   f"spreads the assignments ({_rows('entropy regularisation')}); a smaller code dimension "
+                   f"({_rows('a smaller code dimension')}) or a quantizer whose codes cannot crowd "
+                   f"({_rows('FSQ, SimVQ, LFQ or BSQ')}) avoid it; dead-code restart re-seeds them "
+                   f"({_rows('dead-code restart')}).")
+    if h.explicit and h.norm_spread > 0.5:
+        out.append(f"Code norms vary widely (std/mean {h.norm_spread:.2f}): long codes can win tokens from "
+                   f"short ones regardless of direction. l2-normalised codes remove that "
+                   f"({_rows('l2-normalised codes')}).")
+    return out
