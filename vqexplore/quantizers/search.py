@@ -33,17 +33,19 @@ def nearest_code(tokens: Tensor, codebook: Tensor, chunk_size: int | None = None
 
     tokens: (N, D), codebook: (K, D) -> (N,) int64. Memory: chunk x K floats.
     ``|t|^2`` is constant per token, so argmin over ``|e|^2 - 2 t.e`` suffices; one fused
-    ``addmm`` per chunk.
+    ``addmm`` per chunk. Always float32, also inside a bf16 autocast region (a bf16 search would
+    confuse codes closer than bf16's 3 significant digits).
     """
     tokens = tokens.detach().float()
     codebook = codebook.detach().float()
     code_sq = codebook.pow(2).sum(1)
     rows = chunk_rows(codebook.shape[0], chunk_size, tokens.device)
     out = torch.empty(tokens.shape[0], dtype=torch.long, device=tokens.device)
-    for start in range(0, tokens.shape[0], rows):
-        chunk = tokens[start : start + rows]
-        scores = torch.addmm(code_sq, chunk, codebook.t(), beta=1.0, alpha=-2.0)
-        out[start : start + rows] = scores.argmin(1)
+    with torch.autocast(tokens.device.type, enabled=False):
+        for start in range(0, tokens.shape[0], rows):
+            chunk = tokens[start : start + rows]
+            scores = torch.addmm(code_sq, chunk, codebook.t(), beta=1.0, alpha=-2.0)
+            out[start : start + rows] = scores.argmin(1)
     return out
 
 
@@ -127,9 +129,11 @@ def entropy_loss(tokens: Tensor, codebook: Tensor, temperature: float = 0.01,
 
 def entropy_and_nearest(tokens: Tensor, codebook: Tensor, temperature: float = 0.01,
                         chunk_size: int | None = None) -> tuple[Tensor, Tensor]:
-    """(entropy loss, nearest-code ids (N,)) from one chunked pass over the distances."""
+    """(entropy loss, nearest-code ids (N,)) from one chunked pass over the distances, in float32
+    also inside a bf16 autocast region."""
     rows = chunk_rows(codebook.shape[0], chunk_size, tokens.device)
-    return _ChunkedEntropy.apply(tokens.float(), codebook.float(), float(temperature), rows)
+    with torch.autocast(tokens.device.type, enabled=False):
+        return _ChunkedEntropy.apply(tokens.float(), codebook.float(), float(temperature), rows)
 
 
 @torch.no_grad()
