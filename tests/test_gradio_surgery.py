@@ -105,9 +105,11 @@ def test_browser_click_cells_and_apply(server, upload):  # noqa: F811
             expect(cells).to_have_value("3,5", timeout=30_000)
             page.locator("#surgery-grid img").first.click(position={"x": 10.5 * cell, "y": 8.5 * cell})
             expect(cells).to_have_value("3,5; 8,10", timeout=30_000)
+            expect(page.locator("#surgery-grid-note")).to_contain_text("2 cell(s) selected", timeout=30_000)
             # A box from two corners.
             page.get_by_text("two clicks: corners of a box").click()
             page.locator("#surgery-grid img").first.click(position={"x": 1.5 * cell, "y": 12.5 * cell})
+            expect(page.locator("#surgery-grid-note")).to_contain_text("box corner at 12,1", timeout=30_000)
             page.locator("#surgery-grid img").first.click(position={"x": 2.5 * cell, "y": 13.5 * cell})
             expect(cells).to_have_value(re.compile(r"12,1; 12,2; 13,1; 13,2"), timeout=30_000)
             page.get_by_text("a code id", exact=True).click()
@@ -133,27 +135,17 @@ def test_browser_surgery_on_the_demo_checkpoints(tmp_path):
     With VQEXPLORE_SCREENSHOTS=1 it replaces docs/screenshots/gradio_surgery.png."""
     import os
     import shutil
-    import subprocess
-    import sys
 
+    from helpers.servers import ROOT, start_demo, stop
     from playwright.sync_api import expect, sync_playwright
 
-    from test_gradio_app import APP, ROOT, free_port, stop, wait_for_http
     from vqexplore.data import builtin_photos
 
     name, img = builtin_photos("val")[0]
     upload = tmp_path / f"{name}.png"
     Image.fromarray(img).save(upload)
-    port = free_port()
-    env = dict(os.environ, VQEXPLORE_CHECKPOINTS=str(DEMOS), VQEXPLORE_HUB_REPOS="", GRADIO_SERVER_NAME="127.0.0.1",
-               GRADIO_SERVER_PORT=str(port), GRADIO_ANALYTICS_ENABLED="False", GRADIO_TEMP_DIR=str(tmp_path / "gr"),
-               HF_HUB_OFFLINE="1", MPLCONFIGDIR=str(tmp_path / "mpl"))
-    log = tmp_path / "server.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, str(APP)], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
+    proc, url, _ = start_demo(tmp_path, DEMOS)
     try:
-        wait_for_http(url + "config", proc, log)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
             page = browser.new_page(viewport={"width": 1500, "height": 1100})

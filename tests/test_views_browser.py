@@ -11,6 +11,7 @@ README's pictures in docs/screenshots/ (look at them before committing)."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -27,7 +28,8 @@ REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "tests" / "artifacts" / "views"
 DOCS = REPO / "docs" / "screenshots"
 DEMOS = ["vq-512", "fsq-8555", "simvq-2048", "vq-16384", "vq-ema-512", "vq-l2-2048", "vq-entropy-2048"]
-NAV = ["Compare", "Codebook usage", "Codebook health", "Code embeddings", "Reconstructions", "Code inspector", "Aligned codes", "Training"]
+# The menu as app/dashboard.py declares it (st.Page titles, in order).
+NAV = re.findall(r'st\.Page\("views/[^"]+", title="([^"]+)"', (REPO / "app" / "dashboard.py").read_text())
 
 pytestmark = pytest.mark.skipif(not all((REPO / "checkpoints" / d / "model.safetensors").is_file() for d in DEMOS),
                                 reason="needs the demo checkpoints in checkpoints/")
