@@ -10,6 +10,13 @@ Rows, all in one run on the same inputs:
   vqexplore VQ    chunked search (vqexplore.quantizers.VectorQuantizer), plain / l2 / entropy
   vqexplore SimVQ
   vq-pytorch      vector_quantize_pytorch.VectorQuantize(dim=D, codebook_size=K), its defaults
+  VQ remedies     dead-code restart with a threshold that restarts every code at every step (the
+                  worst case; the worker also times the restart alone), k-means init (its one-time
+                  first step: 10 Lloyd iterations on the batch), rotation trick
+  LFQ, BSQ        vqexplore (chunked entropy terms) vs vector_quantize_pytorch.LFQ (full N x K
+                  softmax); their tokens have D = log2(K) channels, not --dim
+  IBQ             vqexplore (chunked softmax over all codes) vs the official formulation with the
+                  full (N, K) softmax and one-hot
 Time: median wall time of forward+backward over --repeats runs after one warm-up.
 Peak memory: the process's peak resident set (VmHWM, reset before each case through
 /proc/self/clear_refs) minus the resident set before the case, so inputs are not counted.
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import math
 import re
 import statistics
 import sys
@@ -28,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vqexplore.quantizers import SimVQ, VectorQuantizer
+from vqexplore.quantizers import BSQ, IBQ, LFQ, SimVQ, VectorQuantizer
 
 
 class NaiveVQ(nn.Module):
@@ -54,6 +62,25 @@ class NaiveVQ(nn.Module):
         return z + (q - z).detach(), losses
 
 
+class NaiveIBQ(nn.Module):
+    """IBQ as the official code writes it: full (N, K) logits, softmax, one-hot, plain autograd."""
+
+    def __init__(self, k: int, d: int, beta: float = 0.25):
+        super().__init__()
+        self.embedding = nn.Parameter(torch.randn(k, d))
+        self.beta = beta
+
+    def forward(self, z: torch.Tensor):
+        e = self.embedding
+        soft = (z @ e.t()).softmax(1)
+        hard = F.one_hot(soft.argmax(1), e.shape[0]).to(z.dtype)
+        q = (hard - soft.detach() + soft) @ e
+        chosen = hard @ e
+        losses = {"quantization": F.mse_loss(q, z), "commitment": self.beta * F.mse_loss(z, chosen.detach()),
+                  "codebook": F.mse_loss(chosen, z.detach())}
+        return q, losses
+
+
 class Ours(nn.Module):
     """Our quantizers take (B, D, H, W); feed the N tokens as a (1, D, N, 1) map."""
 
@@ -64,6 +91,21 @@ class Ours(nn.Module):
     def forward(self, z):
         out = self.q(z.t().reshape(1, z.shape[1], z.shape[0], 1))
         return out.quantized.reshape(z.shape[1], -1).t(), out.losses
+
+
+class LFQPytorch(nn.Module):
+    """vector_quantize_pytorch.LFQ with vqexplore's LFQ / BSQ weights, tokens (N, log2 K)."""
+
+    def __init__(self, k: int, spherical: bool):
+        super().__init__()
+        from vector_quantize_pytorch import LFQ as ReferenceLFQ
+
+        self.q = ReferenceLFQ(dim=k.bit_length() - 1, codebook_size=k, spherical=spherical,
+                              entropy_loss_weight=0.1, commitment_loss_weight=0.25)
+
+    def forward(self, z):
+        q, _, loss = self.q(z[None])
+        return q[0], {"loss": loss}
 
 
 class VQPytorch(nn.Module):
@@ -107,8 +149,16 @@ def measure(module: nn.Module, z: torch.Tensor, repeats: int) -> tuple[float, fl
     return statistics.median(times), max(peak, 0)
 
 
+def _restart_every_step(k: int, d: int) -> nn.Module:
+    # Every code's usage EMA (decay 0.4) falls below a threshold no code can reach one step after
+    # its restart (grace 2T * 0.4 < T), so all min(K, N) dead codes are restarted at every step.
+    return Ours(VectorQuantizer(k, d, dead_code_threshold=1e9, ema_decay=0.4))
+
+
+_LOG2 = lambda k: k.bit_length() - 1  # noqa: E731  LFQ / BSQ tokens have log2(K) channels
+
 CASES = {
-    # name: (factory(k, d, entropy_reg), reference row for the ratios)
+    # name: (factory(k, d, entropy_reg), reference row for the ratios[, token dim from K])
     "naive VQ (full distance matrix)": (lambda k, d, e: NaiveVQ(k, d), None),
     "vqexplore VQ": (lambda k, d, e: Ours(VectorQuantizer(k, d)), "naive VQ (full distance matrix)"),
     "vqexplore VQ + l2": (lambda k, d, e: Ours(VectorQuantizer(k, d, l2_norm=True)), "naive VQ (full distance matrix)"),
@@ -116,16 +166,84 @@ CASES = {
     "vector_quantize_pytorch.VectorQuantize": (lambda k, d, e: VQPytorch(k, d), "naive VQ (full distance matrix)"),
     "naive VQ + entropy (full matrix)": (lambda k, d, e: NaiveVQ(k, d, e), None),
     "vqexplore VQ + entropy": (lambda k, d, e: Ours(VectorQuantizer(k, d, entropy_reg=e)), "naive VQ + entropy (full matrix)"),
+    "vqexplore VQ + dead-code restart (every code, every step)": (lambda k, d, e: _restart_every_step(k, d), "vqexplore VQ"),
+    "vqexplore VQ + kmeans_init (its first step, once)": (lambda k, d, e: Ours(VectorQuantizer(k, d, kmeans_init=True)), "vqexplore VQ"),
+    "vqexplore VQ + rotation_trick": (lambda k, d, e: Ours(VectorQuantizer(k, d, rotation_trick=True)), "vqexplore VQ"),
+    "vector_quantize_pytorch.LFQ": (lambda k, d, e: LFQPytorch(k, False), None, _LOG2),
+    "vqexplore LFQ": (lambda k, d, e: Ours(LFQ(k)), "vector_quantize_pytorch.LFQ", _LOG2),
+    "vector_quantize_pytorch.LFQ(spherical=True)": (lambda k, d, e: LFQPytorch(k, True), None, _LOG2),
+    "vqexplore BSQ": (lambda k, d, e: Ours(BSQ(k)), "vector_quantize_pytorch.LFQ(spherical=True)", _LOG2),
+    "naive IBQ (full softmax and one-hot)": (lambda k, d, e: NaiveIBQ(k, d), None),
+    "vqexplore IBQ": (lambda k, d, e: Ours(IBQ(k, d)), "naive IBQ (full softmax and one-hot)"),
 }
 
 
+def measure_first_step(module: nn.Module, z: torch.Tensor, repeats: int) -> tuple[float, float]:
+    """k-means init: (median seconds, peak bytes) of the first training step, which runs the
+    k-means; the flag is reset before each repeat so that every timed step includes it."""
+    module.train()
+    vq = module.q
+    vq.kmeans_done.fill_(True)
+    _step(module, z)  # warm-up of everything but the k-means
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")
+    base = _status("VmRSS")
+    times = []
+    for _ in range(repeats):
+        vq.kmeans_done.fill_(False)
+        start = time.perf_counter()
+        _step(module, z)
+        times.append(time.perf_counter() - start)
+        assert bool(vq.kmeans_done)
+    return statistics.median(times), max(_status("VmHWM") - base, 0)
+
+
+def restart_alone(module: nn.Module, z: torch.Tensor, repeats: int) -> tuple[float, float]:
+    """(median seconds of one ``_restart_dead_codes`` call alone, codes it restarted per call)."""
+    vq = module.q
+    tokens = z.detach()
+    times, restarted = [], []
+    for _ in range(repeats):
+        vq.usage_ema.zero_()  # what the measured steps saw: every code below the threshold
+        before = vq.embedding.detach().clone()
+        start = time.perf_counter()
+        vq._restart_dead_codes(tokens)
+        times.append(time.perf_counter() - start)
+        restarted.append(int((vq.embedding.detach() != before).any(1).sum()))
+    return statistics.median(times), statistics.median(restarted)
+
+
 def worker(case: str, k: int, n: int, d: int, repeats: int, entropy_reg: float) -> None:
-    """Measure one case in this (fresh) process and print 'time peak' on stdout."""
+    """Measure one case in this (fresh) process and print 'time peak [extra]' on stdout."""
     torch.manual_seed(0)
+    entry = CASES[case]
+    d = entry[2](k) if len(entry) > 2 else d
     z = torch.randn(n, d, requires_grad=True)
-    module = CASES[case][0](k, d, entropy_reg)
-    t, mem = measure(module, z, repeats)
-    print(f"RESULT {t} {mem}")
+    module = entry[0](k, d, entropy_reg)
+    if "kmeans_init" in case:
+        t, mem = measure_first_step(module, z, repeats)
+    else:
+        t, mem = measure(module, z, repeats)
+    extra = ""
+    if "dead-code restart" in case:
+        before = module.q.embedding.detach().clone()
+        _step(module, z)  # one more step: how many codes does a step restart?
+        per_step = int((module.q.embedding.detach() != before).any(1).sum())
+        # Plain and restarting steps interleaved in this process, so that the machine's load
+        # (other processes come and go) hits both alike.
+        plain = Ours(VectorQuantizer(k, d)).train()
+        _step(plain, z)
+        plain_times, restart_times = [], []
+        for _ in range(repeats):
+            for mod, times in ((plain, plain_times), (module, restart_times)):
+                start = time.perf_counter()
+                _step(mod, z)
+                times.append(time.perf_counter() - start)
+        alone, restarted = restart_alone(module, z, repeats)
+        # each pair ran back to back under the same load: the median of the pairs' ratios
+        ratio = statistics.median(r / p for p, r in zip(plain_times, restart_times))
+        extra = f" {alone} {per_step} {statistics.median(plain_times)} {statistics.median(restart_times)} {ratio}"
+    print(f"RESULT {t} {mem}{extra}")
 
 
 def main(argv=None) -> None:
@@ -147,14 +265,13 @@ def main(argv=None) -> None:
     n, d = args.tokens, args.dim
     print(f"# forward+backward on CPU ({torch.get_num_threads()} threads), N={n} tokens, D={d}, "
           f"median of {args.repeats}, each case in a fresh process; torch {torch.__version__}")
-    print("| K | quantizer | time (ms) | peak memory (MB) | speed-up vs naive | memory / naive |")
+    print("| K | quantizer | time (ms) | peak memory (MB) | speed-up vs reference | memory / reference |")
     print("|---:|---|---:|---:|---:|---:|")
+    notes: list[str] = []
     for k in args.sizes:
         results: dict[str, tuple[float, float]] = {}
         for case in args.cases:
-            ref = CASES[case][1]
-            if ref and ref not in results and ref in CASES:
-                continue  # a ratio needs its reference row, which runs first in CASES order
+            ref = CASES[case][1]  # runs first in CASES order; absent when it failed or was not asked for
             out = subprocess.run(
                 [sys.executable, __file__, "--worker", case, "--k", str(k), "--tokens", str(n), "--dim", str(d),
                  "--repeats", str(args.repeats), "--entropy-reg", str(args.entropy_reg)],
@@ -163,15 +280,26 @@ def main(argv=None) -> None:
             if out.returncode or not line:
                 print(f"| {k} | {case} | failed: {(out.stderr.strip().splitlines() or ['?'])[-1]} | | | |", flush=True)
                 continue
-            t, mem = map(float, line[-1].split()[1:])
+            t, mem, *extra = map(float, line[-1].split()[1:])
             results[case] = (t, mem)
             if ref:
-                rt, rm = results[ref]
-                speed, memr = f"{rt / t:.2f}x", f"{mem / rm:.3f}" if rm > 0 else "-"
-                label = case if ref.startswith("naive VQ (") else f"{case} (vs naive + entropy)"
+                rt, rm = results.get(ref, (math.nan, 0.0))
+                speed = f"{rt / t:.2f}x" if ref in results else "-"
+                memr = f"{mem / rm:.3f}" if rm > 0 else "-"
+                label = case if ref.startswith("naive VQ (") else f"{case} (vs {ref})"
             else:
                 speed, memr, label = "1.00x", "1.000", case
+            if len(CASES[case]) > 2:
+                label += f", D={CASES[case][2](k)}"
             print(f"| {k} | {label} | {t * 1e3:.1f} | {mem / 2**20:.1f} | {speed} | {memr} |", flush=True)
+            if extra:
+                alone, per_step, plain_t, restart_t, ratio = extra
+                notes.append(f"{case}, K={k}: each step restarted {per_step:.0f} codes. Plain and restarting steps "
+                             f"interleaved in one process, {args.repeats} pairs: medians {plain_t * 1e3:.1f} ms and "
+                             f"{restart_t * 1e3:.1f} ms, median ratio within a pair {100 * (ratio - 1):+.1f}%; the "
+                             f"restart alone {alone * 1e3:.1f} ms = {100 * alone / plain_t:.2f}% of the plain step.")
+    for note in notes:
+        print(f"\n{note}")
 
 
 if __name__ == "__main__":

@@ -114,7 +114,7 @@ def test_every_page_renders(server, page):
         assert page.inner_text("h1").strip() == title
         assert page.query_selector('[data-testid="stAlertContainer"] >> text=unexpected') is None
         page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-        if name in ("compare", "codebook_usage", "code_embeddings", "code_inspector", "training"):
+        if name in ("compare", "codebook_usage", "codebook_health", "code_embeddings", "code_inspector", "training"):
             assert page.query_selector('[data-testid="stPlotlyChart"] .main-svg') is not None, name
     # A deep link works too (a new session straight onto a page).
     page.goto(f"{server['url']}/code_inspector")

@@ -89,3 +89,12 @@ def test_bfloat16_autocast_changes_nothing():
     assert torch.equal(out.indices, ref.indices) and torch.equal(out.quantized, ref.quantized)
     for name, value in ref.losses.items():
         assert torch.equal(out.losses[name], value), name
+
+
+def test_chunk_rows_default_per_device():
+    from vqexplore.quantizers.search import chunk_rows
+
+    assert chunk_rows(16384, None) == chunk_rows(16384, None, "cpu") == 256      # 4M elements
+    assert chunk_rows(16384, None, torch.device("cuda")) == 1024               # 16M elements
+    assert chunk_rows(16, None, "cuda") == 1 << 20 and chunk_rows(1 << 20, None) == 256  # at least 256 rows
+    assert chunk_rows(16384, 7, "cuda") == 7

@@ -191,3 +191,21 @@ def test_fsq_gradient_is_straight_through():
 def test_fsq_rejects_bad_levels():
     with pytest.raises(ValueError):
         FSQ([8, 1])
+
+
+def test_search_and_entropy_stay_float32_under_bf16_autocast():
+    """The trainer's precision: bf16 runs the model under autocast; the nearest-code search and the
+    entropy term must not drop to bf16 (codes closer than bf16 resolves would be confused)."""
+    from vqexplore.quantizers import entropy_and_nearest
+
+    torch.manual_seed(0)
+    tokens, codebook = torch.randn(512, 16), torch.randn(300, 16)
+    codebook[1] = codebook[0] + 1e-3  # a near tie that bf16 cannot resolve
+    tokens[:8] = codebook[0] + 1e-4
+    exact = nearest_code(tokens, codebook)
+    ent = entropy_and_nearest(tokens, codebook)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(nearest_code(tokens, codebook), exact)
+        ent_bf16 = entropy_and_nearest(tokens, codebook)
+    assert torch.equal(ent_bf16[1], ent[1]) and ent_bf16[0].dtype == torch.float32
+    assert torch.equal(ent_bf16[0], ent[0])

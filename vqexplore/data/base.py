@@ -67,6 +67,39 @@ class _EpochItems(Dataset):
         return epoch, index
 
 
+class _PhotoItems(_EpochItems):
+    """Items cut from a few photos held in memory (built-in photos, the photo corpus).
+
+    Subclasses set ``split``, ``size``, ``seed`` and ``length`` (``_init_photos`` checks the
+    common ones) and implement ``_arrays()`` -> ``[(name, uint8 (H, W, 3))]`` of their split; the
+    PIL images are made once per process (loader workers rebuild them, they are not pickled)."""
+
+    _pil = None
+
+    def _init_photos(self, split: str, size: int, seed: int) -> None:
+        self.split, self.size, self.seed = _norm_split(split), int(size), int(seed)
+        if self.size < 1:
+            raise DataError(f"image size must be a positive integer, got {size}")
+
+    def _arrays(self) -> list:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_pil"] = None
+        return state
+
+    def _images(self) -> list:
+        if self._pil is None:
+            from PIL import Image
+
+            self._pil = [Image.fromarray(np.asarray(a)) for _, a in self._arrays()]
+        return self._pil
+
+
 class _ShorterSideDataset(_EpochItems):
     """Items whose decoded image has shorter side ``size``; train: random crop + flip, val: centre.
 

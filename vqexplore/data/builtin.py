@@ -29,10 +29,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from ..errors import DataError
-from .base import _EpochItems, _norm_split, _rng
+from .base import _PhotoItems, _norm_split, _rng
 from .decode import _RESAMPLE, _to_tensor, load_image
 
 __all__ = ["BUILTIN_TRAIN_PHOTOS", "BUILTIN_VAL_PHOTOS", "builtin_photos", "BuiltinPhotos"]
@@ -89,7 +88,7 @@ def builtin_photos(split: str | None = None) -> list[tuple[str, np.ndarray]]:
     return [p for p in photos if p[0] in names]
 
 
-class BuiltinPhotos(_EpochItems):
+class BuiltinPhotos(_PhotoItems):
     """Crops of the built-in photos (see the module docstring for the split and the scales).
 
     split: "train" (random crops, virtual length ``TRAIN_LENGTH``) or "val" (fixed crops of the
@@ -104,28 +103,13 @@ class BuiltinPhotos(_EpochItems):
     _VAL_SEED = 20240611
 
     def __init__(self, split: str = "train", size: int = 64, length: int | None = None, seed: int = 0):
-        self.split = _norm_split(split)
-        self.size = int(size)
-        self.seed = int(seed)
-        if self.size < 1:
-            raise DataError(f"image size must be a positive integer, got {size}")
+        self._init_photos(split, size, seed)
         default = self.TRAIN_LENGTH if self.split == "train" else self.VAL_LENGTH
         self.length = default if length is None else int(length)
         self.names = tuple(n for n, _ in builtin_photos(self.split))
-        self._pil: list[Image.Image] | None = None
 
-    def __len__(self) -> int:
-        return self.length
-
-    def __getstate__(self):  # workers rebuild the PIL images from the cached arrays
-        state = self.__dict__.copy()
-        state["_pil"] = None
-        return state
-
-    def _images(self) -> list[Image.Image]:
-        if self._pil is None:
-            self._pil = [Image.fromarray(np.asarray(a)) for _, a in builtin_photos(self.split)]
-        return self._pil
+    def _arrays(self) -> list[tuple[str, np.ndarray]]:
+        return builtin_photos(self.split)
 
     def crop_params(self, key: Any) -> tuple[int, float, float, float, bool]:
         """(photo index, x0, y0, side in photo pixels, flip) of an item."""

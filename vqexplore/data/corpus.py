@@ -44,10 +44,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from ..errors import DataError
-from .base import _EpochItems, _norm_split, _rng
+from .base import _PhotoItems, _norm_split, _rng
 from .builtin import BUILTIN_TRAIN_PHOTOS, BUILTIN_VAL_PHOTOS, builtin_photos
 from .decode import _RESAMPLE, _to_tensor, center_crop, load_image
 
@@ -115,7 +114,7 @@ def crop_boxes(rng: np.random.Generator, shapes: np.ndarray, n: int, size: int) 
     return {"photo": photo, "x0": x0, "y0": y0, "side": side, "flip": flip}
 
 
-class PhotoCorpus(_EpochItems):
+class PhotoCorpus(_PhotoItems):
     """The photo corpus as float32 ``(3, size, size)`` items in [-1, 1] (see the module docstring).
 
     split: "train" (random-scale crops, virtual length ``TRAIN_LENGTH``) or "val" (each held-out
@@ -126,31 +125,16 @@ class PhotoCorpus(_EpochItems):
     TRAIN_LENGTH = 10_000
 
     def __init__(self, split: str = "train", size: int = 64, length: int | None = None, seed: int = 0):
-        self.split = _norm_split(split)
-        self.size = int(size)
-        self.seed = int(seed)
-        if self.size < 1:
-            raise DataError(f"image size must be a positive integer, got {size}")
+        self._init_photos(split, size, seed)
         self.names = tuple(photo_names(self.split))
         if self.split == "train":
             self.length = self.TRAIN_LENGTH if length is None else int(length)
         else:
             self.length = len(self.names) if length is None else min(int(length), len(self.names))
-        self._pil: list[Image.Image] | None = None
         self._shapes = np.array([a.shape[:2] for _, a in photo_arrays(self.split)])
 
-    def __len__(self) -> int:
-        return self.length
-
-    def __getstate__(self):  # workers rebuild the PIL images from the cached arrays
-        state = self.__dict__.copy()
-        state["_pil"] = None
-        return state
-
-    def _images(self) -> list[Image.Image]:
-        if self._pil is None:
-            self._pil = [Image.fromarray(np.asarray(a)) for _, a in photo_arrays(self.split)]
-        return self._pil
+    def _arrays(self) -> list[tuple[str, np.ndarray]]:
+        return photo_arrays(self.split)
 
     def crop_params(self, key: Any) -> tuple[int, float, float, float, bool]:
         """(photo index, x0, y0, side in photo pixels, flip) of a train item."""

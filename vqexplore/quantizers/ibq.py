@@ -30,7 +30,7 @@ class IBQ(Quantizer):
     Args:
         codebook_size: K.  code_dim: D.
         commitment_weight: beta (0.25).
-        chunk_size: tokens per chunk (default: ~4M elements of chunk x K).
+        chunk_size: tokens per chunk (default: ~4M elements of chunk x K on the CPU, ~16M on a GPU).
     The codebook starts N(0, 1), as ``nn.Embedding`` (the official initialisation).
     """
 

@@ -50,11 +50,12 @@ class _HypercubeEntropy(torch.autograd.Function):
         log_eps = math.log(ENTROPY_EPS)
         prob_sum = tokens.new_zeros(codes.shape[0])
         sample_entropy = tokens.new_zeros(())
+        ones = tokens.new_ones(min(rows, n))
         for start in range(0, n, rows):
             logp = torch.addmm(-lse[start : start + rows, None], tokens[start : start + rows], codes.t(), alpha=alpha)
             p = logp.exp()
+            prob_sum.addmv_(p.t(), ones[: p.shape[0]])  # column sums as a GEMV: faster than sum(0)
             sample_entropy -= torch.linalg.vecdot(p, logp.clamp_min_(log_eps)).sum()
-            prob_sum += p.sum(0)
         count = torch.tensor(float(n), dtype=tokens.dtype, device=tokens.device)
         world = 1
         if distributed():
@@ -97,7 +98,7 @@ def hypercube_entropy(tokens: Tensor, scale: float, temperature: float = 0.01,
     """
     d = tokens.shape[1]
     codes = _hypercube(d, scale, tokens.dtype, tokens.device)
-    rows = chunk_rows(codes.shape[0], chunk_size)
+    rows = chunk_rows(codes.shape[0], chunk_size, tokens.device)
     return _HypercubeEntropy.apply(tokens, codes, 2.0 / temperature, float(scale), rows)
 
 
@@ -124,7 +125,8 @@ class LFQ(Quantizer):
         commitment_weight: weight of ``MSE(t, sg[q])``.
         entropy_temperature: p_n = softmax(2 t_n . c / temperature) (vector_quantize_pytorch's
             ``inv_temperature`` = 1 / temperature, default 100).
-        chunk_size: tokens per chunk of the entropy term (default: ~4M elements of chunk x K).
+        chunk_size: tokens per chunk of the entropy term (default: ~4M elements of chunk x K on
+            the CPU, ~16M on a GPU).
 
     Losses returned: ``entropy`` (training only, weighted), ``commitment`` (weighted).
     Forward: (B, d, H, W) -> quantized (B, d, H, W) with values +-1, straight-through in
