@@ -331,7 +331,8 @@ def selected_code(event) -> int | None:
 
 __all__ += ["token_grid", "rate_distortion", "QUANTIZER_COLORS", "alignment_scatter"]
 
-QUANTIZER_COLORS = {"VQ": "#1f77b4", "FSQ": "#ff7f0e", "SimVQ": "#2ca02c"}
+QUANTIZER_COLORS = {"VQ": "#1f77b4", "FSQ": "#ff7f0e", "SimVQ": "#2ca02c", "LFQ": "#9467bd", "BSQ": "#8c564b",
+                    "IBQ": "#e377c2"}
 _CELL_SELECTED = "#ff00ff"
 
 

@@ -80,8 +80,8 @@ if view == "rd":
     metrics = ["PSNR", "SSIM"] + (["LPIPS"] if any(pt.lpips is not None for pt in points) else [])
     y = c2.radio("Quality", metrics, key="rd_y")
     sweep = c3.toggle("CPU sweep preset", key="rd_sweep",
-                      help=f"The 18 rows of {cached.SWEEP_TABLE.name} (`python -m trainer sweep configs/cpu`), "
-                           f"from its tables")
+                      help=f"Every row of {cached.SWEEP_TABLE.name} (`python -m trainer sweep configs/cpu`) "
+                           f"(read from the rows file the sweep writes beside it)")
     runs = c4.toggle("evaluated runs", key="rd_runs",
                      help=f"Every run in {ui.runs_root()} whose newest checkpoint has a metrics.json "
                           f"(`python -m trainer eval --ckpt RUN`)")
@@ -110,8 +110,8 @@ if view == "rd":
                "Entropy bits = tokens x the empirical entropy of the token distribution on the validation images "
                "(log2 of the perplexity): what a downstream model that learned the code frequencies pays. "
                "Fixed bits = tokens x log2(codebook size). Numbers come from each checkpoint's metrics.json "
-               "where it has one (its image size), else from the live sample. The sweep rows' entropy comes from "
-               "the perplexity printed to one decimal.")
+               "where it has one (its image size), else from the live sample; the sweep's from the rows file it "
+               "writes beside its tables.")
     st.dataframe(frame, hide_index=True, width="stretch",
                  column_config={c: st.column_config.NumberColumn(format="%.4f")
                                 for c in ("PSNR", "SSIM", "LPIPS", "bits/token (entropy)")} |
