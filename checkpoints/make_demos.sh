@@ -3,46 +3,49 @@
 # trainer: train each demo (runs/demo-NAME), export the better of its weights and their EMA
 # (higher validation PSNR) without optimizer state, and evaluate it on the held-out photos.
 #
-#   bash checkpoints/make_demos.sh                   # every demo, one after the other
-#   bash checkpoints/make_demos.sh vq-16384 fsq-88865
-#   PARALLEL=6 bash checkpoints/make_demos.sh        # side by side (one GPU trains all six at once)
+#   PARALLEL=2 bash checkpoints/make_demos.sh        # the committed set: two demos at a time, 1 thread each
+#   bash checkpoints/make_demos.sh vq-4096 fsq-75555 # some of them (trained in the order given)
 #   EXTRA="train.steps=200" bash checkpoints/make_demos.sh    # overrides for every demo
 #   DEST=/tmp/demos bash checkpoints/make_demos.sh   # export somewhere else
+#   SET=configs/demo-gpu PARALLEL=6 bash checkpoints/make_demos.sh   # the study-size set, on one GPU
 #
-# Time: the committed set was trained on one NVIDIA H200, six demos side by side (bf16,
-# channels_last, photos cut into crops on the GPU); see README "Demo checkpoints" for the steps and
-# minutes. On this project's 2-core CPU one step of batch 256 at hidden 128 takes several seconds
-# (bench/train_step.py), so the full set is a GPU job; EXTRA="train.steps=..." scales it down.
+# Time: README "Demo checkpoints" gives the minutes each demo of the committed set (configs/demo,
+# 6,000 steps each) took on this project's 2-core CPU with PARALLEL=2. An interrupted
+# demo resumes from its last checkpoint (--resume) when the script is run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 PARALLEL=${PARALLEL:-1}
 DEST=${DEST:-checkpoints}
 EXTRA=${EXTRA:-}
+SET=${SET:-configs/demo}
 
 names=()
-for cfg in configs/demo/*.yaml; do
-  name=$(basename "$cfg" .yaml)
-  if [[ $# -gt 0 && " $* " != *" $name "* ]]; then continue; fi
-  names+=("$name")
-done
-[[ ${#names[@]} -gt 0 ]] || { echo "error: no demo named $*; choose from configs/demo/" >&2; exit 2; }
+if [[ $# -gt 0 ]]; then  # in the order given
+  for name in "$@"; do
+    [[ -f "$SET/$name.yaml" ]] || { echo "error: no demo $name in $SET/; choose from: $(cd "$SET" && ls *.yaml | sed 's/.yaml$//' | tr '\n' ' ')" >&2; exit 2; }
+    names+=("$name")
+  done
+else
+  for cfg in "$SET"/*.yaml; do names+=("$(basename "$cfg" .yaml)"); done
+fi
 
 train() {  # --resume: an interrupted demo continues where it stopped
   # shellcheck disable=SC2086
-  $PY -m trainer --cfg "configs/demo/$1.yaml" $EXTRA --resume > "runs/demo-$1.log" 2>&1 \
+  $PY -m trainer --cfg "$SET/$1.yaml" $EXTRA --resume > "runs/demo-$1.log" 2>&1 \
     || { echo "error: training demo $1 failed; see runs/demo-$1.log" >&2; return 1; }
 }
 
 mkdir -p runs
-pids=()
+running=0
 for name in "${names[@]}"; do
-  echo "== training $name (configs/demo/$name.yaml) -> runs/demo-$name"
+  echo "== training $name ($SET/$name.yaml) -> runs/demo-$name"
   train "$name" &
-  pids+=($!)
-  if [[ ${#pids[@]} -ge $PARALLEL ]]; then wait "${pids[0]}"; pids=("${pids[@]:1}"); fi
+  running=$((running + 1))
+  if [[ $running -ge $PARALLEL ]]; then wait -n || failed=1; running=$((running - 1)); fi
 done
-for pid in "${pids[@]}"; do wait "$pid"; done
+while [[ $running -gt 0 ]]; do wait -n || failed=1; running=$((running - 1)); done
+[[ ${failed:-0} -eq 0 ]] || { echo "error: a demo failed to train (see runs/demo-*.log); nothing exported" >&2; exit 1; }
 
 for name in "${names[@]}"; do
   rm -rf "${DEST:?}/$name"

@@ -153,12 +153,19 @@ def test_shipped_configs_are_valid():
         return (m.quantizer, m.codebook_size, m.code_dim, m.l2_norm, m.ema_update, m.entropy_reg > 0,
                 m.kmeans_init, m.dead_code_threshold > 0, m.rotation_trick)
     assert sorted(map(key, cpu)) == sorted(map(key, study))
-    # The demo set's rows: 64 px on the photo corpus, the same half-width model and recipe.
-    demo = sorted((ROOT / "configs" / "demo").glob("*.yaml"))
-    assert len(demo) == 6
-    for path in demo:
-        cfg = load_config(path)
-        assert (cfg.data.train, cfg.data.size, cfg.model.hidden_dim, cfg.train.batch_size) == ("photos", 64, 128, 256)
+    # The demo sets: 64 px on the photo corpus, one model and recipe per set (the committed CPU set
+    # at quarter width, the study-size set for a GPU at half width), and the story's six quantizers.
+    for folder, (hidden, batch, steps) in (("demo", (64, 32, 6000)), ("demo-gpu", (128, 256, 8000))):
+        demo = sorted((ROOT / "configs" / folder).glob("*.yaml"))
+        assert len(demo) == 6
+        kinds = []
+        for path in demo:
+            cfg = load_config(path)
+            assert (cfg.data.train, cfg.data.size, cfg.model.hidden_dim, cfg.train.batch_size, cfg.train.steps) == \
+                ("photos", 64, hidden, batch, steps), path
+            kinds.append((cfg.model.quantizer, cfg.model.l2_norm, cfg.model.dead_code_threshold > 0))
+        assert sorted(kinds) == sorted([("vq", False, False), ("vq", False, True), ("vq", True, False),
+                                        ("fsq", False, False), ("simvq", False, False), ("bsq", False, False)])
 
 
 # ---------------------------------------------------------------------------------------------
