@@ -2,11 +2,11 @@
 (docs/demo_grid.png: input | each checkpoint), rendered from the checkpoints themselves.
 
     python scripts/demo_report.py                       # every checkpoint in checkpoints/
-    python scripts/demo_report.py --ckpts checkpoints/vq-16384-restart checkpoints/simvq-16384
+    python scripts/demo_report.py --ckpts checkpoints/vq-4096 checkpoints/vq-4096-restart
 
 PSNR / SSIM: each held-out photo (``photos`` val split, 8 photos never trained on) as the demo
 sees an upload in its 64 mode: resized so that its shorter side is 64, centre-cropped to 64 x 64.
-Usage: 8 photos at 64 px are only 2,048 tokens, fewer than a 16,384-code codebook; so codebook
+Usage: 8 photos at 64 px are only 2,048 tokens, fewer than a 4,096- or 16,384-code codebook; so codebook
 usage is counted over the same photos encoded whole at four scales (shorter side 64, 128, 256 and
 512 px: 273,184 tokens), the way the demo tokenizes larger uploads. Both are measured on
 photos no checkpoint was trained on.
@@ -67,7 +67,7 @@ def main(argv=None) -> int:
     folders = [Path(c) for c in a.ckpts] if a.ckpts else sorted(
         d for d in (ROOT / "checkpoints").iterdir() if (d / "config.json").is_file())
     names, photos = zip(*photo_arrays("val"))
-    lines = ["| checkpoint | quantizer | image size trained | PSNR (64 mode) | SSIM | codes used on the held-out photos | usage |",
+    lines = ["| checkpoint | quantizer | steps trained | PSNR (64 mode) | SSIM | codes used on the held-out photos | usage |",
              "|---|---|---:|---:|---:|---:|---:|"]
     columns = None
     for folder in folders:
@@ -75,7 +75,7 @@ def main(argv=None) -> int:
         m = measure(model, list(photos))
         columns = columns or [m["inputs"]]
         columns.append(m["recon"])
-        trained = _trained_size(folder)
+        trained = _steps(folder)
         lines.append(f"| {folder.name} | {vqexplore.describe.config_summary(model.config)} | {trained} | "
                      f"{m['psnr']:.2f} dB | {m['ssim']:.4f} | {m['used']:,} of {model.codebook_size:,} "
                      f"({m['tokens']:,} tokens) | {m['usage']:.1%} |")
@@ -90,11 +90,12 @@ def main(argv=None) -> int:
     return 0
 
 
-def _trained_size(folder: Path) -> str:
-    """Training image size, from the training command in training.json: configs/demo rows train
-    at 64 px, configs/cpu rows (the earlier demos) at 32 px."""
-    text = (folder / "training.json").read_text() if (folder / "training.json").is_file() else ""
-    return "64" if "configs/demo/" in text else "32" if "configs/cpu/" in text else "?"
+def _steps(folder: Path) -> str:
+    """Training steps of the checkpoint, from its training.json ("?" when it has none)."""
+    import json
+
+    facts = json.loads((folder / "training.json").read_text()) if (folder / "training.json").is_file() else {}
+    return f"{facts['step']:,}" if isinstance(facts.get("step"), int) else "?"
 
 
 if __name__ == "__main__":
