@@ -108,7 +108,7 @@ def server_path_cases(upload: Path, outside: Path) -> dict[str, dict]:
         "a folder": {"path": str(outside)},
         "a missing file": {"path": str(outside / "missing.png")},
         "system file": {"path": "/etc/passwd"},
-        "relative path": {"path": "checkpoints/vq-512/config.json"},
+        "relative path": {"path": "checkpoints/vq-4096/config.json"},
         "traversal out of the upload folder": {"path": str(upload / ".." / "server-files" / "secret.png")},
         "symlink in the upload folder": {"path": str(link)},
         "http URL": {"url": "http://127.0.0.1:1/secret.png"},
@@ -159,9 +159,9 @@ def test_demo_one_size_limit_for_every_way_an_image_arrives(hostile_server):
     assert event == "complete", outputs
 
 
-@pytest.mark.parametrize("typed", ["checkpoints/vq-512", "tests/test_hub.py", "app/views", "nobody/nothing"])
+@pytest.mark.parametrize("typed", ["checkpoints/vq-4096", "tests/test_hub.py", "app/views", "nobody/nothing"])
 def test_demo_typed_ids_are_hub_ids_only(hostile_server, typed):
-    """Item 3: a typed id never loads a server folder (``checkpoints/vq-512`` exists in the
+    """Item 3: a typed id never loads a server folder (``checkpoints/vq-4096`` exists in the
     server's working folder) and the answer does not depend on what exists there."""
     s = hostile_server
     path = upload_file(s["url"], png_bytes(photo(64, 64, seed=1)))
@@ -449,11 +449,11 @@ TRAINER_CASES = {  # name -> (arguments made in a fresh tmp folder, exit code, p
     "empty validation npz": (lambda t: _tiny(t, "data.val=" + _npz_folder(
         t / "empty", "val_data", np.zeros((0, 3 * 8 * 8), np.uint8))), 1, "holds no images"),
     "unwritable out_dir": (lambda t: _tiny(t, f"out_dir={_unwritable(t)}"), 1, "check the permissions"),
-    "eval --batch-size 0": (lambda t: ["eval", "--ckpt", str(ROOT / "checkpoints" / "vq-512"), "--batch-size", "0"],
+    "eval --batch-size 0": (lambda t: ["eval", "--ckpt", str(ROOT / "checkpoints" / "vq-4096"), "--batch-size", "0"],
                             2, "--batch-size must be >= 1"),
-    "eval --max-images 0": (lambda t: ["eval", "--ckpt", str(ROOT / "checkpoints" / "vq-512"), "--max-images", "0"],
+    "eval --max-images 0": (lambda t: ["eval", "--ckpt", str(ROOT / "checkpoints" / "vq-4096"), "--max-images", "0"],
                             2, "--max-images must be >= 1"),
-    "eval --out a folder": (lambda t: ["eval", "--ckpt", str(ROOT / "checkpoints" / "vq-512"), "--out", str(t)],
+    "eval --out a folder": (lambda t: ["eval", "--ckpt", str(ROOT / "checkpoints" / "vq-4096"), "--out", str(t)],
                             2, "is a folder; give a file name"),
 }
 
