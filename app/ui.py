@@ -369,7 +369,7 @@ def sidebar() -> None:
                      help="The fixed validation sample (built-in photos) every page measures on.")
         st.selectbox("Image size (pixels)", IMAGE_SIZES, key="w_image_size", on_change=_keep, args=("image_size",),
                      help="Side of the validation crops. The study and the demo checkpoints use 64 "
-                          "(a checkpoint's metrics.json says what it was trained at).")
+                          "(a checkpoint's metrics.json says the size it was evaluated at).")
         if not opts:
             st.info(f"No checkpoints found in {checkpoint_root()}: add a folder above, or train one with "
                     f"`python -m trainer --cfg configs/cpu/<name>.yaml`.")

@@ -37,7 +37,7 @@ train() {  # --resume: an interrupted demo continues where it stopped
 }
 
 mkdir -p runs
-running=0
+running=0 failed=0
 for name in "${names[@]}"; do
   echo "== training $name ($SET/$name.yaml) -> runs/demo-$name"
   train "$name" &
@@ -45,7 +45,7 @@ for name in "${names[@]}"; do
   if [[ $running -ge $PARALLEL ]]; then wait -n || failed=1; running=$((running - 1)); fi
 done
 while [[ $running -gt 0 ]]; do wait -n || failed=1; running=$((running - 1)); done
-[[ ${failed:-0} -eq 0 ]] || { echo "error: a demo failed to train (see runs/demo-*.log); nothing exported" >&2; exit 1; }
+[[ $failed -eq 0 ]] || { echo "error: a demo failed to train (see runs/demo-*.log); nothing exported" >&2; exit 1; }
 
 for name in "${names[@]}"; do
   rm -rf "${DEST:?}/$name"

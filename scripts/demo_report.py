@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 import vqexplore
+from trainer.runfacts import read_facts
 from vqexplore.codebook_metrics import code_counts
 from vqexplore.data import center_crop, fit_to_multiple, image_to_tensor, tensor_to_image
 from vqexplore.data.corpus import photo_arrays
@@ -92,10 +93,8 @@ def main(argv=None) -> int:
 
 def _steps(folder: Path) -> str:
     """Training steps of the checkpoint, from its training.json ("?" when it has none)."""
-    import json
-
-    facts = json.loads((folder / "training.json").read_text()) if (folder / "training.json").is_file() else {}
-    return f"{facts['step']:,}" if isinstance(facts.get("step"), int) else "?"
+    step = read_facts(folder).get("step")
+    return f"{step:,}" if isinstance(step, int) else "?"
 
 
 if __name__ == "__main__":

@@ -32,7 +32,6 @@ DEMOS = ["vq-4096", "fsq-75555", "simvq-4096", "vq-4096-restart", "vq-l2-4096", 
 NAV = re.findall(r'st\.Page\("views/[^"]+", title="([^"]+)"', (REPO / "app" / "dashboard.py").read_text())
 
 
-
 def test_the_demo_set_is_committed():
     """The demo set these views open is part of the repository (a missing one fails, never skips)."""
     missing = [d for d in DEMOS if not (REPO / "checkpoints" / d / "model.safetensors").is_file()]
