@@ -27,11 +27,17 @@ SECTIONS = dict(model={"ema_update": True, "kmeans_init": True, "dead_code_thres
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:
-    """The final checkpoint's weights and its weight EMA's (prefixed ``ema/``)."""
+    """The final checkpoint's weights and its weight EMA's (prefixed ``ema/``), and the
+    discriminator's and every optimizer's state (prefixed ``disc/``, ``state/``) when there."""
     step, folder = list_checkpoints(run)[-1]
     assert step == STEPS
     ema = {f"ema/{k}": v for k, v in load_file(str(folder / "ema" / "model.safetensors")).items()}
-    return {**load_file(str(folder / "model.safetensors")), **ema}
+    extra = {}
+    if (folder / "discriminator.safetensors").is_file():
+        extra.update({f"disc/{k}": v for k, v in load_file(str(folder / "discriminator.safetensors")).items()})
+        extra.update({f"state/{k}": v for k, v in load_file(str(folder / "trainer_state.safetensors")).items()
+                      if k.startswith(("optimizer.", "disc_optimizer."))})
+    return {**load_file(str(folder / "model.safetensors")), **ema, **extra}
 
 
 def _start(cfg: Path, *extra: str) -> subprocess.Popen:
@@ -40,14 +46,15 @@ def _start(cfg: Path, *extra: str) -> subprocess.Popen:
 
 
 def _kill_during_training(proc: subprocess.Popen, run: Path, rng: random.Random, log: list,
-                          max_delay: float) -> bool:
-    """Wait until the process is training (metrics.jsonl has grown), then SIGKILL it after a
-    random delay in [0, max_delay]."""
+                          max_delay: float, min_checkpoint: int = 0) -> bool:
+    """Wait until the process is training (metrics.jsonl has grown) and has saved its checkpoint
+    at step ``min_checkpoint`` (when > 0), then SIGKILL it after a random delay in [0, max_delay]."""
     metrics = run / "metrics.jsonl"
     size0 = metrics.stat().st_size if metrics.exists() else 0
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and proc.poll() is None:
-        if metrics.exists() and metrics.stat().st_size > size0:
+        saved = not min_checkpoint or any(s >= min_checkpoint for s, _ in list_checkpoints(run))
+        if metrics.exists() and metrics.stat().st_size > size0 and saved:
             break
         time.sleep(0.02)
     delay = rng.uniform(0.0, max_delay)
@@ -61,25 +68,43 @@ def _kill_during_training(proc: subprocess.Popen, run: Path, rng: random.Random,
 
 
 def test_sigkill_and_resume_gives_identical_weights(tmp_path):
+    _kill_resume_and_compare(tmp_path, SECTIONS)
+
+
+# The VQGAN stage: the discriminator (weights, BatchNorm statistics), its Adam state and the
+# adversarial step (from step 6, with taming's adaptive weight) have to survive the kill too; the
+# kill comes after the checkpoint at step 10 (4 adversarial steps in), on 2 CPU threads.
+GAN_SECTIONS = {**SECTIONS, "train": {**SECTIONS["train"], "threads": 2},
+                "loss": {"adv_weight": 0.5, "disc_start": 6, "adaptive_weight": True,
+                         "disc_width": 8, "disc_layers": 2, "disc_loss": "hinge"}}
+
+
+def test_sigkill_and_resume_with_the_discriminator_active_is_bit_exact(tmp_path):
+    _kill_resume_and_compare(tmp_path, GAN_SECTIONS, min_checkpoint=10)
+
+
+def _kill_resume_and_compare(tmp_path, sections: dict, min_checkpoint: int = 0):
+    """An uninterrupted run, then the same run SIGKILLed (after its checkpoint at step
+    ``min_checkpoint`` at the earliest) and resumed: the same final weights and trainer state."""
     seed = int(os.environ.get("TEST_RESUME_SEED", random.randrange(1 << 30)))
     rng = random.Random(seed)
 
     # The uninterrupted reference, in this process.
-    ref_cfg = write_config(tmp_path / "ref.yaml", "ref", tmp_path / "runs", **SECTIONS)
+    ref_cfg = write_config(tmp_path / "ref.yaml", "ref", tmp_path / "runs", **sections)
     t0 = time.monotonic()
     assert cli.main(["--cfg", str(ref_cfg)]) == 0
     train_seconds = time.monotonic() - t0
     reference = _weights(tmp_path / "runs" / "ref")
 
     # The same run, SIGKILLed at a random moment of its training, then resumed.
-    cfg = write_config(tmp_path / "killed.yaml", "killed", tmp_path / "runs", **SECTIONS)
+    cfg = write_config(tmp_path / "killed.yaml", "killed", tmp_path / "runs", **sections)
     run = tmp_path / "runs" / "killed"
     kills: list = []
     # Anywhere in the first half of the time that the reference run took (shorter if
     # this process happens to train faster and ends before the kill).
     max_delay = 0.5 * train_seconds
     for _ in range(3):
-        if _kill_during_training(_start(cfg), run, rng, kills, max_delay=max_delay):
+        if _kill_during_training(_start(cfg), run, rng, kills, max_delay=max_delay, min_checkpoint=min_checkpoint):
             break
         shutil.rmtree(run)
         max_delay /= 3

@@ -27,7 +27,7 @@ from test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, _free_port, _no_exce
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "tests" / "artifacts" / "views"
 DOCS = REPO / "docs" / "screenshots"
-DEMOS = ["vq-4096", "fsq-75555", "simvq-4096", "vq-4096-restart", "vq-l2-4096", "bsq-4096"]
+DEMOS = ["vq-4096", "fsq-75555", "simvq-4096", "vq-4096-restart", "vq-l2-4096", "bsq-4096", "simvq-4096-gan"]
 # The menu as app/dashboard.py declares it (st.Page titles, in order).
 NAV = re.findall(r'st\.Page\("views/[^"]+", title="([^"]+)"', (REPO / "app" / "dashboard.py").read_text())
 

@@ -25,6 +25,8 @@ reference study's hyper-parameters)::
       min_lr: 0.0                # the cosine schedule's final learning rate
       grad_clip: 0.0             # clip the global gradient norm to this (0 = off)
       ema_decay: 0.0             # keep an EMA of the weights (e.g. 0.999), saved as step-N/ema (0 = off)
+      init_from: null            # start from a trained tokenizer's weights (checkpoint/run folder or Hub id;
+                                 # its model must equal model:), e.g. to fine-tune it with the VQGAN stage
       steps: 500000
       seed: 0
       precision: fp32            # fp32 | bf16 (autocast; on CUDA also TF32 for float32 matmuls)
@@ -117,6 +119,7 @@ class TrainConfig:
     min_lr: float = 0.0
     grad_clip: float = 0.0
     ema_decay: float = 0.0
+    init_from: str | None = None
     steps: int = 500_000
     seed: int = 0
     precision: str = "fp32"
@@ -340,6 +343,8 @@ def validate(cfg: Config) -> Config:
     if not re.match(r"^(auto|cpu|mps|cuda(:\d+)?)$", t.device):
         raise ConfigError(f"train.device: must be auto, cpu, cuda, cuda:N or mps, got {t.device!r}")
 
+    if t.init_from is not None and not t.init_from.strip():
+        raise ConfigError("train.init_from: empty; name a checkpoint folder, a run folder or a Hub repo id, or null")
     _check_loss(cfg.loss)
 
     e = cfg.eval

@@ -82,6 +82,8 @@ def train_run(cfg: Config, *, resume: bool = False, command: str | None = None) 
         resume_from, saved = open_run(cfg, d, resume)
         data = load_data(cfg, d, device)
         model, optimizer = build_model(cfg, device)
+        if cfg.train.init_from and resume_from is None:
+            init_weights(model, cfg.train.init_from, cfg)
         stage = build_gan_stage(cfg, device)
         run = Run(cfg, d, device, command, model, optimizer, data, stage)
         if resume_from is not None:
@@ -257,6 +259,21 @@ def build_model(cfg: Config, device: torch.device) -> tuple[VQModel, torch.optim
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model, torch.optim.Adam(model.parameters(), lr=cfg.train.lr, betas=tuple(cfg.train.betas))
+
+
+def init_weights(model: VQModel, source: str, cfg: Config) -> None:
+    """``train.init_from``: copy a trained tokenizer's weights and buffers into ``model``; its
+    model config must be the run's (every key its config.json records)."""
+    import vqexplore
+
+    src = vqexplore.load(source)
+    ours = dict(cfg.model)
+    for key, value in src.config.items():
+        if ours.get(key) != value:
+            raise ConfigError(f"train.init_from: {source} has model.{key} = {value!r}, the config says "
+                              f"{ours.get(key)!r}; set model.{key} to {value!r} or start from another checkpoint")
+    with torch.no_grad():
+        model.load_state_dict(src.state_dict())
 
 
 def build_gan_stage(cfg: Config, device: torch.device) -> GANStage | None:

@@ -92,9 +92,11 @@ def generator_loss(logits_fake: Tensor, kind: str = "hinge") -> Tensor:
 
 
 def last_layer(model: nn.Module) -> Tensor:
-    """The weight of the decoder's last layer (the last 4-D parameter of ``model.decoder``):
-    where taming measures the gradient norms of the adaptive weight."""
+    """The weight of the decoder's last layer (``model.decoder.last_layer``, else the last 4-D
+    parameter of ``model.decoder``): where taming measures the gradient norms of the adaptive weight."""
     model = getattr(model, "module", model)  # DDP
+    if isinstance(getattr(model.decoder, "last_layer", None), Tensor):
+        return model.decoder.last_layer
     weights = [p for p in model.decoder.parameters() if p.dim() == 4]
     if not weights:
         raise ValueError("the model's decoder has no convolution weight to measure the adaptive weight on")
