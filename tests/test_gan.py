@@ -261,3 +261,23 @@ def test_cpu_vqgan_row_trains_end_to_end(tmp_path, capsys):
 
     model = vqexplore.load(run)
     assert model(torch.zeros(1, 3, 64, 64)).reconstruction.shape == (1, 3, 64, 64)
+
+
+def test_init_from_starts_from_a_trained_tokenizer(tmp_path, capsys):
+    src = write_config(tmp_path / "src.yaml", "src", tmp_path / "runs", train={"steps": 3, "ckpt_every": 3})
+    assert cli.main(["--cfg", str(src)]) == 0, capsys.readouterr().err
+    import vqexplore
+
+    trained = vqexplore.load(tmp_path / "runs" / "src")
+    # Another model: one error naming the key that differs.
+    cfg = write_config(tmp_path / "ft.yaml", "ft", tmp_path / "runs", loss=GAN,
+                       train={"steps": 1, "ckpt_every": 1, "lr": 1e-9, "init_from": str(tmp_path / "runs" / "src")})
+    capsys.readouterr()
+    assert cli.main(["--cfg", str(cfg), "model.codebook_size=64"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train.init_from" in err[0] and "model.codebook_size = 32" in err[0], err
+    # The same model: one step at lr 1e-9 leaves the trained weights (Adam moves each by ~lr).
+    assert cli.main(["--cfg", str(cfg)]) == 0, capsys.readouterr().err
+    tuned = vqexplore.load(tmp_path / "runs" / "ft")
+    for (name, a), b in zip(trained.state_dict().items(), tuned.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6), name
