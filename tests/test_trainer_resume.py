@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -79,6 +80,7 @@ GAN_SECTIONS = {**SECTIONS, "train": {**SECTIONS["train"], "threads": 2},
                          "disc_width": 8, "disc_layers": 2, "disc_loss": "hinge"}}
 
 
+@pytest.mark.timeout(1800)  # four trainer processes; minutes each on a loaded 2-core machine
 def test_sigkill_and_resume_with_the_discriminator_active_is_bit_exact(tmp_path):
     _kill_resume_and_compare(tmp_path, GAN_SECTIONS, min_checkpoint=10)
 
