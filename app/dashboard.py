@@ -15,7 +15,7 @@ the view state read from / written to the URL query, a background warm-up of uma
 """
 import streamlit as st
 
-import ui
+import ui  # noqa: F401  (sets up the app folder on import)
 
 PAGES = [
     st.Page("views/compare.py", title="Compare", icon=":material/table_chart:", url_path="compare"),

@@ -316,7 +316,8 @@ class Demo:
             grid = f"{r.indices.shape[0]}x{r.indices.shape[1]}"
             distinct = int(np.unique(r.indices).size)
             gallery += [
-                (png_file(r.reconstruction), f"{entry.name}: reconstruction, PSNR {_fmt(r.psnr, 2)} dB, SSIM {_fmt(r.ssim, 3)}"
+                (png_file(r.reconstruction),
+                 f"{entry.name}: reconstruction, PSNR {_fmt(r.psnr, 2)} dB, SSIM {_fmt(r.ssim, 3)}"
                                    + (f", LPIPS {_fmt(r.lpips, 3)}" if r.lpips is not None else "")),
                 (png_file(r.error_map), f"{entry.name}: error map ({ERROR_MAP_NOTE})"),
                 (png_file(r.token_map), f"{entry.name}: token map, {grid} = {r.num_tokens} tokens "

@@ -17,8 +17,6 @@ import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent  # the checkout: its checkpoints/ and runs/ are the defaults
-
 import numpy as np
 import streamlit as st
 
@@ -27,6 +25,7 @@ from vqexplore.hub import Source
 
 import viewstate
 
+REPO = Path(__file__).resolve().parent.parent  # the checkout: its checkpoints/ and runs/ are the defaults
 log = logging.getLogger("vqexplore.dashboard")
 PAGES_DIR = Path(__file__).resolve().parent / "views"
 SAMPLE_SIZES = (16, 64, 256)

@@ -48,7 +48,8 @@ def measure(model, photos: list[np.ndarray]) -> dict:
             counts += code_counts(ids.flatten(), model.codebook_size)
             tokens += ids.numel()
     stats = usage_stats(counts)
-    return {"psnr": float(psnr(to_unit(recon), to_unit(x)).mean()), "ssim": float(ssim(to_unit(recon), to_unit(x)).mean()),
+    return {"psnr": float(psnr(to_unit(recon), to_unit(x)).mean()),
+            "ssim": float(ssim(to_unit(recon), to_unit(x)).mean()),
             "usage": stats.usage, "used": int((counts > 0).sum()), "tokens": tokens,
             "recon": recon, "inputs": x}
 
@@ -68,7 +69,8 @@ def main(argv=None) -> int:
     folders = [Path(c) for c in a.ckpts] if a.ckpts else sorted(
         d for d in (ROOT / "checkpoints").iterdir() if (d / "config.json").is_file())
     names, photos = zip(*photo_arrays("val"))
-    lines = ["| checkpoint | quantizer | steps trained | PSNR (64 mode) | SSIM | codes used on the held-out photos | usage |",
+    lines = ["| checkpoint | quantizer | steps trained | PSNR (64 mode) | SSIM | codes used on the held-out photos | "
+             "usage |",
              "|---|---|---:|---:|---:|---:|---:|"]
     columns = None
     for folder in folders:

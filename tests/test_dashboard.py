@@ -165,7 +165,7 @@ def test_every_page_on_demo_checkpoints(tree, monkeypatch):
     at = _app()
     n = len(list((REPO / "checkpoints").glob("*/model.safetensors")))
     at.sidebar.selectbox(key="w_sample_size").select(16).run()  # keep it quick on 2 cores
-    at.sidebar.selectbox(key="w_image_size").select(32).run()  # quicker than the demos' 64 (the models take any multiple of 4)
+    at.sidebar.selectbox(key="w_image_size").select(32).run()  # quicker than the demos' 64 (any multiple of 4)
     assert any("16 validation images" in c.value for c in at.caption)
     # PCA here: a 16,384-code UMAP is what bench/dashboard.py times; the UMAP path of the page
     # runs in test_every_page_on_tiny_checkpoints.

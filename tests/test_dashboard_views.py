@@ -1,8 +1,6 @@
 """Dashboard views added for issue 12 through AppTest: aligned codes, view state in the URL query,
 token surgery on the Reconstructions page, rate-distortion on Compare; one navigation."""
-from pathlib import Path
 
-import numpy as np
 import pytest
 
 from test_dashboard import APP, REPO, TINY, _count, _charts, _ok, build_fixture_tree, tree  # noqa: F401

@@ -90,7 +90,8 @@ def test_points_from_the_sweep_rows_file(tmp_path):
     """The JSON the sweep writes beside its markdown wins over the tables."""
     import json
 
-    (tmp_path / "sweep.md").write_text("VQ-VAE:\n\n| code dim | codebook size | perplexity |\n|---:|---:|---:|\n| 64 | 8 | 2.0 |\n")
+    (tmp_path / "sweep.md").write_text("VQ-VAE:\n\n| code dim | codebook size | perplexity |\n|---:|---:|---:|\n| 64 | "
+                                       "8 | 2.0 |\n")
     rows = [{"name": "vq-8", "config": {"quantizer": "vq", "codebook_size": 8, "code_dim": 64}, "image_size": 16,
              "metrics": {"perplexity": 4.0, "psnr": 12.5, "ssim": 0.25, "codebook_size": 8, "num_images": 3}}]
     (tmp_path / "sweep.json").write_text(json.dumps({"command": "x", "rows": rows}))

@@ -149,7 +149,8 @@ def test_deep_links_show_one_navigation_on_a_fresh_server(env, browser, tmp_path
         assert tab.get_by_text("Page not found").count() == 0
         _wait_url(tab, lambda u: "ckpt=vq-4096" in u and "/compare" in u)
         _shot(tab, "navigation")
-        for path, title in (("/aligned_codes", "Aligned codes"), ("/training", "Training"), ("/", "Compare checkpoints")):
+        for path, title in (("/aligned_codes", "Aligned codes"), ("/training", "Training"),
+                            ("/", "Compare checkpoints")):
             other = _tab(browser)
             other.goto(f"{url}{path}")
             other.wait_for_selector(f"h1:has-text('{title}')", timeout=120_000)

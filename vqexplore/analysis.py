@@ -35,7 +35,8 @@ from .projection import (PROJECTION_METHODS, Projection, cached_projection, defa
 from .utils import cache_dir, eval_mode, flatten
 
 __all__ = [
-    "encode_indices", "usage_counts", "usage_stats", "EncodedSample", "encode_sample", "UsageOverSteps", "usage_over_steps",
+    "encode_indices", "usage_counts", "usage_stats", "EncodedSample", "encode_sample", "UsageOverSteps",
+    "usage_over_steps",
     "encoder_outputs", "Projection", "project_codebook", "PROJECTION_METHODS", "default_seed",
     "default_epochs", "warm_up_projection",
     "weights_fingerprint", "cache_dir", "cached_projection",
@@ -215,7 +216,8 @@ def code_gallery(model: nn.Module, images: Tensor, code: int, *, max_patches: in
 # ---------------------------------------------------------------------------------------------
 
 STUDY_COLUMNS = ("checkpoint", "quantizer", "levels", "code dim", "codebook size", "l2 norm", "entropy reg",
-                 "ema", "remedy", "usage %", "perplexity", "dead codes", "PSNR", "SSIM", "LPIPS", "rFID", "metrics from")
+                 "ema", "remedy", "usage %", "perplexity", "dead codes", "PSNR", "SSIM", "LPIPS", "rFID",
+                 "metrics from")
 
 
 _METRIC_COLUMNS = {"usage": "usage %", "perplexity": "perplexity", "dead_codes": "dead codes",

@@ -132,7 +132,8 @@ def resolve(source: str | Path, *, revision: str | None = None, token: str | boo
                               + "; pick one of the listed checkpoints or type a Hub repo id")
     if path.exists():
         if not path.is_dir():
-            raise CheckpointError(f"{path} is a file; pass the checkpoint folder that holds {CONFIG_NAME} and {WEIGHTS_NAME}")
+            raise CheckpointError(f"{path} is a file; pass the checkpoint folder that holds {CONFIG_NAME} and "
+                                  f"{WEIGHTS_NAME}")
         if is_checkpoint_dir(path):
             m = _STEP_RE.match(path.name)
             # runs/<name>/checkpoints/step-N/ belongs to a run; checkpoints/vq-512/ does not.
@@ -146,13 +147,15 @@ def resolve(source: str | Path, *, revision: str | None = None, token: str | boo
             return Source("run", newest, run_dir.name, run_dir, step)
         if (path / CONFIG_NAME).exists() or (path / WEIGHTS_NAME).exists():
             missing = WEIGHTS_NAME if (path / CONFIG_NAME).exists() else CONFIG_NAME
-            raise CheckpointError(f"{path / missing} is missing: a checkpoint folder needs {CONFIG_NAME} and {WEIGHTS_NAME}")
+            raise CheckpointError(f"{path / missing} is missing: a checkpoint folder needs {CONFIG_NAME} and "
+                                  f"{WEIGHTS_NAME}")
         raise CheckpointError(f"{path} is not a checkpoint: expected {CONFIG_NAME} + {WEIGHTS_NAME}, "
                               f"or a run folder with {CHECKPOINTS_DIR}/step-N/ inside")
     if looks_like_repo_id(text):
         local = _download(text, revision=revision, token=token)
         return Source("hub", local, text, None, None, repo_id=text)
-    raise CheckpointError(f"{text} does not exist; pass a checkpoint folder, a run folder or a Hub repo id like user/name")
+    raise CheckpointError(f"{text} does not exist; pass a checkpoint folder, a run folder or a Hub repo id like "
+                          "user/name")
 
 
 def _download(repo_id: str, *, revision: str | None, token: str | bool | None) -> Path:
@@ -199,7 +202,8 @@ def url_reachable(url: str, timeout: float = 3.0) -> bool:
     import socket
     from urllib.parse import urlparse
 
-    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")):
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
+                                       "all_proxy")):
         return True
     parsed = urlparse(url)
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
@@ -237,7 +241,8 @@ def check_safetensors(path: str | Path) -> dict:
                 raise ValueError("header length beyond the end of the file")
             header = json.loads(f.read(n))
     except FileNotFoundError:
-        raise CheckpointError(f"{path} is missing: a checkpoint folder needs {CONFIG_NAME} and {WEIGHTS_NAME}") from None
+        raise CheckpointError(f"{path} is missing: a checkpoint folder needs {CONFIG_NAME} "
+                              f"and {WEIGHTS_NAME}") from None
     except (ValueError, UnicodeDecodeError, struct.error) as e:
         raise CheckpointError(f"{path} is not a valid safetensors file ({e}); re-save or re-download it") from None
     end = 0
@@ -261,9 +266,11 @@ def read_config(path: str | Path) -> dict:
     try:
         cfg = json.loads(path.read_text())
     except FileNotFoundError:
-        raise CheckpointError(f"{path} is missing: a checkpoint folder needs {CONFIG_NAME} and {WEIGHTS_NAME}") from None
+        raise CheckpointError(f"{path} is missing: a checkpoint folder needs {CONFIG_NAME} "
+                              f"and {WEIGHTS_NAME}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path} is not valid JSON ({e}); the checkpoint is corrupt, re-save or re-download it") from None
+        raise CheckpointError(f"{path} is not valid JSON ({e}); the checkpoint is corrupt, "
+                              "re-save or re-download it") from None
     if not isinstance(cfg, dict):
         raise CheckpointError(f"{path} must hold a JSON object of VQModel arguments")
     return cfg
@@ -315,7 +322,8 @@ def model_card(config: dict, *, metrics: dict | None = None, dataset: str | None
 
     name = name or (repo_id.split("/")[-1] if repo_id else "vqexplore-tokenizer")
     hub_dataset = dataset.removeprefix("hf:") if dataset else None
-    hub_dataset = hub_dataset if hub_dataset and looks_like_repo_id(hub_dataset) and not Path(hub_dataset).exists() else None
+    is_hub = hub_dataset and looks_like_repo_id(hub_dataset) and not Path(hub_dataset).exists()
+    hub_dataset = hub_dataset if is_hub else None
     eval_results = []
     for key, label in _METRIC_NAMES.items():
         value = (metrics or {}).get(key)

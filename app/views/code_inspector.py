@@ -64,7 +64,8 @@ with ui.shown_errors():
             st.markdown(f"Receptive-field crops ({gallery.receptive_field} x {gallery.receptive_field} px, "
                         "the token's own 4 x 4 cell outlined), most typical first:")
             st.image([ui.enlarge(x, 3) for x in gallery.patches],
-                     caption=[f"img {b} ({r},{c}) d={d:.2f}" for (b, r, c), d in zip(gallery.locations.tolist(), gallery.distances)],
+                     caption=[f"img {b} ({r},{c}) d={d:.2f}" for (b, r, c), d in zip(gallery.locations.tolist(),
+                                                                                     gallery.distances)],
                      width=102)
 
 ui.footer()
