@@ -22,6 +22,7 @@ import streamlit as st
 
 from vqexplore.errors import VQExploreError
 from vqexplore.hub import Source
+from vqexplore.runlayout import DEMO_CHECKPOINTS
 
 import viewstate
 
@@ -63,7 +64,7 @@ def local_roots() -> tuple[Path, ...] | None:
 
 def checkpoint_root() -> Path:
     """Folder of demo checkpoints: ``--checkpoints``, ``$VQEXPLORE_CHECKPOINTS``, or ``checkpoints/``."""
-    return Path(_cli_args().checkpoints or os.environ.get("VQEXPLORE_CHECKPOINTS") or REPO / "checkpoints")
+    return Path(_cli_args().checkpoints or os.environ.get("VQEXPLORE_CHECKPOINTS") or DEMO_CHECKPOINTS)
 
 
 def runs_root() -> Path:

@@ -26,6 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from vqexplore.hub import CONFIG_NAME
+from vqexplore.runlayout import DEMO_CHECKPOINTS
+
 REPO = Path(__file__).resolve().parent.parent
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -41,7 +44,7 @@ def free_port() -> int:
 
 
 def find_big_checkpoint(min_codes: int = 16384) -> Path | None:
-    for cfg in sorted((REPO / "checkpoints").glob("*/config.json")):
+    for cfg in sorted(DEMO_CHECKPOINTS.glob(f"*/{CONFIG_NAME}")):
         try:
             if json.loads(cfg.read_text()).get("codebook_size", 0) >= min_codes:
                 return cfg.parent

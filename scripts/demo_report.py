@@ -28,6 +28,8 @@ from vqexplore.data.corpus import photo_arrays
 from vqexplore.data.decode import _resize_shorter
 from vqexplore.encoding import usage_stats
 from vqexplore.metrics import psnr, ssim, to_unit
+from vqexplore.hub import CONFIG_NAME
+from vqexplore.runlayout import DEMO_CHECKPOINTS
 
 ROOT = Path(__file__).resolve().parents[1]
 USAGE_SCALES = (64, 128, 256, 512)
@@ -67,7 +69,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(ROOT / "docs"), help="folder for demo_set.md and demo_grid.png")
     a = p.parse_args(argv)
     folders = [Path(c) for c in a.ckpts] if a.ckpts else sorted(
-        d for d in (ROOT / "checkpoints").iterdir() if (d / "config.json").is_file())
+        d for d in DEMO_CHECKPOINTS.iterdir() if (d / CONFIG_NAME).is_file())
     names, photos = zip(*photo_arrays("val"))
     lines = ["| checkpoint | quantizer | steps trained | PSNR (64 mode) | SSIM | codes used on the held-out photos | "
              "usage |",

@@ -32,6 +32,7 @@ from .encoding import (EncodedSample, batches, device_of, encode_indices, encode
 from .hub import list_checkpoints, read_metrics, read_run_metrics
 from .projection import (PROJECTION_METHODS, Projection, cached_projection, default_epochs, default_seed,
                          encoder_outputs, project_codebook, warm_up_projection, weights_fingerprint)
+from .runlayout import EVAL_METRICS
 from .utils import cache_dir, eval_mode, flatten
 
 __all__ = [
@@ -243,7 +244,7 @@ def comparison_row(name: str, model: nn.Module, *, checkpoint_dir: str | Path | 
     sources = set()
     if values:
         n = saved.get("num_images")
-        sources.add(f"metrics.json ({n} images)" if n else "metrics.json")
+        sources.add(f"{EVAL_METRICS} ({n} images)" if n else EVAL_METRICS)
     live_keys = [k for k in _METRIC_COLUMNS if k not in values and k != "rfid" and (k != "lpips" or lpips is not None)]
     if live_keys and images is not None:
         need_recon = bool({"psnr", "ssim", "lpips"} & set(live_keys))

@@ -19,20 +19,14 @@ from pathlib import Path
 
 from .describe import config_summary, describe_config
 from .errors import CheckpointError, HubError
+from .runlayout import CHECKPOINTS_DIR, EMA_DIR, EVAL_METRICS, RUN_METRICS, checkpoint_dirname, step_of  # noqa: F401
+from .runlayout import RunLayout
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-METRICS_NAME = "metrics.json"
-RUN_METRICS_NAME = "metrics.jsonl"
-EMA_DIR = "ema"  # step-N/ema/: the EMA of the weights, itself a checkpoint folder
-CHECKPOINTS_DIR = "checkpoints"
-_STEP_RE = re.compile(r"^step-(\d+)$")
+METRICS_NAME = EVAL_METRICS  # the run-folder and checkpoint-file names: vqexplore.runlayout
+RUN_METRICS_NAME = RUN_METRICS
 _REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-def checkpoint_dirname(step: int) -> str:
-    """The folder name of the checkpoint at ``step`` inside ``<run>/checkpoints/``."""
-    return f"step-{int(step):08d}"
 
 
 def is_checkpoint_dir(path: str | Path) -> bool:
@@ -51,9 +45,9 @@ def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
     found = []
     if base.is_dir():
         for child in base.iterdir():
-            m = _STEP_RE.match(child.name)
-            if m and child.is_dir() and is_checkpoint_dir(child):
-                found.append((int(m.group(1)), child))
+            step = step_of(child.name)
+            if step is not None and child.is_dir() and is_checkpoint_dir(child):
+                found.append((step, child))
     return sorted(found)
 
 
@@ -135,11 +129,12 @@ def resolve(source: str | Path, *, revision: str | None = None, token: str | boo
             raise CheckpointError(f"{path} is a file; pass the checkpoint folder that holds {CONFIG_NAME} and "
                                   f"{WEIGHTS_NAME}")
         if is_checkpoint_dir(path):
-            m = _STEP_RE.match(path.name)
+            step = step_of(path.name)
             # runs/<name>/checkpoints/step-N/ belongs to a run; checkpoints/vq-512/ does not.
-            run_dir = path.parent.parent if (m and path.parent.name == CHECKPOINTS_DIR) else None
-            label = f"{run_dir.name}@{int(m.group(1))}" if (m and run_dir) else path.name
-            return Source("checkpoint", path, label, run_dir, int(m.group(1)) if m else None)
+            run = RunLayout.of_checkpoint(path)
+            run_dir = run.root if run else None
+            label = f"{run_dir.name}@{step}" if run_dir else path.name
+            return Source("checkpoint", path, label, run_dir, step)
         ckpts = list_checkpoints(path)
         if ckpts:
             step, newest = ckpts[-1]

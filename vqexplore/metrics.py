@@ -141,7 +141,7 @@ def ssim(x: Tensor, y: Tensor, data_range: float = 1.0, win_size: int = 7) -> Te
 
 def _hub_checkpoints_dir() -> Path:
     """Where torch.hub / torchvision cache downloaded weights (follows TORCH_HOME)."""
-    return Path(torch.hub.get_dir()) / "checkpoints"
+    return Path(torch.hub.get_dir()) / "checkpoints"  # torch.hub cache, not a run folder
 
 
 def _lpips_backbone_urls() -> dict[str, str]:

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .describe import remedy
+from .runlayout import EVAL_METRICS
 
 __all__ = ["RatePoint", "entropy_bits", "tokens_per_image", "point_from_row", "point_from_metrics",
            "points_from_runs", "points_from_sweep_table", "rate_distortion_table", "RD_COLUMNS"]
@@ -117,7 +118,7 @@ def _number(value) -> float | None:
 
 
 def point_from_metrics(name: str, config: Mapping, metrics: Mapping, *, image_size: int | None = None,
-                       source: str = "metrics.json") -> RatePoint:
+                       source: str = EVAL_METRICS) -> RatePoint:
     """A point from a checkpoint's config (config.json) and its metrics (``metrics.json`` of
     ``trainer eval``: perplexity, psnr, ssim, lpips, image_size, codebook_size). ``image_size``
     overrides the one in ``metrics`` (default 64 when neither has it)."""
