@@ -26,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from app.pages import PAGES as REGISTRY
 from vqexplore.hub import CONFIG_NAME
 from vqexplore.runlayout import DEMO_CHECKPOINTS
 
@@ -34,7 +35,8 @@ REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
-PAGES = ["compare", "codebook_usage", "code_embeddings", "reconstructions", "code_inspector", "training"]
+PAGES = [p.key for p in REGISTRY]  # every page, in the navigation's order (app/pages.py)
+NAV_LABELS = {p.key: p.title for p in REGISTRY}
 
 
 def free_port() -> int:
@@ -140,8 +142,6 @@ def timed_visit(page, url: str) -> tuple[float, float | None]:
     return time.perf_counter() - t0 - 0.3, server_seconds(page)  # minus the quiet period that confirms the end
 
 
-NAV_LABELS = {"compare": "Compare", "codebook_usage": "Codebook usage", "code_embeddings": "Code embeddings",
-              "reconstructions": "Reconstructions", "code_inspector": "Code inspector", "training": "Training"}
 
 
 def timed_click(page, label: str) -> float:

@@ -19,7 +19,7 @@ python -m trainer --cfg CONFIG.yaml [key=value ...] [--resume]
        torchrun --nproc-per-node N -m trainer --cfg CONFIG.yaml [key=value ...]"""
 
 DESCRIPTION = """\
-Train vector-quantized image autoencoders (VQ, FSQ, SimVQ) and publish them.
+Train vector-quantized image autoencoders ({quantizers}) and publish them.
 
 commands:
   (train)   --cfg FILE [key=value ...]   train the run <out_dir>/<name> described by FILE; overrides
@@ -43,8 +43,16 @@ Run `python -m trainer COMMAND --help` for a command's options. Errors you can f
 `error: ...` (exit 2 for a bad config, 1 otherwise)."""
 
 
+def _description() -> str:
+    """DESCRIPTION with every quantizer the library has (``vqexplore.models.QUANTIZERS``)."""
+    from vqexplore.describe import QUANTIZER_NAMES
+    from vqexplore.models import QUANTIZERS
+
+    return DESCRIPTION.format(quantizers=", ".join(QUANTIZER_NAMES.get(q, q) for q in QUANTIZERS))
+
+
 def _train_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m trainer", usage=USAGE, description=DESCRIPTION,
+    p = argparse.ArgumentParser(prog="python -m trainer", usage=USAGE, description=_description(),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cfg", metavar="FILE",
                    help="YAML config (keys: trainer/config.py; model: keys: VQModel's docstring)")

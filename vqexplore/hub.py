@@ -20,6 +20,7 @@ from pathlib import Path
 from .describe import config_summary, describe_config
 from .errors import CheckpointError, HubError
 from .runlayout import CHECKPOINTS_DIR, EMA_DIR, EVAL_METRICS, RUN_METRICS, checkpoint_dirname, step_of  # noqa: F401
+from .metricinfo import METRIC, TABLE_METRICS
 from .runlayout import RunLayout
 
 CONFIG_NAME = "config.json"
@@ -302,10 +303,7 @@ def read_run_metrics(run_dir: str | Path) -> list[dict]:
     return rows
 
 
-_METRIC_NAMES = {
-    "usage": "Codebook usage", "perplexity": "Perplexity", "dead_codes": "Dead codes",
-    "psnr": "PSNR", "ssim": "SSIM", "lpips": "LPIPS", "rfid": "rFID",
-}
+_METRIC_NAMES = {k: METRIC[k].label for k in TABLE_METRICS}  # the registry: vqexplore.metricinfo
 
 
 def model_card(config: dict, *, metrics: dict | None = None, dataset: str | None = None,
