@@ -324,6 +324,14 @@ def read_yaml(path: str | Path) -> dict:
     return raw
 
 
+def effective_dict(path: str | Path, overrides: list[str] | None = None) -> dict:
+    """What a config file amounts to (``Config.to_dict()``): read as ``load_config`` reads it, keys
+    and types checked, values not checked against this machine."""
+    raw = read_yaml(path)
+    raw.setdefault("name", Path(path).stem)
+    return from_dict(apply_overrides(raw, overrides or [])).to_dict()
+
+
 def read_run_config(path: str | Path) -> Config:
     """A run's recorded config.yaml as a :class:`Config`: keys and types checked, values as the
     run had them (not checked again: its data folder, say, may be gone since)."""
