@@ -12,9 +12,13 @@ remedies, and the distance from each code to its nearest encoder output tells th
 
 A wide spread of code norms (some codes far longer than others) is a third sign: l2-normalised
 codes remove it. Everything here is computed in the code space (``quantizer.to_code_space``).
+
+The advice reads the checkpoint's config (``model.config``): a remedy the checkpoint already uses
+is never recommended; the diagnosis says it is on and what to try next instead.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,6 +41,30 @@ REMEDY_ROWS = {
     "FSQ, SimVQ, LFQ or BSQ": ("fsq-88865", "simvq-16384", "lfq-16384", "bsq-16384"),
 }
 
+# Below this code dimension "a smaller code dimension" is not advice any more (the study's small row is 8).
+SMALL_CODE_DIM = 8
+
+
+def remedies_in_use(config: Mapping | None) -> set[str]:
+    """The remedies of :data:`REMEDY_ROWS` that a ``model.config`` already turns on."""
+    cfg = dict(config or {})
+    used = set()
+    if cfg.get("kmeans_init"):
+        used.add("k-means init")
+    if (cfg.get("dead_code_threshold") or 0) > 0:
+        used.add("dead-code restart")
+    if cfg.get("l2_norm"):
+        used.add("l2-normalised codes")
+    if (cfg.get("entropy_reg") or 0) > 0:
+        used.add("entropy regularisation")
+    if cfg.get("code_dim") is not None and int(cfg["code_dim"]) <= SMALL_CODE_DIM:
+        used.add("a smaller code dimension")
+    if cfg.get("rotation_trick"):
+        used.add("rotation trick")
+    if cfg.get("quantizer", "vq") not in ("vq", "ibq"):
+        used.add("FSQ, SimVQ, LFQ or BSQ")
+    return used
+
 
 @dataclass
 class CodebookHealth:
@@ -52,6 +80,7 @@ class CodebookHealth:
     far_threshold: float
     explicit: bool
     diagnosis: list[str] = field(default_factory=list)
+    config: dict = field(default_factory=dict)
 
     @property
     def dead(self) -> np.ndarray:
@@ -72,6 +101,12 @@ class CodebookHealth:
         """Coefficient of variation of the code norms (std / mean); 0 for unit-norm codes."""
         mean = float(self.norms.mean())
         return float(self.norms.std() / mean) if mean > 0 else 0.0
+
+    @property
+    def norms_constant(self) -> bool:
+        """True when every code has the same norm up to float rounding (l2-normalised codes: all 1),
+        so a spread plot would only draw rounding noise."""
+        return bool(self.norms.size) and float(np.ptp(self.norms)) <= 1e-4 * max(float(np.abs(self.norms).max()), 1e-12)
 
 
 def _nearest_distance(codes: torch.Tensor, latents: torch.Tensor) -> np.ndarray:
@@ -95,7 +130,8 @@ def codebook_health(model, latents: np.ndarray, counts: np.ndarray) -> CodebookH
     # A quantizer whose codes are not learned vectors (a fixed grid) cannot be restarted or moved.
     explicit = any(p.requires_grad for p in model.quantizer.parameters()) or \
         hasattr(model.quantizer, "ema_embed_sum")
-    health = CodebookHealth(codes.shape[0], counts, nearest, codes.norm(dim=1).numpy(), far, explicit)
+    health = CodebookHealth(codes.shape[0], counts, nearest, codes.norm(dim=1).numpy(), far, explicit,
+                            config=dict(getattr(model, "config", None) or {}))
     health.diagnosis = diagnose(health)
     return health
 
@@ -104,11 +140,57 @@ def _rows(remedy: str) -> str:
     return ", ".join(f"`{r}`" for r in REMEDY_ROWS[remedy])
 
 
+# What each remedy does, said once; the diagnosis picks the ones the checkpoint does not use yet.
+_WHAT = {
+    "dead-code restart": "dead-code restart moves them onto encoder outputs",
+    "k-means init": "k-means init starts them there",
+    "l2-normalised codes": "l2-normalised codes keep codes and data on one sphere",
+    "entropy regularisation": "entropy regularisation spreads the assignments",
+    "a smaller code dimension": "a smaller code dimension makes crowding less likely",
+    "FSQ, SimVQ, LFQ or BSQ": "FSQ, SimVQ, LFQ and BSQ avoid dead codes by construction",
+    "rotation trick": "the rotation trick sends the encoder better gradients",
+}
+
+# Cause -> remedies worth trying, best first.
+_FOR_FAR = ("dead-code restart", "k-means init", "l2-normalised codes", "FSQ, SimVQ, LFQ or BSQ")
+_FOR_CROWDED = ("entropy regularisation", "a smaller code dimension", "FSQ, SimVQ, LFQ or BSQ", "dead-code restart")
+
+
+def _advice(candidates: tuple[str, ...], h: CodebookHealth) -> str:
+    """One sentence naming the candidates the checkpoint does not use yet (with their sweep rows),
+    what it already uses, and what to try when nothing is left."""
+    used = remedies_in_use(h.config)
+    fresh = [r for r in candidates if r not in used]
+    already = [r for r in candidates if r in used]
+    parts = []
+    if already:
+        parts.append("This checkpoint already uses " + " and ".join(already) + ".")
+    if fresh:
+        sentence = "; ".join(f"{_WHAT[r]} ({_rows(r)})" for r in fresh)
+        parts.append(("Try next: " if already else "") + (sentence if sentence[:2] == "l2" else
+                                                            sentence[0].upper() + sentence[1:]) + ".")
+    nxt = []
+    if "dead-code restart" in already:
+        t = h.config.get("dead_code_threshold")
+        nxt.append(f"a higher `model.dead_code_threshold` (now {t:g}) restarts codes sooner" if t
+                   else "a higher `model.dead_code_threshold` restarts codes sooner")
+    if "entropy regularisation" in already:
+        nxt.append(f"a larger `model.entropy_reg` (now {h.config.get('entropy_reg'):g})")
+    if already and not fresh:
+        nxt.append("a smaller codebook or longer training with more varied data")
+    if nxt:
+        parts.append("Beyond that: " + "; ".join(nxt) + ".")
+    return " ".join(parts)
+
+
 def diagnose(h: CodebookHealth) -> list[str]:
     """Plain-words reading of a :class:`CodebookHealth`, naming remedies and the sweep rows
-    (``configs/cpu/<row>.yaml``, table in ``docs/cpu_sweep.md``) that tried them."""
+    (``configs/cpu/<row>.yaml``, table in ``docs/cpu_sweep.md``) that tried them. A remedy the
+    checkpoint's config already turns on (``h.config``) is never recommended: the sentence says it
+    is on and names what to try next."""
     dead = int(h.dead.sum())
     usage = 1 - dead / h.codebook_size
+    used = remedies_in_use(h.config)
     out = []
     if usage >= 0.9:
         out.append(f"Healthy: {usage:.0%} of the codes are used on this sample.")
@@ -120,17 +202,15 @@ def diagnose(h: CodebookHealth) -> list[str]:
     elif h.dead_far >= h.dead_near:
         out.append(f"{h.dead_far:,} of the {dead:,} dead codes lie far from every encoder output (over "
                    f"{FAR_FACTOR:g}x the live codes' typical distance to theirs): they were never pulled into "
-                   f"the data. Dead-code restart moves them onto encoder outputs ({_rows('dead-code restart')}); "
-                   f"k-means init starts them there ({_rows('k-means init')}); l2-normalised codes keep codes and "
-                   f"data on one sphere ({_rows('l2-normalised codes')}).")
+                   f"the data. " + _advice(_FOR_FAR, h))
     else:
         out.append(f"{h.dead_near:,} of the {dead:,} dead codes sit among the encoder outputs but a neighbour "
-                   f"wins every token: the codebook is crowded where the data is. Entropy regularisation "
-                   f"spreads the assignments ({_rows('entropy regularisation')}); a smaller code dimension "
-                   f"({_rows('a smaller code dimension')}) or a quantizer whose codes cannot crowd "
-                   f"({_rows('FSQ, SimVQ, LFQ or BSQ')}) avoid it; dead-code restart re-seeds them "
-                   f"({_rows('dead-code restart')}).")
-    if h.explicit and h.norm_spread > 0.5:
+                   f"wins every token: the codebook is crowded where the data is. " + _advice(_FOR_CROWDED, h))
+    if h.norms_constant:
+        out.append(f"Every code has norm {float(h.norms.mean()):.4g}"
+                   + (" (l2-normalised codes)" if "l2-normalised codes" in used else "")
+                   + ": code length plays no part in which code wins.")
+    elif h.explicit and h.norm_spread > 0.5 and "l2-normalised codes" not in used:
         out.append(f"Code norms vary widely (std/mean {h.norm_spread:.2f}): long codes can win tokens from "
                    f"short ones regardless of direction. l2-normalised codes remove that "
                    f"({_rows('l2-normalised codes')}).")

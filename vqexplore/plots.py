@@ -474,7 +474,14 @@ def code_norms(norms: np.ndarray, dead: np.ndarray) -> go.Figure:
         if mask.any():
             fig.add_trace(go.Box(x=norms[mask], name=f"{name} ({int(mask.sum())})", marker_color=color,
                                  boxpoints=False, orientation="h"))
-    fig.update_layout(title="Code norms", margin=_MARGIN, xaxis_title="|code|", showlegend=False, height=260)
+    fig.update_layout(title="Code norms", margin=_MARGIN, xaxis_title="|code| (code-space units)", showlegend=False,
+                      height=260)
+    if norms.size and float(np.ptp(norms)) <= 1e-4 * max(float(np.abs(norms).max()), 1e-12):
+        # Equal norms (l2-normalised codes): a box on an axis of float rounding says nothing; say it.
+        mean = float(norms.mean())
+        fig.update_xaxes(range=[mean * 0.9 - 0.05, mean * 1.1 + 0.05])
+        fig.add_annotation(text=f"every code has norm {mean:.4g}", xref="paper", yref="paper", x=0.5, y=1.0,
+                           showarrow=False)
     return fig
 
 
