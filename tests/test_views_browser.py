@@ -246,6 +246,8 @@ def test_six_reconstructions_never_overlap(server, browser, tmp_path, mode):
             assert frame.locator("img.right").evaluate("i => i.naturalWidth") == 384
     group = [t for t in titles if t.startswith(f"{first}: input vs")]
     assert len(group) == 6
+    if mode == "64":
+        _shot(tab, "reconstructions", full_page=False)
     lead = tab.frame_locator(f"iframe[title='{group[0]}']")
     lead.locator("button", has_text="Flip").click()  # clickable, and every checkpoint of the image follows
     lead.locator("button[data-testid=swipe-zoom-in]").click()
@@ -257,8 +259,6 @@ def test_six_reconstructions_never_overlap(server, browser, tmp_path, mode):
         assert _swipe_state(other) == "inset(0px 0px 0px 0%)", title
         assert other.locator("[data-testid=swipe-zoom]").inner_text() == "2x", title
         assert other.locator("img.right").evaluate("i => getComputedStyle(i).imageRendering") == "pixelated"
-    if mode == "64":
-        _shot(tab, "reconstructions", full_page=False)
     tab.close()
 
 
