@@ -3,6 +3,7 @@ vector_quantize_pytorch's ``rotate_to``, k-means init and dead-code restart by b
 identical codebooks on every DDP rank (2 gloo processes)."""
 from __future__ import annotations
 
+import math
 import os
 import socket
 
@@ -130,6 +131,12 @@ def test_dead_code_restart_revives_a_collapsed_codebook():
             opt.zero_grad()
             loss.backward()
             opt.step()
+        if restarts:
+            # The usage EMA follows the assignments: from 0 it sums to 512 tokens x (1 - 0.99^60)
+            # plus the restarts' grace bumps (2 x threshold each); never updated, it would hold
+            # the bumps alone and the restarts would collapse into one re-init at the first step.
+            assigned = 512 * (1 - 0.99 ** 60)
+            assert assigned - 1 < float(vq.usage_ema.sum()) < assigned + 10, float(vq.usage_ema.sum())
         vq.eval()
         used = torch.bincount(vq(_as_map(tokens)).indices.flatten(), minlength=k)
         dead = int((used == 0).sum())
@@ -137,6 +144,73 @@ def test_dead_code_restart_revives_a_collapsed_codebook():
             assert dead <= 4, dead
         else:
             assert dead >= k - 2, dead
+
+
+def _restart_scene(k: int = 6, threshold: float = 1.0, decay: float = 0.9):
+    """One live code (0) on a tight cluster of 32 tokens, k - 1 codes far away; every code
+    starts with the grace a k-means init gives (usage EMA = 2 x threshold)."""
+    tokens = 0.01 * torch.randn(32, 2, generator=torch.Generator().manual_seed(0))
+    vq = VectorQuantizer(k, 2, dead_code_threshold=threshold, ema_decay=decay)
+    with torch.no_grad():
+        vq.embedding.fill_(50.0)
+        vq.embedding[0] = 0.0
+        vq.usage_ema.fill_(2 * threshold)
+    return vq, _as_map(tokens.repeat(2, 1), side=8)
+
+
+def test_usage_ema_is_the_decayed_assignment_count():
+    """usage <- d * usage + (1 - d) * tokens assigned this step, code by code."""
+    vq, batch = _restart_scene()
+    d, expected = vq.ema_decay, vq.usage_ema.clone()
+    for _ in range(3):
+        counts = torch.bincount(vq(batch).indices.flatten(), minlength=vq.codebook_size).float()
+        expected = d * expected + (1 - d) * counts
+        assert torch.allclose(vq.usage_ema, expected, atol=1e-6), (vq.usage_ema, expected)
+    assert float(vq.usage_ema[0]) > 2 * vq.dead_code_threshold  # the live code's usage grew
+
+
+def test_a_code_that_wins_nothing_is_restarted_after_its_grace_and_only_then():
+    """Grace 2T decays below T after ceil(ln 2 / -ln d) steps (7 at d = 0.9): the far codes stay
+    put for 7 steps, move onto the data in the 8th; the live code is never touched; a
+    restarted code that still wins nothing is restarted again one grace period later."""
+    vq, batch = _restart_scene()
+    grace = math.ceil(math.log(2) / -math.log(vq.ema_decay))
+    assert grace == 7
+    history = []
+    for _ in range(3 * (grace + 1)):
+        vq(batch)
+        history.append(vq.embedding.detach().clone())
+    live, far = [h[0] for h in history], [h[1:] for h in history]
+    assert all(torch.equal(v, live[0]) for v in live), "the code in use was restarted"
+    for step in range(grace):
+        assert torch.equal(far[step], torch.full_like(far[step], 50.0)), f"restarted at step {step + 1}"
+    restarted = ~(far[grace] == 50.0).all(1)
+    assert restarted.all(), f"step {grace + 1}: only {int(restarted.sum())} of the far codes restarted"
+    assert far[grace].abs().max() < 0.1  # onto tokens of the batch
+    # Restarted codes sitting on the cluster share its tokens; those that win none die again.
+    counts = torch.bincount(vq(batch).indices.flatten(), minlength=vq.codebook_size)
+    changes = [i for i in range(grace + 1, len(history)) if not torch.equal(history[i][1:], history[i - 1][1:])]
+    if (counts[1:] == 0).any():
+        assert changes, "a restarted code that wins nothing was never restarted again"
+        assert changes[0] >= 2 * grace, changes  # not before its new grace has run out
+    assert int(vq.restart_steps) == len(history) + 1
+
+
+def test_restart_moves_at_most_one_code_per_token_and_grants_grace():
+    """More dead codes than tokens: as many codes as tokens move, each onto a distinct token, and
+    each starts at twice the threshold."""
+    torch.manual_seed(0)
+    tokens = torch.randn(64, 4)
+    vq = VectorQuantizer(256, 4, dead_code_threshold=0.5, ema_decay=0.99)
+    before = vq.embedding.detach().clone()
+    vq(_as_map(tokens, side=8))
+    moved = (vq.embedding.detach() != before).any(1)
+    assert int(moved.sum()) == 64
+    same = (vq.embedding.detach()[moved][:, None, :] == tokens[None]).all(-1)  # (moved codes, tokens)
+    assert (same.sum(1) == 1).all() and same.any(0).all()  # each on one token, every token used once
+    # the restarted codes got 2T before this step's EMA update; the others are still dead
+    assert (vq.usage_ema[moved] >= 0.99 * 2 * 0.5 - 1e-6).all()
+    assert (vq.usage_ema[~moved] < 0.5).all()
 
 
 def test_dead_code_restart_is_reproducible_and_saved():
