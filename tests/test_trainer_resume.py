@@ -36,6 +36,29 @@ def _start(cfg: Path, *extra: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def test_latest_resumable_is_the_newest_checkpoint_with_trainer_state(tmp_path):
+    """Fast, in process: what --resume picks among complete, weights-only and half-written folders."""
+    from trainer import checkpoint as ckpt_io
+    from vqexplore import VQModel
+
+    run = tmp_path / "run"
+    assert ckpt_io.latest_resumable(run) is None  # no folder at all
+    model = VQModel(quantizer="vq", codebook_size=8, code_dim=4, hidden_dim=8, n_resblocks=1)
+    both = (ckpt_io.STATE_TENSORS, ckpt_io.STATE_JSON)
+    for step, files in ((2, both), (4, both), (6, (ckpt_io.STATE_JSON,)), (8, (ckpt_io.STATE_TENSORS,)), (10, ())):
+        folder = run / "checkpoints" / f"step-{step:08d}"
+        model.save_pretrained(folder)
+        for name in files:
+            (folder / name).write_text("{}")
+    (run / "checkpoints" / ".tmp-step-00000012-1").mkdir()
+    newest = run / "checkpoints" / "step-00000004"
+    assert ckpt_io.latest_resumable(run) == newest
+    assert ckpt_io.is_resumable(newest)
+    assert not any(ckpt_io.is_resumable(run / "checkpoints" / f"step-{s:08d}") for s in (6, 8, 10))
+    (newest / ckpt_io.STATE_JSON).unlink()
+    assert ckpt_io.latest_resumable(run) == run / "checkpoints" / "step-00000002"
+
+
 def _kill_after_checkpoint(proc: subprocess.Popen, run: Path, step: int) -> int:
     """Wait until checkpoint ``step`` exists, freeze the process at once (SIGSTOP), note the newest
     complete checkpoint, then SIGKILL it: the kill provably lands after that checkpoint and
