@@ -64,7 +64,14 @@ TARGETS: dict[str, Target] = {
 
 # Survivors that behave the same as the original (key: "target:function:line:what", where line
 # counts from the function's `def`): checked by hand, with the reason.
+_SEED = ("another seed for the restart's random draw: still a pure function of the restart counter, so just as "
+         "reproducible on resume and identical on every rank; which random tokens are drawn is no behaviour")
 EQUIVALENT: dict[str, str] = {
+    "restart:VectorQuantizer._restart_dead_codes:6:Return -> pass":
+        "without dead codes the rest restarts nothing (n = 0, empty index): the early return only saves work",
+    "restart:VectorQuantizer._restart_dead_codes:7:Add -> Sub": _SEED,
+    "restart:VectorQuantizer._restart_dead_codes:7:a + b -> a": _SEED,
+    "restart:VectorQuantizer._restart_dead_codes:7:1 -> 2": _SEED,
 }
 
 
@@ -286,12 +293,10 @@ def preimport() -> None:
             pass
 
 
-def run_tests(copy_root: Path, target: Target) -> tuple[bool, float]:
-    """(the tests passed, seconds): pytest in a forked child of this process, in the copy. A
-    timeout counts as a failure (the mutant made the tests hang)."""
-    start = time.monotonic()
+def start_tests(copy_root: Path, target: Target) -> int:
+    """Fork a child that runs the target's tests in ``copy_root`` (exit code 0: they passed)."""
     pid = os.fork()
-    if pid == 0:  # the child: run the tests, report by exit code
+    if pid == 0:
         code = 3
         try:
             os.chdir(copy_root)
@@ -307,14 +312,24 @@ def run_tests(copy_root: Path, target: Target) -> tuple[bool, float]:
             code = int(pytest.main(["-x", "-q", "-p", "no:cacheprovider", *target.tests]))
         finally:
             os._exit(code)
+    return pid
+
+
+def wait_any(running: dict, timeout_of) -> tuple[object, bool, float]:
+    """Wait until one of ``running`` ({pid: (job, started)}) ends or runs out of time; returns
+    (its job, whether its tests passed, seconds). A timeout counts as failed tests."""
     while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status) == 0, time.monotonic() - start
-        if time.monotonic() - start > target.timeout:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-            return False, time.monotonic() - start
+        for pid, (job, started) in list(running.items()):
+            done, status = os.waitpid(pid, os.WNOHANG)
+            seconds = time.monotonic() - started
+            if done:
+                del running[pid]
+                return job, os.waitstatus_to_exitcode(status) == 0, seconds
+            if seconds > timeout_of(job):
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                del running[pid]
+                return job, False, seconds
         time.sleep(0.05)
 
 
@@ -322,54 +337,76 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("targets", nargs="*", help=f"some of: {', '.join(TARGETS)} (default: all)")
     p.add_argument("--list", action="store_true", help="print the mutants and stop")
+    p.add_argument("--jobs", type=int, default=2, help="mutants tested at once, each in its own copy (default 2)")
     args = p.parse_args(argv)
     unknown = [t for t in args.targets if t not in TARGETS]
     if unknown:
         p.error(f"unknown target {', '.join(unknown)}; choose from {', '.join(TARGETS)}")
     names = args.targets or list(TARGETS)
-    started = time.monotonic()
-    survivors, equivalent, total = [], [], 0
-    with tempfile.TemporaryDirectory(prefix="vqexplore-mutate-") as tmp:
-        copy_root = Path(tmp)
-        if not args.list:
-            copy_checkout(copy_root)
-            preimport()
-        for name in names:
-            target = TARGETS[name]
-            baseline, muts = mutants(name, target)
-            print(f"\n## {name}: {target.module} {', '.join(target.functions)} ({len(muts)} mutants; {target.note})",
-                  flush=True)
-            if args.list:
-                for m, _ in muts:
-                    print(f"  {target.module}:{m.line} {m.what}: {m.source}")
-                total += len(muts)
-                continue
-            path = copy_root / target.module
-            original = path.read_text()
-            try:
-                path.write_text(baseline)  # the tests must pass on the unparsed original
-                ok, seconds = run_tests(copy_root, target)
-                if not ok:
-                    print(f"  the tests fail on the unmutated module ({seconds:.0f} s): fix that first", flush=True)
-                    return 1
-                print(f"  unmutated: tests pass in {seconds:.0f} s", flush=True)
-                for m, source in muts:
-                    path.write_text(source)
-                    ok, seconds = run_tests(copy_root, target)
-                    total += 1
-                    if ok:
-                        (equivalent if m.key in EQUIVALENT else survivors).append(m)
-                    status = ("SURVIVED (equivalent)" if m.key in EQUIVALENT else "SURVIVED") if ok else "killed"
-                    print(f"  {status:22s} {seconds:5.0f} s  {target.module}:{m.line} {m.what}: {m.source}",
-                          flush=True)
-            finally:
-                path.write_text(original)
+    plan = {name: mutants(name, TARGETS[name]) for name in names}
+    for name in names:
+        target = TARGETS[name]
+        print(f"## {name}: {target.module} {', '.join(target.functions)} ({len(plan[name][1])} mutants; "
+              f"{target.note})", flush=True)
+        if args.list:
+            for m, _ in plan[name][1]:
+                print(f"  {target.module}:{m.line} {m.what}: {m.source}")
+    total = sum(len(muts) for _, muts in plan.values())
     if args.list:
         print(f"\n{total} mutants")
         return 0
+    started = time.monotonic()
+    survivors, equivalent = [], []
+    with tempfile.TemporaryDirectory(prefix="vqexplore-mutate-") as tmp:
+        slots = [Path(tmp) / f"copy{i}" for i in range(max(1, args.jobs))]
+        for slot in slots:
+            copy_checkout(slot)
+        originals = {TARGETS[n].module: (ROOT / TARGETS[n].module).read_text() for n in names}
+        preimport()
+
+        def prepare(slot: Path, module: str, source: str) -> None:
+            for rel, text in originals.items():  # one changed module per copy at a time
+                (slot / rel).write_text(source if rel == module else text)
+
+        # The tests must pass on each module as ast.unparse writes it (what every mutant is made from).
+        running: dict = {}
+        for i, name in enumerate(names):
+            slot = slots[i % len(slots)]
+            if len(running) == len(slots):
+                (name_done, slot_done), ok, seconds = wait_any(running, lambda job: TARGETS[job[0]].timeout)
+                if not ok:
+                    print(f"the tests of {name_done} fail on the unmutated module ({seconds:.0f} s): fix that first")
+                    return 1
+                print(f"unmutated {name_done}: tests pass in {seconds:.0f} s", flush=True)
+                slot = slot_done
+            prepare(slot, TARGETS[name].module, plan[name][0])
+            running[start_tests(slot, TARGETS[name])] = ((name, slot), time.monotonic())
+        while running:
+            (name_done, slot_done), ok, seconds = wait_any(running, lambda job: TARGETS[job[0]].timeout)
+            if not ok:
+                print(f"the tests of {name_done} fail on the unmutated module ({seconds:.0f} s): fix that first")
+                return 1
+            print(f"unmutated {name_done}: tests pass in {seconds:.0f} s", flush=True)
+
+        queue = [(name, m, source) for name in names for m, source in plan[name][1]]
+        free = list(slots)
+        while queue or running:
+            while queue and free:
+                name, m, source = queue.pop(0)
+                slot = free.pop(0)
+                prepare(slot, TARGETS[name].module, source)
+                running[start_tests(slot, TARGETS[name])] = ((name, m, slot), time.monotonic())
+            (name, m, slot), ok, seconds = wait_any(running, lambda job: TARGETS[job[0]].timeout)
+            free.append(slot)
+            if ok:
+                (equivalent if m.key in EQUIVALENT else survivors).append(m)
+            status = ("SURVIVED (equivalent)" if m.key in EQUIVALENT else "SURVIVED") if ok else "killed"
+            print(f"  {status:22s} {seconds:5.0f} s  {name:18s} {TARGETS[name].module}:{m.line} {m.what}: "
+                  f"{m.source}", flush=True)
     minutes = (time.monotonic() - started) / 60
-    print(f"\n{total} mutants in {minutes:.1f} min: {total - len(survivors) - len(equivalent)} killed, "
-          f"{len(equivalent)} survived but equivalent, {len(survivors)} survived")
+    print(f"\n{total} mutants in {minutes:.1f} min ({args.jobs} at a time): "
+          f"{total - len(survivors) - len(equivalent)} killed, {len(equivalent)} survived but equivalent, "
+          f"{len(survivors)} survived")
     for m in equivalent:
         print(f"  equivalent  {m.key}  ({EQUIVALENT[m.key]})")
     for m in survivors:

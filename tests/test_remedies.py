@@ -227,6 +227,14 @@ def test_restart_threshold_is_strict():
     assert moved_at == [3], moved_at
 
 
+def test_a_single_dead_code_is_restarted():
+    """One live code and one that wins nothing: the lone dead code is restarted too."""
+    vq, batch = _restart_scene(k=2, decay=0.5)
+    for _ in range(3):
+        vq(batch)
+    assert float(vq.embedding[1].detach().abs().max()) < 0.1  # moved from 50 onto the data
+
+
 def test_dead_code_restart_is_reproducible_and_saved():
     tokens = _clustered_tokens(256, 16, 8)
     runs = []
@@ -269,12 +277,13 @@ def _ddp_worker(rank: int, world: int, port: int, results) -> None:
         torch.manual_seed(rank)  # different initial codebooks and data on each rank
         # decay 0.5: the grace period after the init is ~1.4 steps, so restarts start at once
         vq = VectorQuantizer(256, 8, kmeans_init=True, dead_code_threshold=0.2, ema_decay=0.5)
-        snapshots = []
+        snapshots, batches = [], []
         for step in range(4):
             tokens = _clustered_tokens(128, 8, 8, seed=100 * rank + step)
             vq(_as_map(tokens))
             snapshots.append(vq.codebook_vectors().detach().clone())
-        results[rank] = (torch.stack(snapshots), vq.usage_ema.clone())
+            batches.append(tokens)
+        results[rank] = (torch.stack(snapshots), vq.usage_ema.clone(), torch.stack(batches))
     finally:
         torch.distributed.destroy_process_group()
 
@@ -283,8 +292,12 @@ def test_ddp_ranks_hold_the_same_codebook_after_init_and_restarts():
     manager = mp.Manager()
     results = manager.dict()
     mp.spawn(_ddp_worker, args=(2, _free_port(), results), nprocs=2, join=True)
-    (codes0, usage0), (codes1, usage1) = results[0], results[1]
+    (codes0, usage0, batches0), (codes1, usage1, _) = results[0], results[1]
     assert torch.equal(codes0, codes1)
     assert torch.equal(usage0, usage1)
-    # Restarts really happened after the init (the codebook changed between steps).
+    # Restarts really happened after the init (the codebook changed between steps)...
     assert not torch.equal(codes0[1], codes0[3])
+    # ...and every restarted code is a token of rank 0's batch of that step (broadcast from rank 0).
+    for step in range(1, 4):
+        changed = codes0[step][(codes0[step] != codes0[step - 1]).any(1)]
+        assert (changed[:, None, :] == batches0[step][None]).all(-1).any(1).all(), step
