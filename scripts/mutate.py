@@ -39,26 +39,26 @@ class Target:
 
 
 TARGETS: dict[str, Target] = {
-    "confine": Target("vqexplore/hub.py", ["inside"], ["tests/test_hub.py", "-k", "inside"], timeout=120,
+    "confine": Target("vqexplore/hub.py", ["inside"], ["tests/test_hub.py", "-k", "inside"], timeout=300,
                       note="the check behind the demo's upload folder and the dashboard's --confine"),
     "restart": Target("vqexplore/quantizers/vq.py",
                       ["VectorQuantizer._restart_dead_codes"],
-                      ["tests/test_remedies.py", "-k", "restart or usage_ema or revives or ddp"], timeout=300,
+                      ["tests/test_remedies.py", "-k", "restart or usage_ema or revives or ddp"], timeout=900,
                       note="dead-code restart"),
     "vq-forward": Target("vqexplore/quantizers/vq.py", ["VectorQuantizer.forward"],
                          ["tests/test_quantizers.py", "tests/test_remedies.py", "-k",
                           "(vq or straight_through or ema_update or entropy or usage_ema or restart or revives "
-                          "or kmeans_init or rotation) and not ddp and not simvq"], timeout=300,
+                          "or kmeans_init or rotation) and not ddp and not simvq"], timeout=600,
                          note="VQ's losses, straight-through, usage EMA update, remedies' order"),
     "search": Target("vqexplore/quantizers/search.py", ["nearest_code", "chunk_rows"],
                      ["tests/test_quantizers.py", "-k", "brute_force or chunk_boundaries or bf16_autocast"],
-                     timeout=300, note="the nearest-code search"),
+                     timeout=600, note="the nearest-code search"),
     "checkpoint-checks": Target("vqexplore/hub.py", ["check_safetensors"],
                                 ["tests/test_models.py", "-k",
                                  "truncated or garbage or pickle or missing or extra or roundtrip"],
-                                timeout=300, note="safetensors header and size checks"),
+                                timeout=600, note="safetensors header and size checks"),
     "resume": Target("trainer/checkpoint.py", ["is_resumable", "latest_resumable"],
-                     ["tests/test_trainer_resume.py"], timeout=400,
+                     ["tests/test_trainer_resume.py"], timeout=900,
                      note="which checkpoint a resume continues from (a unit test first, then kill-and-resume)"),
 }
 
