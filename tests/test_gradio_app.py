@@ -361,11 +361,7 @@ def test_lpips_is_computed_with_its_weights_and_said_missing_without(tmp_path, m
     """In process: with the AlexNet weights in TORCH_HOME every row carries the library's LPIPS;
     without them (and no download host: the network is mocked as unreachable) every row's LPIPS
     is empty and the notes say which file is missing and where it goes."""
-    sys.path.insert(0, str(APP.parent))
-    try:
-        import gradio_app
-    finally:
-        sys.path.remove(str(APP.parent))
+    from app import gradio_app
     import vqexplore
     from vqexplore.data import load_image
     from vqexplore.metrics import LPIPS
