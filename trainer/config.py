@@ -66,6 +66,9 @@ from vqexplore.errors import ConfigError
 from vqexplore.typecheck import check_keywords, convert, unknown_key
 from vqexplore.utils import flatten
 
+from . import strict_yaml
+from .allocation import check_allocation
+
 
 class ModelConfig(dict):
     """The ``model:`` section: every VQModel argument with its effective value (from
@@ -198,7 +201,8 @@ def from_dict(raw: Any) -> Config:
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     """``["train.steps=200", "model.levels=[8,5,5]"]`` applied to the parsed YAML dict.
 
-    Values are parsed as YAML (``true``, ``1e-3``, ``[8, 5]``, ``null``)."""
+    Values are parsed as YAML (``true``, ``1e-3``, ``[8, 5]``, ``null``) by ``strict_yaml``: a
+    quoted value (``train.lr='0.1'``) is a string and is refused where a number is expected."""
     raw = dict(raw or {})
     for item in overrides:
         if "=" not in item:
@@ -209,7 +213,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         if not key or any(not p for p in parts) or len(parts) > 2:
             raise ConfigError(f"override {item!r}: the key must be a top-level key or section.key, e.g. train.lr=1e-3")
         try:
-            value = yaml.safe_load(text) if text.strip() else ""
+            value = strict_yaml.load(text) if text.strip() else ""
         except yaml.YAMLError:
             value = text
         if len(parts) == 1:
@@ -301,6 +305,7 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"eval.{key}: {path} does not exist; point it at the weights file or set it to null")
     if e.batch_size < 1:
         raise ConfigError(f"eval.batch_size: must be >= 1, got {e.batch_size}")
+    check_allocation(cfg)  # every size that allocates, against the memory the run would have
     return cfg
 
 
@@ -313,7 +318,9 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         if not path.is_file():
             raise ConfigError(f"--cfg {path} does not exist; pass a YAML file such as configs/cpu/default.yaml")
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            raw = strict_yaml.load(path.read_text(encoding="utf-8")) or {}
+        except strict_yaml.DuplicateKeyError as e:
+            raise ConfigError(f"{path}: {e}; keep one of them") from None
         except UnicodeDecodeError:
             raise ConfigError(f"--cfg {path} is not a text file (not UTF-8); pass a YAML config such as "
                               f"configs/cpu/default.yaml") from None
