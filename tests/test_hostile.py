@@ -513,6 +513,31 @@ def test_confined_dashboard_loads_nothing_outside_its_roots(dashboard_tree, tmp_
     assert not errors and any(str(outside / "vq-64") in s for s in selected), errors
 
 
+def test_confined_dashboard_does_not_list_links_that_lead_outside(dashboard_tree, tmp_path, monkeypatch):
+    """Issue 19: confined, a symlink in the checkpoint root (or run root) that points outside the
+    roots is not offered in the sidebar (it was listed, then refused on every page); links that
+    stay inside are; not confined, the outside link is listed as before."""
+    import shutil
+
+    from test_dashboard import _app
+
+    outside = tmp_path / "elsewhere"
+    shutil.copytree(dashboard_tree["checkpoints"] / "vq-64", outside / "vq-64")
+    (dashboard_tree["checkpoints"] / "linked-out").symlink_to(outside / "vq-64")
+    (dashboard_tree["checkpoints"] / "linked-in").symlink_to(dashboard_tree["checkpoints"] / "vq-64")
+    (dashboard_tree["runs"] / "run-out").symlink_to(outside)
+    monkeypatch.setenv("VQEXPLORE_CONFINE", "1")
+    at = _app()
+    assert not at.exception, [e.value for e in at.exception]
+    options = list(at.sidebar.multiselect(key="w_selected_sources").options)
+    assert "linked-in" in options and "vq-64" in options, options
+    assert not [o for o in options if "out" in o], options
+    assert not at.error, [e.value for e in at.error]
+    monkeypatch.setenv("VQEXPLORE_CONFINE", "0")
+    at = _app()
+    assert "linked-out" in list(at.sidebar.multiselect(key="w_selected_sources").options)
+
+
 def test_dashboard_unexpected_error_is_one_line_naming_the_checkpoint(dashboard_tree):
     """Item 11 (app): an error the dashboard did not foresee is one line naming the checkpoint;
     the traceback goes to the server log, not into an expander on the visitor's page."""
@@ -565,7 +590,21 @@ LOADING_CASES = {  # name -> (change to a saved vq-512 checkpoint, phrase of the
         {"quantizer.embedding": s["quantizer.embedding"].long()})), "quantizer.embedding is stored as I64"),
     "an extra tensor": (lambda f: _restore_weights(f, lambda s: s.update(
         {"smuggled": s["quantizer.embedding"][:1].clone()})), "has unexpected smuggled"),
+    # issue 19: types without coercion, required keys, and nothing but CheckpointError
+    "hidden_dim 16.0": (_edit_config(hidden_dim=16.0), "hidden_dim: expected an integer, got 16.0"),
+    "quantizer missing": (lambda f: _drop_config_key(f, "quantizer"), "lacks quantizer"),
+    "config.json nested 100,000 deep": (lambda f: (f / "config.json").write_text("[" * 100_000 + "]" * 100_000),
+                                        "is nested too deeply"),
+    "a 5,000-digit integer": (lambda f: (f / "config.json").write_text(
+        (f / "config.json").read_text().replace('"codebook_size": 512', '"codebook_size": ' + "9" * 5000)),
+        "holds a value that cannot be read"),
 }
+
+
+def _drop_config_key(folder: Path, key: str) -> None:
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg.pop(key)
+    (folder / "config.json").write_text(json.dumps(cfg))
 
 _LOAD_SCRIPT = r"""
 import json, resource, sys
@@ -686,7 +725,27 @@ TRAINER_CASES = {  # name -> (arguments made in a fresh tmp folder, exit code, p
                             2, "--max-images must be >= 1"),
     "eval --out a folder": (lambda t: ["eval", "--ckpt", str(ROOT / "checkpoints" / "vq-4096"), "--out", str(t)],
                             2, "is a folder; give a file name"),
+    # issue 19: every size that allocates is estimated before anything is allocated
+    "data.size 20000": (lambda t: _tiny(t, "data.size=20000"), 2, "data.size: 20,000 needs at least"),
+    "code_dim 4,000,000 x 500 codes": (lambda t: _tiny(t, "model.code_dim=4000000", "model.codebook_size=500"), 2,
+                                       "model.code_dim: 4,000,000 needs at least"),
+    "batch of 10^7": (lambda t: _tiny(t, "train.batch_size=10000000"), 2, "train.batch_size: 10,000,000 needs at least"),
+    "10^6 data workers": (lambda t: _tiny(t, "data.num_workers=1000000"), 2, "data.num_workers: 1,000,000 needs"),
+    # issue 19: strict config files
+    "lr as a quoted string": (lambda t: _tiny(t, "train.lr='0.1'"), 2,
+                              "train.lr: expected a number, got '0.1'; write the number without quotes"),
+    "a key given twice": (lambda t: _yaml_file(t, "train:\n  lr: 0.001\n  steps: 5\n  lr: 0.1\n"), 2,
+                          "key 'lr' is given twice (lines 2 and 4)"),
+    "a section given twice": (lambda t: _yaml_file(t, "train:\n  steps: 5\nmodel: {}\ntrain:\n  steps: 6\n"), 2,
+                              "key 'train' is given twice (lines 1 and 4)"),
+    "an integer written as 16.0": (lambda t: _tiny(t, "model.hidden_dim=16.0"), 2,
+                                   "model.hidden_dim: expected an integer, got 16.0"),
 }
+
+
+def _yaml_file(tmp: Path, text: str) -> list[str]:
+    (tmp / "twice.yaml").write_text(text)
+    return ["--cfg", str(tmp / "twice.yaml"), f"out_dir={tmp / 'runs'}"]
 
 
 def _unwritable(tmp: Path) -> str:
@@ -707,6 +766,8 @@ def test_trainer_refuses_with_one_line_before_work(tmp_path, case):
     before = sorted(p.name for p in tmp_path.rglob("*"))
     rc, stderr, peak = trainer(*args)
     assert_one_error_line(rc, stderr, expected_rc, phrase)
+    if "needs at least" in phrase:  # refused from the estimate: no time or memory spent first
+        assert peak < 1200 and "took " not in stderr, (peak, stderr[-500:])
     assert peak < 2000, f"{case}: the trainer grew to {peak:.0f} MB"
     assert sorted(p.name for p in tmp_path.rglob("*")) == before, "files were left behind"
     assert not (tmp_path / "runs").exists()
