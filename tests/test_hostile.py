@@ -222,8 +222,8 @@ DEMO_PAYLOAD_CASES = {  # name -> (the call, phrase of its one-sentence answer)
                            "did not come from this page's upload"),
     "a bare string as the image": (lambda s: api(s["url"], ["/etc/passwd", s["names"][:1], "", "64"]),
                                    "did not come from this page's upload"),
-    "a 5,000-character file name": (lambda s: api(s["url"], [{"path": "/tmp/" + "x" * 5000}, s["names"][:1], "", "64"]),
-                                    "did not come from this page's upload"),
+    "a 5,000-character file name": (lambda s: api(s["url"], [{"path": "/tmp/" + "x" * 5000, "meta": {
+        "_type": "gradio.FileData"}}, s["names"][:1], "", "64"]), "did not come from this page's upload"),
     "a server path sent with meta": (lambda s: api(s["url"], [
         {"path": str(s["outside"] / "secret.png"), "meta": {"_type": "gradio.FileData"}}, s["names"][:1], "", "64"]),
         "did not come from this page's upload"),
@@ -425,6 +425,70 @@ def _is_example_copy(p: Path) -> bool:
     names = {"astronaut.png", "coffee.png", "rocket.png", "motorcycle.png", "grace_hopper.png", "flower.png",
              "chelsea.png", "china.png"}
     return p.name in names
+
+
+# ------------------------------------------------------------------------------------------
+# Images in the library: the dashboard's upload and the data loaders share the demo's decoding
+# ------------------------------------------------------------------------------------------
+
+_IMAGE_SCRIPT = r"""
+import io, json, sys
+from pathlib import Path
+import numpy as np
+
+def status(key):
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+
+from vqexplore.data import ImageFolderDataset, load_image
+from vqexplore.errors import ImageError
+from vqexplore.reconstruct import prepare_image
+case, source, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+data = Path(source).read_bytes()
+Path("/proc/self/clear_refs").write_text("5")
+before = status("VmRSS")
+try:
+    if mode == "folder":
+        ds = ImageFolderDataset(Path(source).parent, np.array([Path(source).name.encode()]), size=64, in_memory=False)
+        answer = ["shape", list(ds._resized(0).shape)]  # resized shorter side; crops are cut from it
+    else:
+        answer = ["shape", list(prepare_image(load_image(io.BytesIO(data), name="upload.png"), mode).shape)]
+except ImageError as e:
+    answer = ["ImageError", str(e)]
+print(json.dumps({"answer": answer, "growth_mb": (status("VmHWM") - before) / 2 ** 20}))
+"""
+
+IMAGE_CASES = {  # name -> (image bytes, mode, budget, expected answer phrase, most growth in MB)
+    "100000x1, 64 x 64 crop": (lambda: _strip_png(100_000), "64", None, "[64, 64, 3]", 64),
+    "300000x1, 64 x 64 crop": (lambda: _strip_png(300_000), "64", None, "[64, 64, 3]", 64),
+    "100000x1 in a training folder": (lambda: _strip_png(100_000), "folder", None, "[64, 256, 3]", 64),
+    "16-bit 6300x6300 RGBA, 64 x 64 crop": (lambda: _png_rgba16(6300, 6300), "64", None, "[64, 64, 3]", 384),
+    "16-bit 6300x6300 RGBA over a 64 MB budget": (lambda: _png_rgba16(6300, 6300), "64", "64mb",
+                                                 "more than the limit of 64 MB; downscale it", 40),
+}
+
+
+@pytest.mark.parametrize("case", list(IMAGE_CASES))
+def test_image_decoding_stays_within_the_budget(tmp_path, case):
+    """Issue 19, the library side: what the dashboard's upload and the data loaders decode is
+    cropped before it is resized (a 1-pixel strip is not resized to 64 rows first), converted in
+    strips without 32/64-bit widening, and refused from its header when over
+    VQEXPLORE_MEMORY_BUDGET; the process's resident memory grows by no more than the case allows."""
+    make, mode, budget, phrase, most = IMAGE_CASES[case]
+    path = tmp_path / "image.png"
+    path.write_bytes(make())
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    env.pop("VQEXPLORE_MEMORY_BUDGET", None)
+    if budget:
+        env["VQEXPLORE_MEMORY_BUDGET"] = budget
+    proc = subprocess.run([sys.executable, "-c", _IMAGE_SCRIPT, case, str(path), mode], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.splitlines()[-1])
+    kind, answer = out["answer"]
+    assert phrase in (json.dumps(answer) if kind == "shape" else answer), out
+    assert out["growth_mb"] < most, f"{case}: grew by {out['growth_mb']:.0f} MB"
 
 
 def test_demo_deletes_uploads_and_results_on_schedule_and_at_exit(hostile_server):

@@ -339,11 +339,9 @@ def _decode(fp: Any, *, max_pixels: int | None, draft: int | None = None) -> np.
 
 def _check_budget(im: Image.Image) -> None:
     """Refuse, before decoding, an image whose decoding would take more than ``memory_budget()``."""
-    try:
-        orientation = im.getexif().get(0x0112, 1)
-    except Exception:
-        orientation = 1
-    peak = decode_peak(im.width, im.height, im.mode, transposed=orientation in (2, 3, 4, 5, 6, 7, 8))
+    # Not im.getexif(): on a PNG it decodes the whole image to look for EXIF after the pixels.
+    # EXIF in the header may rotate the image (a second copy): counted whenever it is there.
+    peak = decode_peak(im.width, im.height, im.mode, transposed="exif" in im.info)
     budget = memory_budget()
     if peak > budget:
         raise _Problem(f"is {im.width}x{im.height} pixels ({im.mode}), which takes about {_mb(peak)} of memory "
