@@ -11,25 +11,25 @@ README's pictures in docs/screenshots/ (look at them before committing)."""
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from app.pages import PAGES as REGISTRY
 from test_dashboard import tree_digest
-from test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, _free_port, _no_exception, wait_rendered
+from helpers.browser import chromium, no_exception, require_chromium, wait_rendered
+from helpers.servers import start_dashboard, stop
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "tests" / "artifacts" / "views"
 DOCS = REPO / "docs" / "screenshots"
 DEMOS = ["vq-4096", "fsq-75555", "simvq-4096", "vq-4096-restart", "vq-l2-4096", "bsq-4096"]
-# The menu as app/dashboard.py declares it (st.Page titles, in order).
-NAV = re.findall(r'st\.Page\("views/[^"]+", title="([^"]+)"', (REPO / "app" / "dashboard.py").read_text())
+# The menu as app/pages.py declares it (titles, in order).
+NAV = [p.title for p in REGISTRY]
 
 
 def test_the_demo_set_is_committed():
@@ -47,38 +47,9 @@ def _query(*pairs) -> str:
 DEMO_QUERY = [("ckpt", d) for d in DEMOS[:3]] + [("size", "32"), ("n", "16")]
 
 
-def _start(env: dict, log: Path) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "dashboard.py"), "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"], cwd=REPO, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1):
-                return proc, url
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                pytest.fail("streamlit did not start: " + log.read_text()[-2000:])
-            time.sleep(0.2)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} not found: the browser test needs Debian's chromium (apt-get install chromium)")
+    require_chromium()
     root = tmp_path_factory.mktemp("views")
     runs = root / "runs"
     # A real run: the trainer, a CPU config row, a few hundred steps, several checkpoints.
@@ -95,20 +66,16 @@ def env(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(env):
-    proc, url = _start(env, Path(env["_root"]) / "server.log")
+    proc, url = start_dashboard(env, Path(env["_root"]) / "server.log")
     yield url
-    _stop(proc)
+    stop(proc)
 
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 def _tab(browser, height: int = 1100):
@@ -138,18 +105,19 @@ def _nav(tab) -> list[str]:
 
 
 def test_deep_links_show_one_navigation_on_a_fresh_server(env, browser, tmp_path):
-    proc, url = _start(env, tmp_path / "fresh.log")  # nobody has opened "/" on this server yet
+    proc, url = start_dashboard(env, tmp_path / "fresh.log")  # nobody has opened "/" on this server yet
     try:
         tab = _tab(browser)
         tab.goto(f"{url}/compare{_query(*DEMO_QUERY)}")
         tab.wait_for_selector("h1:has-text('Compare checkpoints')", timeout=120_000)
         wait_rendered(tab)
-        _no_exception(tab)
+        no_exception(tab)
         assert _nav(tab) == NAV  # page titles, not file names; no extra "dashboard" entry
         assert tab.get_by_text("Page not found").count() == 0
         _wait_url(tab, lambda u: "ckpt=vq-4096" in u and "/compare" in u)
         _shot(tab, "navigation")
-        for path, title in (("/aligned_codes", "Aligned codes"), ("/training", "Training"), ("/", "Compare checkpoints")):
+        for path, title in (("/aligned_codes", "Aligned codes"), ("/training", "Training"),
+                            ("/", "Compare checkpoints")):
             other = _tab(browser)
             other.goto(f"{url}{path}")
             other.wait_for_selector(f"h1:has-text('{title}')", timeout=120_000)
@@ -160,7 +128,7 @@ def test_deep_links_show_one_navigation_on_a_fresh_server(env, browser, tmp_path
             other.close()
         tab.close()
     finally:
-        _stop(proc)
+        stop(proc)
 
 
 def _swipe_state(frame) -> str:
@@ -172,7 +140,7 @@ def test_reconstructions_are_large_and_swipe(server, browser):
     tab.goto(f"{server}/reconstructions{_query(*DEMO_QUERY)}")
     tab.wait_for_selector("h1:has-text('Reconstructions')", timeout=120_000)
     _done(tab)
-    _no_exception(tab)
+    no_exception(tab)
     assert tab.locator("iframe[title^='val 0: input vs']").count() == 3
     frame = tab.frame_locator("iframe[title='val 0: input vs vq-4096 reconstruction']")
     right = frame.locator("img.right")
@@ -219,14 +187,14 @@ def test_token_surgery_by_clicking_the_grid(server, browser):
     assert cells.input_value() == "3,2"
     tab.wait_for_selector("text=PSNR, edited decode", timeout=60_000)
     wait_rendered(tab)
-    _no_exception(tab)
+    no_exception(tab)
     _wait_url(tab, lambda u: "cells=3%2C2" in u or "cells=3,2" in u)
     # A box: type it (the grid's box / lasso select does the same).
     cells.fill("2-4,1-3")
     cells.press("Enter")
     tab.wait_for_selector("text=9 cells", timeout=60_000)
     wait_rendered(tab)
-    _no_exception(tab)
+    no_exception(tab)
     section = tab.get_by_text("Token surgery: what does this token do here?")
     section.scroll_into_view_if_needed()
     top = section.bounding_box()["y"]
@@ -240,15 +208,16 @@ def test_rate_distortion_with_the_sweep_preset(server, browser):
     tab.goto(f"{server}/compare{_query(*query)}")
     tab.wait_for_selector("h1:has-text('Compare checkpoints')", timeout=120_000)
     _done(tab)
-    _no_exception(tab)
+    no_exception(tab)
     chart = tab.locator(".st-key-rate_distortion")
     assert chart.locator(".main-svg").count() >= 1
     legend = chart.locator(".legend").text_content()
     for name in ("VQ · selected", "FSQ · selected", "SimVQ · selected", "VQ · CPU sweep", "FSQ · CPU sweep"):
         assert name in legend
-    from vqexplore.ratedistortion import points_from_sweep_table
+    from trainer.sweep import read_rows
+    from vqexplore.ratedistortion import points_from_sweep_rows
 
-    rows = len(points_from_sweep_table(REPO / "docs" / "cpu_sweep.md"))
+    rows = len(points_from_sweep_rows(read_rows(REPO / "docs" / "cpu_sweep.md")))
     assert chart.locator(".scatterlayer .point").count() == len(DEMOS) + rows
     _shot(tab, "rate_distortion", clip={"x": 300, "y": 0, "width": 1200, "height": 1000})
     tab.close()
@@ -280,7 +249,7 @@ def test_aligned_codes_and_a_shared_link(server, browser):
     tab.goto(f"{server}/aligned_codes{_query(('ckpt', 'run: simvq-run'), ('size', '32'), ('n', '16'))}")
     tab.wait_for_selector("h1:has-text('Aligned codes')", timeout=120_000)
     _done(tab)
-    _no_exception(tab)
+    no_exception(tab)
     metrics = tab.get_by_test_id("stMetric")
     assert metrics.count() == 5 and "Token agreement" in metrics.nth(4).inner_text()
     assert tab.locator('[data-testid="stPlotlyChart"] .main-svg').count() >= 2

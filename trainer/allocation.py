@@ -38,7 +38,8 @@ def memory_estimate(sizes: dict) -> dict[str, int]:
     c = sizes["in_channels"]
     # Per image, the tensors the backward pass keeps (float32): input and output, the half- and
     # quarter-resolution feature maps of encoder and decoder (each ResBlock two of them), codes.
-    per_image = 2 * c * pixels + 2 * (h // 2) * (pixels // 4) + h * (pixels // 16) * (4 + 4 * n) + 3 * d * (pixels // 16)
+    per_image = (2 * c * pixels + 2 * (h // 2) * (pixels // 4) + h * (pixels // 16) * (4 + 4 * n)
+                 + 3 * d * (pixels // 16))
     batch = sizes["batch_size"]
     return {"model": numbers * 4 * copies, "activations": per_image * batch * 4,
             "workers": sizes["num_workers"] * PREFETCH_FACTOR * batch * c * pixels * 4}

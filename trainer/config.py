@@ -63,26 +63,12 @@ import yaml
 
 from vqexplore.data import NAMED_SOURCES
 from vqexplore.errors import ConfigError
+from vqexplore.models import ModelConfig  # the model: section's type (validated by VQModel)
 from vqexplore.typecheck import check_keywords, convert, unknown_key
 from vqexplore.utils import flatten
 
 from . import strict_yaml
 from .allocation import check_allocation
-
-
-class ModelConfig(dict):
-    """The ``model:`` section: every VQModel argument with its effective value (from
-    ``VQModel.check_config``), readable as attributes (``cfg.model.codebook_size``)."""
-
-    def __getattr__(self, key: str):
-        try:
-            return self[key]
-        except KeyError:
-            raise AttributeError(key) from None
-
-    def kwargs(self) -> dict:
-        """VQModel constructor arguments."""
-        return dict(self)
 
 
 @dataclass
@@ -161,7 +147,7 @@ def _check_model(raw: Any) -> ModelConfig:
     from vqexplore.models import VQModel
 
     try:
-        return ModelConfig(VQModel.check_config({} if raw is None else raw))
+        return VQModel.check_config({} if raw is None else raw)
     except ConfigError as e:
         raise e.under("model") from None
 
@@ -181,17 +167,56 @@ def from_dict(raw: Any) -> Config:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"the config must be a mapping with sections {', '.join(_SECTIONS)}, got {type(raw).__name__}")
+        raise ConfigError(f"the config must be a mapping with sections {', '.join(_SECTIONS)}, "
+                          f"got {type(raw).__name__}")
     top = {"name", "out_dir", *_SECTIONS}
     kwargs = {}
     for key, value in raw.items():
         if key not in top:
             raise unknown_key(key, top, "the config")
-        if key in _SECTIONS:
+        if key in _SECTIONS and key != "model":
             kwargs[key] = _build_section(key, _SECTIONS[key], value)
-        else:
+        elif key != "model":
             kwargs[key] = convert(key, value, str)
+    if "model" in raw:  # last: a relative restart threshold needs the batch and the token grid
+        data, train = kwargs.get("data") or DataConfig(), kwargs.get("train") or TrainConfig()
+        kwargs["model"] = _check_model(_resolve_relative(raw["model"], data, train))
     return Config(**kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Relative values, worked out from the rest of the config
+# ---------------------------------------------------------------------------------------------
+
+RELATIVE_KEY = "uniform_share"
+
+
+def tokens_per_step(data: DataConfig, train: TrainConfig) -> int:
+    """Encoder outputs one optimiser step quantizes: batch x the token grid of a crop."""
+    from vqexplore.models import DOWNSAMPLE
+
+    return int(train.batch_size) * (int(data.size) // DOWNSAMPLE) ** 2
+
+
+def _resolve_relative(model: Any, data: DataConfig, train: TrainConfig) -> Any:
+    """``model.dead_code_threshold: {uniform_share: f}``: a restart threshold given as a fraction of
+    the uniform share (tokens per step / codebook size), worked out here from this config's own
+    batch and token grid, so ``train.batch_size=`` or ``data.size=`` overrides keep it right."""
+    if not isinstance(model, dict) or not isinstance(model.get("dead_code_threshold"), dict):
+        return model
+    spec = model["dead_code_threshold"]
+    key = "model.dead_code_threshold"
+    share = spec.get(RELATIVE_KEY)
+    if set(spec) != {RELATIVE_KEY} or isinstance(share, bool) or not isinstance(share, (int, float)) \
+            or not share > 0 or share != share or share == float("inf"):
+        raise ConfigError(f"{key}: a number of tokens per step, or {{{RELATIVE_KEY}: f}} with f > 0 "
+                          f"(a fraction of tokens per step / codebook size), got {spec!r}")
+    if model.get("quantizer", "vq") != "vq":
+        raise ConfigError(f"{key}: applies to quantizer='vq' only")
+    codes = model.get("codebook_size", 512)
+    if isinstance(codes, bool) or not isinstance(codes, int) or codes < 1:
+        raise ConfigError(f"model.codebook_size: must be a whole number >= 1 to work out {key}, got {codes!r}")
+    return {**model, "dead_code_threshold": float(share) * tokens_per_step(data, train) / codes}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,7 +243,8 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             value = text
         if len(parts) == 1:
             if parts[0] in _SECTIONS:
-                raise ConfigError(f"override {item!r}: {parts[0]} is a section; set one of its keys, e.g. {parts[0]}.<key>=...")
+                raise ConfigError(f"override {item!r}: {parts[0]} is a section; set one of its keys, e.g. "
+                                  f"{parts[0]}.<key>=...")
             raw[parts[0]] = value
         else:
             section, sub = parts
@@ -241,7 +267,8 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
 def _check_data_source(key: str, source: str) -> None:
     source = source.strip()
     if not source:
-        raise ConfigError(f"{key}: empty; use 'builtin', 'photos', an image folder, the Downsampled ImageNet files or hf:<dataset>")
+        raise ConfigError(f"{key}: empty; use 'builtin', 'photos', an image folder, the Downsampled ImageNet files or "
+                          "hf:<dataset>")
     if source.lower() in NAMED_SOURCES:
         return
     if source.startswith("hf:"):
@@ -314,32 +341,81 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     overrides and validate. The run name defaults to the file's stem."""
     raw: dict = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"--cfg {path} does not exist; pass a YAML file such as configs/cpu/default.yaml")
-        try:
-            raw = strict_yaml.load(path.read_text(encoding="utf-8")) or {}
-        except strict_yaml.DuplicateKeyError as e:
-            raise ConfigError(f"{path}: {e}; keep one of them") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"--cfg {path} is not a text file (not UTF-8); pass a YAML config such as "
-                              f"configs/cpu/default.yaml") from None
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark else ""
-            raise ConfigError(f"{path} is not valid YAML{where}; fix the syntax") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path} must hold a mapping with sections {', '.join(_SECTIONS)}")
-        raw.setdefault("name", path.stem)
+        raw = read_yaml(path)
+        raw.setdefault("name", Path(path).stem)
     raw = apply_overrides(raw, overrides or [])
     return validate(from_dict(raw))
+
+
+BASE_KEY = "base"
+
+
+def read_yaml(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict:
+    """A config file parsed into a dict (the one YAML reader of configs and of a run's
+    config.yaml); one clear ConfigError when it is missing, not text, not YAML or not a mapping.
+
+    ``base: other.yaml`` (a path relative to this file) layers the file on another: the base is
+    read first (it may have a base of its own), then this file's top-level keys replace the base's
+    and its section keys (``model:``, ``data:``, ...) replace the base's keys one by one. A file
+    that is its own base, directly or through others, is refused."""
+    path = Path(path)
+    if not path.is_file():
+        if _chain:
+            raise ConfigError(f"{_chain[-1]}: base: {path} does not exist; give a path relative to {_chain[-1].parent}")
+        raise ConfigError(f"--cfg {path} does not exist; pass a YAML file such as configs/cpu/default.yaml")
+    try:
+        raw = strict_yaml.load(path.read_text(encoding="utf-8")) or {}
+    except strict_yaml.DuplicateKeyError as e:
+        raise ConfigError(f"{path}: {e}; keep one of them") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"--cfg {path} is not a text file (not UTF-8); pass a YAML config such as "
+                          f"configs/cpu/default.yaml") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path} is not valid YAML{where}; fix the syntax") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping with sections {', '.join(_SECTIONS)}")
+    if BASE_KEY not in raw:
+        return raw
+    base = raw.pop(BASE_KEY)
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(f"{path}: base: must be the path of a YAML file relative to {path.parent}, got {base!r}")
+    base_path = (path.parent / base).resolve()
+    chain = (*_chain, path.resolve())
+    if base_path in chain:
+        cycle = " -> ".join(p.name for p in (*chain[chain.index(base_path):], base_path))
+        raise ConfigError(f"{path}: base: files form a cycle ({cycle}); remove one of those base: lines")
+    merged = read_yaml(base_path, chain)
+    for key, value in raw.items():
+        if key in _SECTIONS and isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def effective_dict(path: str | Path, overrides: list[str] | None = None) -> dict:
+    """What a config file amounts to (``Config.to_dict()``): read as ``load_config`` reads it, keys
+    and types checked, values not checked against this machine."""
+    raw = read_yaml(path)
+    raw.setdefault("name", Path(path).stem)
+    return from_dict(apply_overrides(raw, overrides or [])).to_dict()
+
+
+def read_run_config(path: str | Path) -> Config:
+    """A run's recorded config.yaml as a :class:`Config`: keys and types checked, values as the
+    run had them (not checked again: its data folder, say, may be gone since)."""
+    return from_dict(read_yaml(path))
 
 
 # Keys that may differ when a run is resumed (everything else must match the saved config).
 RESUMABLE_CHANGES = {
     "train.steps", "train.log_every", "train.val_every", "train.val_images", "train.grid_images",
-    "train.ckpt_every", "train.keep_last", "train.device", "train.threads", "train.deterministic", "train.compile", "train.channels_last",
-    "data.num_workers", "data.in_memory", "data.device_crops", "eval.lpips_weights", "eval.rfid_weights", "eval.batch_size",
+    "train.ckpt_every", "train.keep_last", "train.device", "train.threads", "train.deterministic", "train.compile",
+    "train.channels_last",
+    "data.num_workers", "data.in_memory", "data.device_crops", "eval.lpips_weights", "eval.rfid_weights",
+    "eval.batch_size",
     "out_dir",
 }
 

@@ -33,7 +33,8 @@ __all__ = [
     "MEMORY_BUDGET_ENV", "DEFAULT_MEMORY_BUDGET", "memory_budget", "decode_peak",
     "BUILTIN_TRAIN_PHOTOS", "BUILTIN_VAL_PHOTOS", "PHOTOS_DIR", "PHOTOS_VAL", "NAMED_SOURCES",
     "load_image", "image_to_tensor", "tensor_to_image", "center_crop", "fit_to_multiple",
-    "builtin_photos", "BuiltinPhotos", "photo_names", "photo_arrays", "PhotoCorpus", "PhotoStack", "ImageFolderDataset", "DownsampledImageNet", "HFImageDataset",
+    "builtin_photos", "BuiltinPhotos", "photo_names", "photo_arrays", "PhotoCorpus", "PhotoStack",
+    "ImageFolderDataset", "DownsampledImageNet", "HFImageDataset",
     "make_dataset", "describe_source", "EpochSampler", "make_loader", "iter_batches",
     "validation_batch",
 ]
