@@ -20,6 +20,13 @@ Environment variables:
 ``VQEXPLORE_MAX_FILE_SIZE`` largest accepted image, however it arrives: an upload, a file
     already in Gradio's upload folder or a ``data:`` URL in an API call (default "50mb";
     Gradio's size syntax: a whole number and b, kb, mb or gb, 1 kb = 1024 b).
+``VQEXPLORE_MAX_BODY_SIZE`` largest request body other than a file upload, e.g. an API call
+    carrying a ``data:`` URL (default "16mb"; same syntax). Refused with 413 from the
+    Content-Length before a byte is read, or while streaming when there is none; an upload to
+    ``/gradio_api/upload`` may be ``VQEXPLORE_MAX_FILE_SIZE`` plus 1 MB of form overhead.
+``VQEXPLORE_MEMORY_BUDGET`` memory one image may take while decoded, converted and cropped
+    (default "384mb", which keeps one request under 512 MB); a larger image is refused from its
+    header with one sentence before it is decoded (``vqexplore.data.memory_budget``).
 ``VQEXPLORE_FILE_TTL``     seconds an uploaded image or a result image is kept (default 3600).
     Gradio deletes older ones every ``min(ttl, 300)`` s, and all of them when the server stops
     (Ctrl-C or SIGTERM).
@@ -47,14 +54,15 @@ from gradio.utils import get_upload_folder
 import numpy as np
 import torch
 
-from vqexplore.data import MAX_PIXELS, builtin_photos, load_image
-from vqexplore.errors import VQExploreError
+from vqexplore.data import MAX_PIXELS, builtin_photos, load_image, memory_budget
+from vqexplore.errors import ImageError, VQExploreError
 from vqexplore.hub import looks_like_repo_id
 from vqexplore.reconstruct import NATIVE_MAX_PIXELS, prepare_image, reconstruct
-from vqexplore.utils import write_atomic
+from vqexplore.utils import parse_size, write_atomic
 
 from app.demo_models import (DEFAULT_CHECKPOINTS, EXTRA_MODEL_CACHE, Entry, LpipsProvider,  # noqa: F401
                          ModelCache, demo_checkpoints)
+from app.request_guard import BodyLimit, guard_inputs, validation_error
 
 log = logging.getLogger("vqexplore.demo")
 
@@ -66,10 +74,14 @@ MODE_CHOICES = [
 ]
 MAX_EXTRA_CHECKPOINTS = 4     # typed Hub repo ids per request
 DEFAULT_MAX_FILE_SIZE = "50mb"
+DEFAULT_MAX_BODY_SIZE = "16mb"
+UPLOAD_OVERHEAD = 1024 ** 2   # multipart headers around an uploaded file
+MAX_REPO_ID = 96              # characters of a Hub repo id (the Hub's own limit)
 DEFAULT_FILE_TTL = 3600       # seconds an upload or a result image is kept
 # The one answer to every image payload that is neither an upload nor a data: URL: it does not
 # say whether the path exists, is a folder or is an image (no oracle of the server's disk).
 NOT_UPLOADED = "The image did not come from this page's upload; upload the image file again."
+EXPIRED = "The uploaded image was deleted before its turn came (uploads are kept for a limited time); upload it again."
 TABLE_HEADERS = ["checkpoint", "quantizer", "codebook size", "token grid", "tokens", "bits",
                  "PSNR (dB)", "SSIM", "LPIPS"]
 ERROR_MAP_NOTE = "mean absolute error per pixel: black = 0, yellow >= 0.5 of the range"
@@ -101,17 +113,44 @@ def _env_int(name: str, default: int) -> int:
         raise SystemExit(f"{name}={value!r} is not a whole number; set it to e.g. {default}") from None
 
 
-_SIZE_UNITS = {"b": 1, "kb": 1024, "mb": 1024 ** 2, "gb": 1024 ** 3}
+def _env_size(name: str, default: str) -> int:
+    text = (os.environ.get(name) or default).strip()
+    size = parse_size(text)
+    if size is None:
+        raise SystemExit(f"{name}={text!r} is not a size; set it to e.g. {default}")
+    return size
 
 
 def max_file_size() -> int:
     """``$VQEXPLORE_MAX_FILE_SIZE`` in bytes: the one limit for every way an image arrives."""
-    text = (os.environ.get("VQEXPLORE_MAX_FILE_SIZE") or DEFAULT_MAX_FILE_SIZE).strip().lower().replace(" ", "")
-    digits = len(text) - len(text.lstrip("0123456789"))
-    number, unit = text[:digits], text[digits:] or "b"
-    if not number or unit not in _SIZE_UNITS or int(number) < 1:
-        raise SystemExit(f"VQEXPLORE_MAX_FILE_SIZE={text!r} is not a size; set it to e.g. {DEFAULT_MAX_FILE_SIZE}")
-    return int(number) * _SIZE_UNITS[unit]
+    return _env_size("VQEXPLORE_MAX_FILE_SIZE", DEFAULT_MAX_FILE_SIZE)
+
+
+def max_body_size() -> int:
+    """``$VQEXPLORE_MAX_BODY_SIZE`` in bytes: the limit of every request body but a file upload."""
+    return _env_size("VQEXPLORE_MAX_BODY_SIZE", DEFAULT_MAX_BODY_SIZE)
+
+
+def body_limit_for(path: str) -> int:
+    """The body limit of a request to ``path``: uploads carry a file, everything else JSON."""
+    if path.rstrip("/").endswith("/upload"):
+        return max_file_size() + UPLOAD_OVERHEAD
+    return max_body_size()
+
+
+def _body_refusal(limit: int) -> str:
+    return (f"The request body is over this demo's limit of {_size(limit)}; upload images through the page "
+            f"(or /gradio_api/upload, at most {_size(max_file_size())}) and send their path.")
+
+
+def app_kwargs() -> dict:
+    """The FastAPI settings of the demo's server: the body limit in front of every route and a
+    422 answer that does not echo the request."""
+    from fastapi.exceptions import RequestValidationError
+    from starlette.middleware import Middleware
+
+    return {"middleware": [Middleware(BodyLimit, limit_for=body_limit_for, describe=_body_refusal)],
+            "exception_handlers": {RequestValidationError: validation_error}}
 
 
 def _size(n: int) -> str:
@@ -133,8 +172,13 @@ def uploaded_file(path: str) -> Path | None:
     in an API call reaches ``preprocess`` as sent, so this is where server paths are refused."""
     from vqexplore.hub import inside
 
-    real = Path(os.path.realpath(path))
-    return real if inside(real, [get_upload_folder()]) and real.is_file() else None
+    if not isinstance(path, str) or not path or "\x00" in path or len(path) > 4096:
+        return None
+    try:
+        real = Path(os.path.realpath(path))
+        return real if inside(real, [get_upload_folder()]) and real.is_file() else None
+    except (OSError, ValueError):  # a name too long for the file system, and the like
+        return None
 
 
 def passthrough_upload(image: gr.Image) -> gr.Image:
@@ -262,6 +306,9 @@ class Demo:
         if len(extra) > MAX_EXTRA_CHECKPOINTS:
             raise gr.Error(f"{len(extra)} repo ids typed; give at most {MAX_EXTRA_CHECKPOINTS} at a time.")
         for repo in extra:
+            if len(repo) > MAX_REPO_ID:
+                raise gr.Error(f"A typed repo id is {len(repo):,} characters long; Hub repo ids are at most "
+                               f"{MAX_REPO_ID} characters, like user/name.")
             if repo in self.by_name:
                 picked.append(self.by_name[repo])
             elif looks_like_repo_id(repo):
@@ -280,10 +327,10 @@ class Demo:
             return self._run(image, chosen, typed, mode)
         except gr.Error:
             raise
-        except Exception as e:  # a bug: log it, keep the message short
+        except Exception as e:  # a bug: log it, keep the message short (and blame nothing in particular)
             log.exception("reconstruction failed")
-            raise gr.Error(f"Preparing {_image_name(image)} failed ({type(e).__name__}); please try again "
-                           f"or upload it as PNG or JPEG.") from None
+            raise gr.Error(f"The reconstruction failed unexpectedly ({type(e).__name__}; the server log has the "
+                           f"details); please try again, or with another image or checkpoint.") from None
 
     def _run(self, image, chosen, typed, mode):
         if image is None:
@@ -291,10 +338,14 @@ class Demo:
         if mode not in dict((v, k) for k, v in MODE_CHOICES):
             raise gr.Error(f"Unknown mode {mode!r}; choose '64' (64 x 64 center crop) or 'native'.")
         entries = self._sources(chosen, typed)
+        name = _image_name(image)
         try:
-            name = _image_name(image)
             original = load_image(image, max_pixels=MAX_PIXELS, name=name)
             prepared = prepare_image(original, mode)
+        except ImageError as e:
+            if isinstance(image, str) and not os.path.isfile(image):  # deleted by the TTL while queued
+                raise gr.Error(EXPIRED) from None
+            raise gr.Error(_sentence(e)) from None
         except VQExploreError as e:
             raise gr.Error(_sentence(e)) from None
 
@@ -418,6 +469,7 @@ def build_demo(entries: list[Entry] | None = None, *, preload: bool = False) -> 
         # to an image that is no longer the input.
         image.change(clear_results, inputs=None, outputs=[model_input, gallery, table, notes], api_name=False,
                      queue=False)
+    guard_inputs(demo, NOT_UPLOADED, lambda path: uploaded_file(path) is not None)
     _STATES[demo] = demo_state
     return demo
 
@@ -444,6 +496,11 @@ def main() -> None:
     # Gradio's queue rebuilds a pandas summary of up to 10,000 past events after every event, for
     # its monitoring page (off here); that grows to most of a request's CPU on a long-running demo.
     os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
+    try:
+        memory_budget()
+    except VQExploreError as e:
+        raise SystemExit(str(e)) from None
+    max_body_size()
     concurrency = _env_int("VQEXPLORE_CONCURRENCY", 2)
     threads = configure_torch_threads(concurrency)
     demo = build_demo(preload=True)
@@ -453,7 +510,7 @@ def main() -> None:
     # SIGTERM (docker stop, a Space restart) closes the server like Ctrl-C does, so that Gradio's
     # shutdown deletes the uploads and result images instead of leaving them on disk.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    demo.launch(max_file_size=max_file_size(), ssr_mode=False, css=CSS)
+    demo.launch(max_file_size=max_file_size(), ssr_mode=False, css=CSS, app_kwargs=app_kwargs())
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ so the API names ``surgery_grid`` and ``surgery`` work from ``gradio_client`` to
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import gradio as gr
 import numpy as np
@@ -68,7 +69,8 @@ class Surgery:
             raise gr.Error("Choose the checkpoint whose tokens to edit.")
         [entry] = self.demo._sources([checkpoint], "")
         try:
-            prepared = prepare_image(load_image(image, max_pixels=MAX_PIXELS), mode)
+            name = Path(image).name if isinstance(image, str) else "the uploaded image"
+            prepared = prepare_image(load_image(image, max_pixels=MAX_PIXELS, name=name), mode)
             model = self.demo.models.get(entry.source, hub=entry.hub)
             [r] = reconstruct(model, [prepared])
         except VQExploreError as e:

@@ -14,6 +14,7 @@ from app import keys, viewstate
 from app.cached import DEFAULT_IMAGE_SIZE, DEFAULT_SAMPLE
 from app.sources import checkpoint_root, confined, discover, resolve, runs_root
 from vqexplore.errors import VQExploreError
+from vqexplore.runlayout import RunLayout
 
 log = logging.getLogger("vqexplore.dashboard")
 SAMPLE_SIZES = (16, 64, 256)
@@ -58,12 +59,28 @@ def _seed(key: str, default) -> None:
     st.session_state[keys.widget(key)] = st.session_state[key]
 
 
+def default_selection(opts: dict[str, str]) -> list[str]:
+    """What a fresh session shows: the newest training run first (the README's first run, once it
+    has trained), then the demo checkpoints."""
+    runs = [k for k in opts if k.startswith("run: ")]
+    demos = [k for k in opts if not k.startswith("run: ")]
+
+    def written(label: str) -> float:
+        try:
+            return RunLayout(opts[label]).checkpoints.stat().st_mtime
+        except OSError:
+            return 0.0
+
+    newest = max(runs, key=written, default=None)
+    return ([newest] if newest else []) + demos
+
+
 def sidebar() -> None:
     """The source picker. Every page draws it first (``page()``), so it exists on all pages and
     in ``AppTest`` page switches alike; its values are kept across pages."""
     opts = _options()
     viewstate.restore_global(list(opts), SAMPLE_SIZES, IMAGE_SIZES)  # a shared link's view, once
-    _seed(keys.SELECTED_SOURCES, [k for k in opts if not k.startswith("run: ")] or list(opts)[:1])
+    _seed(keys.SELECTED_SOURCES, default_selection(opts))
     # Options can vanish (a folder deleted): keep only what still exists.
     st.session_state[keys.SELECTED_SOURCES] = [k for k in st.session_state[keys.SELECTED_SOURCES] if k in opts]
     _seed(keys.SELECTED_SOURCES, None)

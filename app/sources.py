@@ -53,12 +53,17 @@ def runs_root() -> Path:
 
 def discover(ckpt_root: Path, run_root: Path) -> dict[str, str]:
     """label -> path of every checkpoint (or run) folder in ``ckpt_root`` and run folder in
-    ``run_root``; runs are labelled ``run: <name>``."""
+    ``run_root``; runs are labelled ``run: <name>``. Confined, a folder that lies outside both
+    roots once links are resolved (a symlink in a root) is left out, as a typed path to it would be."""
     from vqexplore.hub import checkpoints_in
 
     found = {name if kind == "checkpoint" else f"run: {name}": str(path)
              for name, path, kind in checkpoints_in(ckpt_root)}
     found.update({f"run: {name}": str(path) for name, path, kind in checkpoints_in(run_root) if kind == "run"})
+    if confined():  # a link in a root that leads outside would only be refused when chosen: not listed
+        from vqexplore.hub import inside
+
+        found = {label: path for label, path in found.items() if inside(path, (ckpt_root, run_root))}
     return found
 
 

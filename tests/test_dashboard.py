@@ -144,9 +144,12 @@ def _check_page(at, page: str, n_selected: int) -> None:
 
 def test_every_page_on_tiny_checkpoints(tree):
     at = _app()
-    _check_page(at, "compare", len(TINY))
+    # a fresh session selects the newest run first (tiny-run), then the checkpoints
+    selected = at.sidebar.multiselect(key="w_selected_sources").value
+    assert selected[0] == "run: tiny-run" and sorted(selected[1:]) == sorted(TINY)
+    _check_page(at, "compare", len(TINY) + 1)
     for page in PAGES:
-        _check_page(_open(at, page), page, len(TINY))
+        _check_page(_open(at, page), page, len(TINY) + 1)
 
 
 @pytest.mark.skipif(not any((REPO / "checkpoints").glob("*/model.safetensors")),
@@ -155,7 +158,7 @@ def test_every_page_on_demo_checkpoints(tree, monkeypatch):
     monkeypatch.setenv("VQEXPLORE_CHECKPOINTS", str(REPO / "checkpoints"))
     before = tree_digest(REPO / "checkpoints")
     at = _app()
-    n = len(list((REPO / "checkpoints").glob("*/model.safetensors")))
+    n = len(list((REPO / "checkpoints").glob("*/model.safetensors"))) + 1  # and the newest run, first
     at.sidebar.selectbox(key="w_sample_size").select(16).run()  # keep it quick on 2 cores
     at.sidebar.selectbox(key="w_image_size").select(32).run()  # quicker than the demos' 64 (any multiple of 4)
     assert any("16 validation images" in c.value for c in at.caption)
@@ -255,4 +258,4 @@ def test_add_good_source_by_path(tree):
     _ok(at, "Compare checkpoints")
     selected = at.sidebar.multiselect(key="w_selected_sources").value
     assert any(path in s for s in selected)
-    assert len(at.dataframe[0].value) == len(TINY) + 1
+    assert len(at.dataframe[0].value) == len(TINY) + 2  # the run opened first, and again by its path

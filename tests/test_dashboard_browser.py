@@ -3,101 +3,37 @@ chromium through playwright. Opens every page, switches checkpoint, uploads a no
 watches the Training page pick up new points by itself, and saves screenshots to
 tests/artifacts/dashboard/ (gitignored)."""
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from app.pages import PAGES as REGISTRY
+from helpers.browser import chromium, no_exception, require_chromium, wait_rendered
 from helpers.dashboard import PAGES
+from helpers.servers import start_dashboard, stop
 from test_dashboard import build_fixture_tree, write_metrics
 
 REPO = Path(__file__).resolve().parent.parent
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 ARTIFACTS = REPO / "tests" / "artifacts" / "dashboard"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} not found: the browser test needs Debian's chromium "
-                    f"(apt-get install chromium) or CHROMIUM=/path/to/chromium")
+    require_chromium()
     paths = build_fixture_tree(tmp_path_factory.mktemp("browser"))
-    port = _free_port()
     env = {**os.environ, "VQEXPLORE_CHECKPOINTS": str(paths["checkpoints"]), "VQEXPLORE_RUNS": str(paths["runs"]),
            "VQEXPLORE_CACHE_DIR": str(paths["cache"])}
-    log = open(paths["cache"].parent / "server.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "dashboard.py"), "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1):
-                break
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                pytest.fail("streamlit did not start: " + (paths["cache"].parent / "server.log").read_text()[-2000:])
-            time.sleep(0.2)
+    proc, url = start_dashboard(env, paths["cache"].parent / "server.log")
     yield {"url": url, **paths}
-    proc.terminate()
-    try:
-        proc.wait(3)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    log.close()
+    stop(proc)
 
 
 @pytest.fixture(scope="module")
 def page(server):
-    from playwright.sync_api import sync_playwright
-
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        tab = browser.new_page(viewport={"width": 1400, "height": 1000})
-        yield tab
-        browser.close()
+    with chromium() as browser:
+        yield browser.new_page(viewport={"width": 1400, "height": 1000})
 
-
-def wait_rendered(tab, timeout_s: float = 180) -> None:
-    """Until the script run is over (no running indicator for a moment) and charts are drawn."""
-    deadline = time.time() + timeout_s
-    tab.wait_for_selector('[data-testid="stApp"]', timeout=timeout_s * 1000)
-    quiet_since = None
-    while time.time() < deadline:
-        running = tab.query_selector('[data-testid="stStatusWidget"]') is not None
-        running = running or tab.query_selector('[data-testid="stSkeleton"]') is not None  # not drawn yet
-        charts = tab.query_selector_all('[data-testid="stPlotlyChart"]')
-        drawn = all(c.query_selector(".main-svg") is not None for c in charts)
-        if not running and drawn and tab.query_selector("h1") is not None:
-            quiet_since = quiet_since or time.time()
-            if time.time() - quiet_since >= 0.3:
-                return
-        else:
-            quiet_since = None
-        time.sleep(0.1)
-    raise TimeoutError("page did not finish rendering")
-
-
-def _no_exception(tab) -> None:
-    assert tab.query_selector('[data-testid="stException"]') is None, tab.inner_text("body")[:2000]
 
 
 NAV_LABELS = {p.key: p.title for p in REGISTRY}  # the navigation's labels (app/pages.py)
@@ -110,7 +46,7 @@ def test_every_page_renders(server, page):
             page.get_by_test_id("stSidebarNav").get_by_role("link", name=NAV_LABELS[name]).click()
         page.wait_for_selector(f"h1:has-text('{title}')", timeout=120000)
         wait_rendered(page)
-        _no_exception(page)
+        no_exception(page)
         assert page.inner_text("h1").strip() == title
         assert page.query_selector('[data-testid="stAlertContainer"] >> text=unexpected') is None
         page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
@@ -119,7 +55,7 @@ def test_every_page_renders(server, page):
     # A deep link works too (a new session straight onto a page).
     page.goto(f"{server['url']}/code_inspector")
     wait_rendered(page)
-    _no_exception(page)
+    no_exception(page)
     assert page.inner_text("h1").strip() == "Code inspector"
 
 
@@ -132,7 +68,7 @@ def test_switch_checkpoint(server, page):
     page.get_by_role("option", name="vq-l2-128").click()
     page.wait_for_selector("text=K=128", timeout=60000)
     wait_rendered(page)
-    _no_exception(page)
+    no_exception(page)
     assert page.inner_text('[data-testid="stCaptionContainer"]') != caption
     page.screenshot(path=str(ARTIFACTS / "codebook_usage_switched.png"), full_page=True)
     # The choice carries over to the other single-checkpoint pages (in-app navigation).
@@ -153,7 +89,7 @@ def test_upload_that_is_not_an_image(server, page, tmp_path):
     page.set_input_files('[data-testid="stFileUploaderDropzoneInput"]', str(bogus))
     page.wait_for_selector("text=notes.png is not a readable image", timeout=60000)
     wait_rendered(page)
-    _no_exception(page)
+    no_exception(page)
     assert page.inner_text("h1").strip() == "Reconstructions"
     assert bogus.read_text() == "this is text, not a PNG"
     page.screenshot(path=str(ARTIFACTS / "reconstructions_bad_upload.png"), full_page=True)
@@ -165,5 +101,5 @@ def test_training_page_refreshes_by_itself(server, page):
     page.wait_for_selector("text=last step 30")
     write_metrics(server["run"], range(31, 46), mode="a")  # the run goes on writing
     page.wait_for_selector("text=last step 45", timeout=30000)  # no reload, no click
-    _no_exception(page)
+    no_exception(page)
     page.screenshot(path=str(ARTIFACTS / "training_live.png"), full_page=True)

@@ -18,12 +18,12 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers.browser import CHROMIUM, chromium
 from helpers.servers import start_demo, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "app" / "gradio_app.py"
 ARTIFACTS = ROOT / "tests" / "artifacts"
-CHROMIUM = "/usr/bin/chromium"
 CHECKPOINTS = {  # tiny models: the demo's code paths, not its quality
     "tiny-vq": dict(quantizer="vq", codebook_size=64, code_dim=8, hidden_dim=16, n_resblocks=1),
     "tiny-fsq": dict(quantizer="fsq", levels=[4, 4, 3], hidden_dim=16, n_resblocks=1),
@@ -296,17 +296,14 @@ def test_twenty_concurrent_clients_all_get_their_own_correct_result(server, tmp_
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian chromium at /usr/bin/chromium")
 def test_browser_upload_shows_reconstructions(server, tmp_path):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     url, checkpoints = server
     upload = tmp_path / "upload.png"
     Image.fromarray(photo(240, 320, seed=7)).save(upload)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "gradio_demo.png"
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
+    with chromium() as browser:
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             errors = []

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from test_gradio_app import ARTIFACTS, CHROMIUM, client, photo, server  # noqa: F401
+from helpers.browser import CHROMIUM, chromium
+from test_gradio_app import ARTIFACTS, client, photo, server  # noqa: F401
 from vqexplore import load
 from vqexplore.reconstruct import prepare_image, reconstruct
 from vqexplore.surgery import parse_cells, token_surgery
@@ -80,12 +81,11 @@ def test_surgery_unknown_checkpoint(client, upload):  # noqa: F811
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian chromium at /usr/bin/chromium")
 def test_browser_click_cells_and_apply(server, upload):  # noqa: F811
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     url, _ = server
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+    with chromium() as browser:
         try:
             page = browser.new_page(viewport={"width": 1500, "height": 1100})
             errors = []
@@ -136,7 +136,7 @@ def test_browser_surgery_on_the_demo_checkpoints(tmp_path):
     import shutil
 
     from helpers.servers import ROOT, start_demo, stop
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     from vqexplore.data import builtin_photos
 
@@ -145,8 +145,7 @@ def test_browser_surgery_on_the_demo_checkpoints(tmp_path):
     Image.fromarray(img).save(upload)
     proc, url, _ = start_demo(tmp_path, DEMOS)
     try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        with chromium() as browser:
             page = browser.new_page(viewport={"width": 1500, "height": 1100})
             page.goto(url, wait_until="networkidle", timeout=60_000)
             page.locator("#input-image input[type=file]").set_input_files(str(upload))

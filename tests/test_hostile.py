@@ -46,7 +46,8 @@ def hostile_server(tmp_path_factory):
     proc, url, log_path = start_demo(tmp, tmp / "checkpoints", GRADIO_TEMP_DIR=str(upload),
                                      VQEXPLORE_MAX_FILE_SIZE="1mb", VQEXPLORE_FILE_TTL=str(FILE_TTL))
     try:
-        yield dict(url=url, upload=upload, outside=outside, names=list(checkpoints), proc=proc, log=log_path)
+        yield dict(url=url, upload=upload, outside=outside, names=list(checkpoints), proc=proc, log=log_path,
+                   checkpoints=tmp / "checkpoints")
     finally:
         stop(proc)
 
@@ -186,6 +187,233 @@ def test_demo_failure_names_the_checkpoint_and_the_field(hostile_server):
     assert message.startswith("tiny-gray: the checkpoint takes 1-channel images (in_channels=1)"), message
 
 
+# ------------------------------------------------------------------------------------------
+# The demo, malformed: every refusal is one sentence (issue 19), never an empty error event
+# ------------------------------------------------------------------------------------------
+
+def _uploaded(s, img: np.ndarray, name: str = "image.png") -> dict:
+    return {"path": upload_file(s["url"], png_bytes(img), name=name), "meta": {"_type": "gradio.FileData"}}
+
+
+def _surgery(s, code) -> tuple[str, object]:
+    return api(s["url"], [_uploaded(s, photo(64, 64, seed=4)), s["names"][0], "64", "3,4", "id", code], "surgery")
+
+
+def _expired_upload(s) -> tuple[str, object]:
+    """An upload deleted by the TTL after Gradio accepted it and before the handler ran (the
+    queue's window), played in process: the handler gets the path of a file that is gone."""
+    import gradio as gr
+
+    from app import gradio_app
+
+    folder = s["upload"] / "expired-upload"
+    demo = gradio_app.Demo([gradio_app.Entry(s["names"][0], str(s["checkpoints"] / s["names"][0]))])
+    try:
+        demo.run(str(folder / "holiday.png"), [s["names"][0]], "", "64")
+    except gr.Error as e:
+        return "error", e.message
+    return "complete", None
+
+
+DEMO_PAYLOAD_CASES = {  # name -> (the call, phrase of its one-sentence answer)
+    "NUL byte in the path": (lambda s: api(s["url"], [{"path": "/tmp/a\x00b.png"}, s["names"][:1], "", "64"]),
+                             "did not come from this page's upload"),
+    "an integer as the path": (lambda s: api(s["url"], [{"path": 5}, s["names"][:1], "", "64"]),
+                               "did not come from this page's upload"),
+    "a list as the path": (lambda s: api(s["url"], [{"path": ["/etc/passwd"]}, s["names"][:1], "", "64"]),
+                           "did not come from this page's upload"),
+    "a bare string as the image": (lambda s: api(s["url"], ["/etc/passwd", s["names"][:1], "", "64"]),
+                                   "did not come from this page's upload"),
+    "a 5,000-character file name": (lambda s: api(s["url"], [{"path": "/tmp/" + "x" * 5000, "meta": {
+        "_type": "gradio.FileData"}}, s["names"][:1], "", "64"]), "did not come from this page's upload"),
+    "a server path sent with meta": (lambda s: api(s["url"], [
+        {"path": str(s["outside"] / "secret.png"), "meta": {"_type": "gradio.FileData"}}, s["names"][:1], "", "64"]),
+        "did not come from this page's upload"),
+    "code id NaN": (lambda s: _surgery(s, float("nan")), "Code id (for 'a code id') must be a whole number, got nan"),
+    "code id a string": (lambda s: _surgery(s, "abc"), "must be a whole number, got str"),
+    "code id a list": (lambda s: _surgery(s, [1, 2]), "must be a whole number, got list"),
+    "checkpoints null": (lambda s: api(s["url"], [_uploaded(s, photo(64, 64)), None, "", "64"]),
+                         "Checkpoints (demo set) must be a list of names"),
+    "a 5,000-character typed id": (lambda s: api(s["url"], [_uploaded(s, photo(64, 64)), [], "a/" + "b" * 5000, "64"]),
+                                   "A typed repo id is 5,002 characters long; Hub repo ids are at most 96"),
+    "native 4x4": (lambda s: api(s["url"], [_uploaded(s, photo(4, 4)), s["names"][:1], "", "native"]),
+                   "native resolution needs both sides at least 8 pixels"),
+    "native 10000x2": (lambda s: api(s["url"], [_uploaded(s, photo(2, 10000)), s["names"][:1], "", "native"]),
+                       "is 10000x2 pixels; native resolution needs both sides at least 8 pixels"),
+    "native 100000x4, downscaled": (lambda s: api(s["url"], [_uploaded(s, photo(4, 100000)), s["names"][:1], "",
+                                                             "native"]), "too elongated for native resolution"),
+    "an upload deleted by the TTL while queued": (_expired_upload, "was deleted before its turn came"),
+}
+
+
+@pytest.mark.parametrize("case", list(DEMO_PAYLOAD_CASES))
+def test_demo_malformed_payloads_get_one_sentence(hostile_server, case):
+    """Issue 19: each malformed value is one sentence naming the field or the fix (these got an
+    empty error event, Gradio's blank refusal, the wrong culprit or a server path), and no
+    answer holds a server path."""
+    s = hostile_server
+    call, phrase = DEMO_PAYLOAD_CASES[case]
+    event, message = call(s)
+    assert event == "error" and isinstance(message, str) and phrase in message, (event, message)
+    assert "\n" not in message and len(message) < 400, message
+    assert str(s["upload"]) not in message and str(s["outside"]) not in message and "/tmp" not in message, message
+
+
+def test_demo_request_body_limit(hostile_server):
+    """Issue 19: a body over VQEXPLORE_MAX_BODY_SIZE (16 MB by default) is refused with 413 from
+    its Content-Length before it is read, or while streaming without one; the answer is one short
+    sentence that does not echo the request, and a 422 for a malformed body echoes nothing."""
+    s = hostile_server
+    status, answer, _ = _post_declared(s["url"], 300 * 2 ** 20)
+    assert status == 413 and "over this demo's limit of 16.0 MB" in answer and len(answer) < 400, answer
+    status, answer, sent = _post_chunked(s["url"], 300 * 2 ** 20)
+    assert status == 413 and "over this demo's limit of 16.0 MB" in answer, answer
+    assert sent < 100 * 2 ** 20, f"the server read {sent / 2 ** 20:.0f} MB before refusing"
+    marker = "ECHO-" * 1000
+    req = urllib.request.Request(f"{s['url']}gradio_api/call/reconstruct", data=json.dumps({"data": marker}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(req, timeout=60)
+    body = info.value.read().decode()
+    assert info.value.code == 422 and "ECHO" not in body and "malformed" in body, body[:500]
+
+
+def _post_declared(url: str, size: int) -> tuple[int, str, int]:
+    """POST a JSON call declaring ``size`` bytes; the answer is read before any of it is sent."""
+    import http.client
+    from urllib.parse import urlparse
+
+    u = urlparse(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+    conn.putrequest("POST", "/gradio_api/call/reconstruct")
+    conn.putheader("Content-Type", "application/json")
+    conn.putheader("Content-Length", str(size))
+    conn.endheaders()
+    r = conn.getresponse()
+    status, text = r.status, r.read().decode()
+    conn.close()
+    return status, text, 0
+
+
+def _post_chunked(url: str, size: int, chunk: int = 2 ** 20) -> tuple[int, str, int]:
+    """Stream up to ``size`` bytes of a JSON body without a Content-Length (chunked), 1 MB at a
+    time (never built whole in this process), until the server answers. -> (status, body, sent)."""
+    import select
+    import socket
+    from urllib.parse import urlparse
+
+    u = urlparse(url)
+    sock = socket.create_connection((u.hostname, u.port), timeout=60)
+    sock.sendall(b"POST /gradio_api/call/reconstruct HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Transfer-Encoding: chunked\r\n\r\n")
+    piece = b"%x\r\n" % chunk + b'{"data": ["' + b"A" * (chunk - 11) + b"\r\n"
+    sent = 0
+    try:
+        while sent < size and not select.select([sock], [], [], 0)[0]:
+            sock.sendall(piece)
+            sent += chunk
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    data = b""
+    try:
+        while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < 20:
+            part = sock.recv(65536)
+            if not part:
+                break
+            data += part
+    except (ConnectionResetError, socket.timeout):
+        pass
+    sock.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = int(head.split()[1]) if head else 0
+    return status, body.decode(errors="replace"), sent
+
+
+# ------------------------------------------------------------------------------------------
+# The demo's memory: hostile images stay within the budget (issue 19)
+# ------------------------------------------------------------------------------------------
+
+def _png_rgba16(width: int, height: int) -> bytes:
+    """A 16-bit RGBA PNG of ``width x height`` one colour, written row filter "Up" so that it
+    compresses to a few hundred KB (made without holding the raw image)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    pixel = struct.pack(">HHHH", 0x8000, 0x4000, 0xC000, 0x9000)
+    z = zlib.compressobj(9)
+    parts = [z.compress(b"\x00" + pixel * width)]
+    up = b"\x02" + b"\x00" * (8 * width)
+    parts += [z.compress(up) for _ in range(height - 1)]
+    parts.append(z.flush())
+    ihdr = struct.pack(">IIBBBBB", width, height, 16, 6, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b"")
+
+
+def _strip_png(width: int) -> bytes:
+    return png_bytes(photo(1, width, seed=1))
+
+
+class _PeakRSS:
+    """Resident memory growth of a process over a block: its peak (VmHWM, reset through
+    /proc/PID/clear_refs) minus its resident size before."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+
+    def _status(self, key: str) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+        raise KeyError(key)
+
+    def __enter__(self):
+        Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+        self.before = self._status("VmRSS")
+        return self
+
+    def __exit__(self, *exc):
+        self.growth = self._status("VmHWM") - self.before
+
+
+BUDGET_GROWTH = 512 * 2 ** 20
+
+
+def test_demo_memory_stays_within_budget_on_hostile_images(hostile_server):
+    """Issue 19's probe as a test: each hostile request gets one clear refusal or a correct
+    answer, and the demo server's resident memory grows by less than 512 MB for each (on main
+    4aa2442: +3.9 GB for the 100000x1 strip, over 10 GB for 300000x1, +2.0 GB for the RGBA)."""
+    s = hostile_server
+    names = s["names"][:1]
+    cases = {
+        "100000x1 PNG, 64 mode": (_strip_png(100_000), "64"),
+        "300000x1 PNG, 64 mode": (_strip_png(300_000), "64"),
+        "100000x1 PNG, native": (_strip_png(100_000), "native"),
+        "6300x6300 16-bit RGBA PNG, 64 mode": (_png_rgba16(6300, 6300), "64"),
+    }
+    growth = {}
+    for name, (data, mode) in cases.items():
+        assert len(data) < MAX_FILE_SIZE, (name, len(data))
+        path = upload_file(s["url"], data)
+        with _PeakRSS(s["proc"].pid) as rss:
+            event, out = api(s["url"], [{"path": path, "meta": {"_type": "gradio.FileData"}}, names, "", mode])
+        growth[name] = rss.growth
+        if event == "error":
+            assert isinstance(out, str) and out and "\n" not in out, (name, out)
+        else:
+            assert event == "complete", (name, event, out)
+    with _PeakRSS(s["proc"].pid) as rss:
+        status, _, _ = _post_chunked(s["url"], 300 * 2 ** 20)
+    assert status == 413
+    growth["300 MB body"] = rss.growth
+    over = {k: f"{v / 2 ** 20:.0f} MB" for k, v in growth.items() if v >= BUDGET_GROWTH}
+    assert not over, f"resident memory grew too much: {over}; all: " + \
+        ", ".join(f"{k} +{v / 2 ** 20:.0f} MB" for k, v in growth.items())
+    print("demo server RSS growth:", ", ".join(f"{k} +{v / 2 ** 20:.0f} MB" for k, v in growth.items()))
+
+
 def _left_files(upload: Path) -> list[Path]:
     """Uploads and result images in the upload folder (the example photos stay by design)."""
     if not upload.exists():
@@ -199,6 +427,70 @@ def _is_example_copy(p: Path) -> bool:
     names = {"astronaut.png", "coffee.png", "rocket.png", "motorcycle.png", "grace_hopper.png", "flower.png",
              "chelsea.png", "china.png"}
     return p.name in names
+
+
+# ------------------------------------------------------------------------------------------
+# Images in the library: the dashboard's upload and the data loaders share the demo's decoding
+# ------------------------------------------------------------------------------------------
+
+_IMAGE_SCRIPT = r"""
+import io, json, sys
+from pathlib import Path
+import numpy as np
+
+def status(key):
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+
+from vqexplore.data import ImageFolderDataset, load_image
+from vqexplore.errors import ImageError
+from vqexplore.reconstruct import prepare_image
+case, source, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+data = Path(source).read_bytes()
+Path("/proc/self/clear_refs").write_text("5")
+before = status("VmRSS")
+try:
+    if mode == "folder":
+        ds = ImageFolderDataset(Path(source).parent, np.array([Path(source).name.encode()]), size=64, in_memory=False)
+        answer = ["shape", list(ds._resized(0).shape)]  # resized shorter side; crops are cut from it
+    else:
+        answer = ["shape", list(prepare_image(load_image(io.BytesIO(data), name="upload.png"), mode).shape)]
+except ImageError as e:
+    answer = ["ImageError", str(e)]
+print(json.dumps({"answer": answer, "growth_mb": (status("VmHWM") - before) / 2 ** 20}))
+"""
+
+IMAGE_CASES = {  # name -> (image bytes, mode, budget, expected answer phrase, most growth in MB)
+    "100000x1, 64 x 64 crop": (lambda: _strip_png(100_000), "64", None, "[64, 64, 3]", 64),
+    "300000x1, 64 x 64 crop": (lambda: _strip_png(300_000), "64", None, "[64, 64, 3]", 64),
+    "100000x1 in a training folder": (lambda: _strip_png(100_000), "folder", None, "[64, 256, 3]", 64),
+    "16-bit 6300x6300 RGBA, 64 x 64 crop": (lambda: _png_rgba16(6300, 6300), "64", None, "[64, 64, 3]", 384),
+    "16-bit 6300x6300 RGBA over a 64 MB budget": (lambda: _png_rgba16(6300, 6300), "64", "64mb",
+                                                 "more than the limit of 64 MB; downscale it", 40),
+}
+
+
+@pytest.mark.parametrize("case", list(IMAGE_CASES))
+def test_image_decoding_stays_within_the_budget(tmp_path, case):
+    """Issue 19, the library side: what the dashboard's upload and the data loaders decode is
+    cropped before it is resized (a 1-pixel strip is not resized to 64 rows first), converted in
+    strips without 32/64-bit widening, and refused from its header when over
+    VQEXPLORE_MEMORY_BUDGET; the process's resident memory grows by no more than the case allows."""
+    make, mode, budget, phrase, most = IMAGE_CASES[case]
+    path = tmp_path / "image.png"
+    path.write_bytes(make())
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    env.pop("VQEXPLORE_MEMORY_BUDGET", None)
+    if budget:
+        env["VQEXPLORE_MEMORY_BUDGET"] = budget
+    proc = subprocess.run([sys.executable, "-c", _IMAGE_SCRIPT, case, str(path), mode], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.splitlines()[-1])
+    kind, answer = out["answer"]
+    assert phrase in (json.dumps(answer) if kind == "shape" else answer), out
+    assert out["growth_mb"] < most, f"{case}: grew by {out['growth_mb']:.0f} MB"
 
 
 def test_demo_deletes_uploads_and_results_on_schedule_and_at_exit(hostile_server):
@@ -291,6 +583,31 @@ def test_confined_dashboard_loads_nothing_outside_its_roots(dashboard_tree, tmp_
     assert not errors and any(str(outside / "vq-64") in s for s in selected), errors
 
 
+def test_confined_dashboard_does_not_list_links_that_lead_outside(dashboard_tree, tmp_path, monkeypatch):
+    """Issue 19: confined, a symlink in the checkpoint root (or run root) that points outside the
+    roots is not offered in the sidebar (it was listed, then refused on every page); links that
+    stay inside are; not confined, the outside link is listed as before."""
+    import shutil
+
+    from test_dashboard import _app
+
+    outside = tmp_path / "elsewhere"
+    shutil.copytree(dashboard_tree["checkpoints"] / "vq-64", outside / "vq-64")
+    (dashboard_tree["checkpoints"] / "linked-out").symlink_to(outside / "vq-64")
+    (dashboard_tree["checkpoints"] / "linked-in").symlink_to(dashboard_tree["checkpoints"] / "vq-64")
+    (dashboard_tree["runs"] / "run-out").symlink_to(outside)
+    monkeypatch.setenv("VQEXPLORE_CONFINE", "1")
+    at = _app()
+    assert not at.exception, [e.value for e in at.exception]
+    options = list(at.sidebar.multiselect(key="w_selected_sources").options)
+    assert "linked-in" in options and "vq-64" in options, options
+    assert not [o for o in options if "out" in o], options
+    assert not at.error, [e.value for e in at.error]
+    monkeypatch.setenv("VQEXPLORE_CONFINE", "0")
+    at = _app()
+    assert "linked-out" in list(at.sidebar.multiselect(key="w_selected_sources").options)
+
+
 def test_dashboard_unexpected_error_is_one_line_naming_the_checkpoint(dashboard_tree):
     """Item 11 (app): an error the dashboard did not foresee is one line naming the checkpoint;
     the traceback goes to the server log, not into an expander on the visitor's page."""
@@ -343,7 +660,21 @@ LOADING_CASES = {  # name -> (change to a saved vq-512 checkpoint, phrase of the
         {"quantizer.embedding": s["quantizer.embedding"].long()})), "quantizer.embedding is stored as I64"),
     "an extra tensor": (lambda f: _restore_weights(f, lambda s: s.update(
         {"smuggled": s["quantizer.embedding"][:1].clone()})), "has unexpected smuggled"),
+    # issue 19: types without coercion, required keys, and nothing but CheckpointError
+    "hidden_dim 16.0": (_edit_config(hidden_dim=16.0), "hidden_dim: expected an integer, got 16.0"),
+    "quantizer missing": (lambda f: _drop_config_key(f, "quantizer"), "lacks quantizer"),
+    "config.json nested 100,000 deep": (lambda f: (f / "config.json").write_text("[" * 100_000 + "]" * 100_000),
+                                        "is nested too deeply"),
+    "a 5,000-digit integer": (lambda f: (f / "config.json").write_text(
+        (f / "config.json").read_text().replace('"codebook_size": 512', '"codebook_size": ' + "9" * 5000)),
+        "holds a value that cannot be read"),
 }
+
+
+def _drop_config_key(folder: Path, key: str) -> None:
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg.pop(key)
+    (folder / "config.json").write_text(json.dumps(cfg))
 
 _LOAD_SCRIPT = r"""
 import json, resource, sys
@@ -469,7 +800,27 @@ TRAINER_CASES = {  # name -> (arguments made in a fresh tmp folder, exit code, p
                             2, "--max-images must be >= 1"),
     "eval --out a folder": (lambda t: ["eval", "--ckpt", str(ROOT / "checkpoints" / "vq-4096"), "--out", str(t)],
                             2, "is a folder; give a file name"),
+    # issue 19: every size that allocates is estimated before anything is allocated
+    "data.size 20000": (lambda t: _tiny(t, "data.size=20000"), 2, "data.size: 20,000 needs at least"),
+    "code_dim 4,000,000 x 500 codes": (lambda t: _tiny(t, "model.code_dim=4000000", "model.codebook_size=500"), 2,
+                                       "model.code_dim: 4,000,000 needs at least"),
+    "batch of 10^7": (lambda t: _tiny(t, "train.batch_size=10000000"), 2, "train.batch_size: 10,000,000 needs"),
+    "10^6 data workers": (lambda t: _tiny(t, "data.num_workers=1000000"), 2, "data.num_workers: 1,000,000 needs"),
+    # issue 19: strict config files
+    "lr as a quoted string": (lambda t: _tiny(t, "train.lr='0.1'"), 2,
+                              "train.lr: expected a number, got '0.1'; write the number without quotes"),
+    "a key given twice": (lambda t: _yaml_file(t, "train:\n  lr: 0.001\n  steps: 5\n  lr: 0.1\n"), 2,
+                          "key 'lr' is given twice (lines 2 and 4)"),
+    "a section given twice": (lambda t: _yaml_file(t, "train:\n  steps: 5\nmodel: {}\ntrain:\n  steps: 6\n"), 2,
+                              "key 'train' is given twice (lines 1 and 4)"),
+    "an integer written as 16.0": (lambda t: _tiny(t, "model.hidden_dim=16.0"), 2,
+                                   "model.hidden_dim: expected an integer, got 16.0"),
 }
+
+
+def _yaml_file(tmp: Path, text: str) -> list[str]:
+    (tmp / "twice.yaml").write_text(text)
+    return ["--cfg", str(tmp / "twice.yaml"), f"out_dir={tmp / 'runs'}"]
 
 
 def _unwritable(tmp: Path) -> str:
@@ -490,6 +841,8 @@ def test_trainer_refuses_with_one_line_before_work(tmp_path, case):
     before = sorted(p.name for p in tmp_path.rglob("*"))
     rc, stderr, peak = trainer(*args)
     assert_one_error_line(rc, stderr, expected_rc, phrase)
+    if "needs at least" in phrase:  # refused from the estimate: no time or memory spent first
+        assert peak < 1200 and "took " not in stderr, (peak, stderr[-500:])
     assert peak < 2000, f"{case}: the trainer grew to {peak:.0f} MB"
     assert sorted(p.name for p in tmp_path.rglob("*")) == before, "files were left behind"
     assert not (tmp_path / "runs").exists()

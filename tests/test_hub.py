@@ -13,15 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
+
+from helpers.servers import free_port
 import torch
 
 from vqexplore import VQModel
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _git(cwd, *args):
@@ -43,7 +39,7 @@ def hub(tmp_path_factory):
     _git(repo, "init", "-q", "-b", "main")
     _git(repo, "add", ".")
     _git(repo, "commit", "-q", "-m", "tiny checkpoint")
-    port = _free_port()
+    port = free_port()
     (root / "olah.toml").write_text(
         f'[basic]\nhost = "127.0.0.1"\nport = {port}\nrepos-path = "{root / "cache"}"\n'
         f'mirror-netloc = "127.0.0.1:{port}"\nmirror-lfs-netloc = "127.0.0.1:{port}"\n'

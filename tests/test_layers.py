@@ -200,3 +200,13 @@ def test_tools_read_a_run_config_through_the_one_reader():
         text = (ROOT / "trainer" / f"{name}.py").read_text()
         assert not re.search(r'or \{\}\)\.get\(|run_cfg\.get\(', text), name
         assert "run_config(" in text, name
+
+
+def test_one_browser_and_server_harness():
+    """Free port, server start, health wait, chromium and "wait until rendered" live in tests/helpers only."""
+    patterns = {"a free-port helper": r"def _?free_port\(",
+                "a chromium launch": r"sync_playwright\(\)|chromium\.launch\(",
+                "a render wait": r"def _?wait_rendered\(", "a Streamlit server start": r'"streamlit", "run"'}
+    hits = [f"{p.name}: {what}" for p in sorted((ROOT / "tests").glob("test_*.py")) if p.name != "test_layers.py"
+            for what, pattern in patterns.items() if re.search(pattern, p.read_text())]
+    assert not hits, f"harness code outside tests/helpers: {hits}"

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 
 import pytest
+
+from helpers.servers import free_port
 import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
@@ -137,12 +138,6 @@ def test_entropy_weight_zero_drops_the_term_and_straight_through_gradient():
 
 # -- DDP: the codebook entropy is over every rank's tokens ------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _entropy_loss(layer, tokens):
     sample, codebook = hypercube_entropy(layer(tokens), 1.0, 0.05, chunk_size=5)
     return sample - 0.7 * codebook, codebook
@@ -167,7 +162,7 @@ def _ddp_worker(rank: int, world: int, port: int, tokens: torch.Tensor, results)
 def test_ddp_codebook_entropy_and_gradient_equal_one_process_on_the_whole_batch():
     tokens = torch.randn(40, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 0.1
     results = mp.Manager().dict()
-    mp.spawn(_ddp_worker, args=(2, _free_port(), tokens, results), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, free_port(), tokens, results), nprocs=2, join=True)
     torch.manual_seed(0)
     layer = torch.nn.Linear(6, 6, dtype=torch.float64)
     loss, codebook = _entropy_loss(layer, tokens)

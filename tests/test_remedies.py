@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 
 import pytest
+
+from helpers.servers import free_port
 import torch
 import torch.multiprocessing as mp
 
@@ -263,12 +264,6 @@ def test_remedy_keys_are_vq_only_and_checked():
 
 # -- DDP: the same codebook on every rank -----------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ddp_worker(rank: int, world: int, port: int, results) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
@@ -290,7 +285,7 @@ def _ddp_worker(rank: int, world: int, port: int, results) -> None:
 def test_ddp_ranks_hold_the_same_codebook_after_init_and_restarts():
     manager = mp.Manager()
     results = manager.dict()
-    mp.spawn(_ddp_worker, args=(2, _free_port(), results), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, free_port(), results), nprocs=2, join=True)
     (codes0, usage0, batches0), (codes1, usage1, _) = results[0], results[1]
     assert torch.equal(codes0, codes1)
     assert torch.equal(usage0, usage1)

@@ -4,7 +4,6 @@
 import hashlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from helpers.servers import free_port
 import torch
 from PIL import Image
 
@@ -127,12 +128,6 @@ def test_tokenize_bad_input(capsys, ckpt, tmp_path):
     assert rc == 1 and "multiple of 4" in err
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _get(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=30) as r:
         return r.read()
@@ -145,7 +140,7 @@ def test_projector_export_is_read_by_tensorboard(capsys, ckpt, tmp_path):
     assert f"tensorboard --logdir {out}" in stdout
     model = VQModel.from_pretrained(ckpt).eval()
     counts = analysis.usage_counts(model, validation_batch(n=16, size=32))
-    port = _free_port()
+    port = free_port()
     log = open(tmp_path / "tb.log", "wb")
     proc = subprocess.Popen([str(Path(sys.executable).parent / "tensorboard"), "--logdir", str(out), "--port",
                              str(port),

@@ -15,7 +15,6 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,8 @@ import pytest
 
 from app.pages import PAGES as REGISTRY
 from test_dashboard import tree_digest
-from test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, _free_port, _no_exception, wait_rendered
+from helpers.browser import chromium, no_exception, require_chromium, wait_rendered
+from helpers.servers import start_dashboard, stop
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "tests" / "artifacts" / "views"
@@ -48,38 +48,9 @@ def _query(*pairs) -> str:
 DEMO_QUERY = [("ckpt", d) for d in DEMOS[:3]] + [("size", "32"), ("n", "16")]
 
 
-def _start(env: dict, log: Path) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "dashboard.py"), "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"], cwd=REPO, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1):
-                return proc, url
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                pytest.fail("streamlit did not start: " + log.read_text()[-2000:])
-            time.sleep(0.2)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} not found: the browser test needs Debian's chromium (apt-get install chromium)")
+    require_chromium()
     root = tmp_path_factory.mktemp("views")
     runs = root / "runs"
     # A real run: the trainer, a CPU config row, a few hundred steps, several checkpoints.
@@ -96,20 +67,16 @@ def env(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(env):
-    proc, url = _start(env, Path(env["_root"]) / "server.log")
+    proc, url = start_dashboard(env, Path(env["_root"]) / "server.log")
     yield url
-    _stop(proc)
+    stop(proc)
 
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 def _tab(browser, height: int = 1100):
@@ -139,13 +106,13 @@ def _nav(tab) -> list[str]:
 
 
 def test_deep_links_show_one_navigation_on_a_fresh_server(env, browser, tmp_path):
-    proc, url = _start(env, tmp_path / "fresh.log")  # nobody has opened "/" on this server yet
+    proc, url = start_dashboard(env, tmp_path / "fresh.log")  # nobody has opened "/" on this server yet
     try:
         tab = _tab(browser)
         tab.goto(f"{url}/compare{_query(*DEMO_QUERY)}")
         tab.wait_for_selector("h1:has-text('Compare checkpoints')", timeout=120_000)
         wait_rendered(tab)
-        _no_exception(tab)
+        no_exception(tab)
         assert _nav(tab) == NAV  # page titles, not file names; no extra "dashboard" entry
         assert tab.get_by_text("Page not found").count() == 0
         _wait_url(tab, lambda u: "ckpt=vq-4096" in u and "/compare" in u)
@@ -162,7 +129,7 @@ def test_deep_links_show_one_navigation_on_a_fresh_server(env, browser, tmp_path
             other.close()
         tab.close()
     finally:
-        _stop(proc)
+        stop(proc)
 
 
 def _swipe_state(frame) -> str:
@@ -174,7 +141,7 @@ def test_reconstructions_are_large_and_swipe(server, browser):
     tab.goto(f"{server}/reconstructions{_query(*DEMO_QUERY)}")
     tab.wait_for_selector("h1:has-text('Reconstructions')", timeout=120_000)
     _done(tab)
-    _no_exception(tab)
+    no_exception(tab)
     assert tab.locator("iframe[title^='val 0: input vs']").count() == 3  # every selected checkpoint
     frame = tab.frame_locator("iframe[title='val 0: input vs vq-4096 reconstruction']")
     right = frame.locator("img.right")
@@ -222,7 +189,7 @@ def test_six_reconstructions_never_overlap(server, browser, tmp_path, mode):
         tab.locator("input[type=file]").set_input_files(str(tmp_path / "wide.png"))
         tab.wait_for_selector("iframe[title^='wide.png: input vs']", timeout=120_000)
         _done(tab)
-    _no_exception(tab)
+    no_exception(tab)
     first = "wide.png" if mode == "native" else "val 0"
     frames = tab.locator("iframe[title*=': input vs']")
     n = frames.count()
@@ -290,14 +257,14 @@ def test_token_surgery_by_clicking_the_grid(server, browser):
     assert cells.input_value() == "3,2"
     tab.wait_for_selector("text=PSNR, edited decode", timeout=60_000)
     wait_rendered(tab)
-    _no_exception(tab)
+    no_exception(tab)
     _wait_url(tab, lambda u: "cells=3%2C2" in u or "cells=3,2" in u)
     # A box: type it (the grid's box / lasso select does the same).
     cells.fill("2-4,1-3")
     cells.press("Enter")
     tab.wait_for_selector("text=9 cells", timeout=60_000)
     wait_rendered(tab)
-    _no_exception(tab)
+    no_exception(tab)
     section = tab.get_by_text("Token surgery: what does this token do here?")
     section.scroll_into_view_if_needed()
     top = section.bounding_box()["y"]
@@ -311,7 +278,7 @@ def test_rate_distortion_with_the_sweep_preset(server, browser):
     tab.goto(f"{server}/compare{_query(*query)}")
     tab.wait_for_selector("h1:has-text('Compare checkpoints')", timeout=120_000)
     _done(tab)
-    _no_exception(tab)
+    no_exception(tab)
     chart = tab.locator(".st-key-rate_distortion")
     assert chart.locator(".main-svg").count() >= 1
     legend = chart.locator(".legend").text_content()
@@ -352,7 +319,7 @@ def test_aligned_codes_and_a_shared_link(server, browser):
     tab.goto(f"{server}/aligned_codes{_query(('ckpt', 'run: simvq-run'), ('size', '32'), ('n', '16'))}")
     tab.wait_for_selector("h1:has-text('Aligned codes')", timeout=120_000)
     _done(tab)
-    _no_exception(tab)
+    no_exception(tab)
     metrics = tab.get_by_test_id("stMetric")
     assert metrics.count() == 5 and "Token agreement" in metrics.nth(4).inner_text()
     assert tab.locator('[data-testid="stPlotlyChart"] .main-svg').count() >= 2

@@ -84,6 +84,9 @@ from vqexplore.models import ModelConfig  # the model: section's type (validated
 from vqexplore.typecheck import check_keywords, convert, unknown_key
 from vqexplore.utils import flatten
 
+from . import strict_yaml
+from .allocation import check_allocation
+
 
 @dataclass
 class DataConfig:
@@ -219,11 +222,49 @@ def from_dict(raw: Any) -> Config:
     for key, value in raw.items():
         if key not in top:
             raise unknown_key(key, top, "the config")
-        if key in _SECTIONS:
+        if key in _SECTIONS and key != "model":
             kwargs[key] = _build_section(key, _SECTIONS[key], value)
-        else:
+        elif key != "model":
             kwargs[key] = convert(key, value, str)
+    if "model" in raw:  # last: a relative restart threshold needs the batch and the token grid
+        data, train = kwargs.get("data") or DataConfig(), kwargs.get("train") or TrainConfig()
+        kwargs["model"] = _check_model(_resolve_relative(raw["model"], data, train))
     return Config(**kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Relative values, worked out from the rest of the config
+# ---------------------------------------------------------------------------------------------
+
+RELATIVE_KEY = "uniform_share"
+
+
+def tokens_per_step(data: DataConfig, train: TrainConfig) -> int:
+    """Encoder outputs one optimiser step quantizes: batch x the token grid of a crop."""
+    from vqexplore.models import DOWNSAMPLE
+
+    return int(train.batch_size) * (int(data.size) // DOWNSAMPLE) ** 2
+
+
+def _resolve_relative(model: Any, data: DataConfig, train: TrainConfig) -> Any:
+    """``model.dead_code_threshold: {uniform_share: f}``: a restart threshold given as a fraction of
+    the uniform share (tokens per step / codebook size), worked out here from this config's own
+    batch and token grid, so ``train.batch_size=`` or ``data.size=`` overrides keep it right."""
+    if not isinstance(model, dict) or not isinstance(model.get("dead_code_threshold"), dict):
+        return model
+    spec = model["dead_code_threshold"]
+    key = "model.dead_code_threshold"
+    share = spec.get(RELATIVE_KEY)
+    if set(spec) != {RELATIVE_KEY} or isinstance(share, bool) or not isinstance(share, (int, float)) \
+            or not share > 0 or share != share or share == float("inf"):
+        raise ConfigError(f"{key}: a number of tokens per step, or {{{RELATIVE_KEY}: f}} with f > 0 "
+                          f"(a fraction of tokens per step / codebook size), got {spec!r}")
+    if model.get("quantizer", "vq") != "vq":
+        raise ConfigError(f"{key}: applies to quantizer='vq' only")
+    codes = model.get("codebook_size", 512)
+    if isinstance(codes, bool) or not isinstance(codes, int) or codes < 1:
+        raise ConfigError(f"model.codebook_size: must be a whole number >= 1 to work out {key}, got {codes!r}")
+    return {**model, "dead_code_threshold": float(share) * tokens_per_step(data, train) / codes}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -233,7 +274,8 @@ def from_dict(raw: Any) -> Config:
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     """``["train.steps=200", "model.levels=[8,5,5]"]`` applied to the parsed YAML dict.
 
-    Values are parsed as YAML (``true``, ``1e-3``, ``[8, 5]``, ``null``)."""
+    Values are parsed as YAML (``true``, ``1e-3``, ``[8, 5]``, ``null``) by ``strict_yaml``: a
+    quoted value (``train.lr='0.1'``) is a string and is refused where a number is expected."""
     raw = dict(raw or {})
     for item in overrides:
         if "=" not in item:
@@ -244,7 +286,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         if not key or any(not p for p in parts) or len(parts) > 2:
             raise ConfigError(f"override {item!r}: the key must be a top-level key or section.key, e.g. train.lr=1e-3")
         try:
-            value = yaml.safe_load(text) if text.strip() else ""
+            value = strict_yaml.load(text) if text.strip() else ""
         except yaml.YAMLError:
             value = text
         if len(parts) == 1:
@@ -343,6 +385,7 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"eval.{key}: {path} does not exist; point it at the weights file or set it to null")
     if e.batch_size < 1:
         raise ConfigError(f"eval.batch_size: must be >= 1, got {e.batch_size}")
+    check_allocation(cfg)  # every size that allocates, against the memory the run would have
     return cfg
 
 
@@ -387,14 +430,26 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     return validate(from_dict(raw))
 
 
-def read_yaml(path: str | Path) -> dict:
+BASE_KEY = "base"
+
+
+def read_yaml(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict:
     """A config file parsed into a dict (the one YAML reader of configs and of a run's
-    config.yaml); one clear ConfigError when it is missing, not text, not YAML or not a mapping."""
+    config.yaml); one clear ConfigError when it is missing, not text, not YAML or not a mapping.
+
+    ``base: other.yaml`` (a path relative to this file) layers the file on another: the base is
+    read first (it may have a base of its own), then this file's top-level keys replace the base's
+    and its section keys (``model:``, ``data:``, ...) replace the base's keys one by one. A file
+    that is its own base, directly or through others, is refused."""
     path = Path(path)
     if not path.is_file():
+        if _chain:
+            raise ConfigError(f"{_chain[-1]}: base: {path} does not exist; give a path relative to {_chain[-1].parent}")
         raise ConfigError(f"--cfg {path} does not exist; pass a YAML file such as configs/cpu/default.yaml")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = strict_yaml.load(path.read_text(encoding="utf-8")) or {}
+    except strict_yaml.DuplicateKeyError as e:
+        raise ConfigError(f"{path}: {e}; keep one of them") from None
     except UnicodeDecodeError:
         raise ConfigError(f"--cfg {path} is not a text file (not UTF-8); pass a YAML config such as "
                           f"configs/cpu/default.yaml") from None
@@ -404,7 +459,23 @@ def read_yaml(path: str | Path) -> dict:
         raise ConfigError(f"{path} is not valid YAML{where}; fix the syntax") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must hold a mapping with sections {', '.join(_SECTIONS)}")
-    return raw
+    if BASE_KEY not in raw:
+        return raw
+    base = raw.pop(BASE_KEY)
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(f"{path}: base: must be the path of a YAML file relative to {path.parent}, got {base!r}")
+    base_path = (path.parent / base).resolve()
+    chain = (*_chain, path.resolve())
+    if base_path in chain:
+        cycle = " -> ".join(p.name for p in (*chain[chain.index(base_path):], base_path))
+        raise ConfigError(f"{path}: base: files form a cycle ({cycle}); remove one of those base: lines")
+    merged = read_yaml(base_path, chain)
+    for key, value in raw.items():
+        if key in _SECTIONS and isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
 
 
 def effective_dict(path: str | Path, overrides: list[str] | None = None) -> dict:

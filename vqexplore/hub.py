@@ -255,9 +255,15 @@ def check_safetensors(path: str | Path) -> dict:
     return header
 
 
+# The keys that give a checkpoint's tensors their shapes: config.json must state them (a default
+# would silently build another model); keys added later may be absent in older checkpoints.
+REQUIRED_CONFIG_KEYS = ("quantizer", "codebook_size", "code_dim", "hidden_dim", "n_resblocks", "in_channels")
+
+
 def read_config(path: str | Path) -> dict:
     """Parse a checkpoint's config.json into a dict (VQModel's arguments; ``VQModel`` checks
-    them). Raises CheckpointError naming the file when it is missing or not a JSON object."""
+    them). Raises CheckpointError naming the file when it is missing, not a JSON object, or lacks
+    one of ``REQUIRED_CONFIG_KEYS``."""
     path = Path(path)
     try:
         cfg = json.loads(path.read_text())
@@ -267,8 +273,21 @@ def read_config(path: str | Path) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path} is not valid JSON ({e}); the checkpoint is corrupt, "
                               "re-save or re-download it") from None
+    except RecursionError:
+        raise CheckpointError(f"{path} is nested too deeply to be a config; the checkpoint is corrupt, "
+                              f"re-save or re-download it") from None
+    except ValueError as e:  # e.g. an integer of more than 4,300 digits
+        raise CheckpointError(f"{path} holds a value that cannot be read ({str(e)[:80]}); the checkpoint is "
+                              f"corrupt, re-save or re-download it") from None
+    except OSError as e:
+        raise CheckpointError(f"{path} cannot be read ({e.strerror or type(e).__name__}); "
+                              f"check its permissions") from None
     if not isinstance(cfg, dict):
         raise CheckpointError(f"{path} must hold a JSON object of VQModel arguments")
+    missing = [key for key in REQUIRED_CONFIG_KEYS if key not in cfg]
+    if missing:
+        raise CheckpointError(f"{path} lacks {', '.join(missing)}; the checkpoint is incomplete, re-save or "
+                              f"re-download it")
     return cfg
 
 

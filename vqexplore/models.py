@@ -20,7 +20,7 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import Tensor, nn
 
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, VQExploreError
 from .hub import CONFIG_NAME, WEIGHTS_NAME, check_safetensors, model_card, read_config, resolve
 from .typecheck import check_keywords
 from .nets import ARCHS, build as build_nets, downsample_factor
@@ -563,7 +563,17 @@ def load(source: str | Path, *, device: str | torch.device = "cpu", revision: st
 
     The source is resolved first (a Hub repo is downloaded once, with a fast failure when the
     Hub is unreachable) and config.json checked, so every problem is one CheckpointError."""
-    src = resolve(source, revision=revision, token=token, local_roots=local_roots)
-    model = VQModel._load_source(src, device)  # config.json read and validated once, there
+    try:
+        src = resolve(source, revision=revision, token=token, local_roots=local_roots)
+        model = VQModel._load_source(src, device)  # config.json read and validated once, there
+    except CheckpointError:
+        raise
+    except VQExploreError as e:
+        raise CheckpointError(str(e)) from None
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError, MemoryError, RuntimeError) as e:
+        # Anything else wrong in a folder is still the checkpoint's problem, said in one line.
+        detail = (str(e).strip().splitlines() or [""])[0][:120]
+        raise CheckpointError(f"{source} cannot be loaded ({type(e).__name__}{': ' + detail if detail else ''}); "
+                              f"re-save or re-download the checkpoint") from None
     model.source = src
     return model

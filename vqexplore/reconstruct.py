@@ -22,6 +22,7 @@ from .utils import eval_mode
 # the SimpleCNN decodes that in well under a second, and larger inputs are downscaled first.
 NATIVE_MAX_PIXELS = 512 * 512
 MODES = ("64", "native")
+NATIVE_MIN_SIDE = 8  # SSIM's 7 x 7 window, rounded up to the downsampling factor
 
 
 @dataclass
@@ -61,7 +62,7 @@ def prepare_image(image: np.ndarray, mode: str = "64", *, size: int = 64,
     if mode == "64":
         return center_crop(image, size)
     if mode == "native":
-        return fit_to_multiple(image, multiple, max_pixels=max_pixels)
+        return fit_to_multiple(image, multiple, max_pixels=max_pixels, min_side=NATIVE_MIN_SIDE)
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
 
 

@@ -8,14 +8,11 @@ new annotated argument is type-checked without another declaration.
 from __future__ import annotations
 
 import difflib
-import re
 import types
 import typing
 from typing import Any
 
 from .errors import ConfigError
-
-_FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
 def type_name(tp) -> str:
@@ -31,7 +28,9 @@ def type_name(tp) -> str:
 
 def convert(key: str, value: Any, tp) -> Any:
     """``value`` as type ``tp`` (bool, int, float, str, ``X | None``, ``list[X]``), or ConfigError
-    naming ``key``. Lenient only where YAML is: 5e5 is an integer, the string "4e-4" a number."""
+    naming ``key``. Strict: nothing is converted from a string ("0.1" is not a number) and a float
+    is not an integer (16.0 is not an integer); an integer is a number. YAML files and ``key=value``
+    overrides are read by ``trainer.strict_yaml``, which reads 4e-4 as a number and 5e5 as an integer."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
@@ -56,18 +55,24 @@ def convert(key: str, value: Any, tp) -> Any:
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        if isinstance(value, float) and value.is_integer() and abs(value) < 2 ** 53:
-            return int(value)  # 5e5 written in YAML
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        # PyYAML reads "4e-4" (no dot) as a string; it is clearly a number.
-        if isinstance(value, str) and _FLOAT_RE.match(value.strip()):
             return float(value)
     elif tp is str:
         if isinstance(value, str):
             return value
-    raise ConfigError(f"expected {type_name(tp)}, got {value!r}", key=key)
+    hint = ""
+    if isinstance(value, str) and tp in (int, float):
+        hint = "; write the number without quotes"
+    elif isinstance(value, float) and tp is int:
+        hint = "; write it without a decimal point"
+    raise ConfigError(f"expected {type_name(tp)}, got {_short(value)}{hint}", key=key)
+
+
+def _short(value: Any) -> str:
+    """repr of a value for a message, at most 60 characters."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def unknown_key(key: Any, known, accepted_by: str) -> ConfigError:

@@ -3,7 +3,8 @@
 - :func:`eval_mode`: run a block with a model in eval mode, then restore the mode it had;
 - :func:`write_atomic`: write a file so that readers see the old or the new content, never half;
 - :func:`cache_dir`: the one folder for computed caches (``$VQEXPLORE_CACHE_DIR``);
-- :func:`flatten`: nested mappings -> one level of ``a.b`` keys.
+- :func:`flatten`: nested mappings -> one level of ``a.b`` keys;
+- :func:`parse_size`: ``"384mb"`` -> bytes (the size syntax of every size setting).
 """
 from __future__ import annotations
 
@@ -99,3 +100,17 @@ def flatten(mapping: Mapping, prefix: str = "", sep: str = ".") -> dict:
         else:
             out[name] = value
     return out
+
+
+_SIZE_UNITS = {"b": 1, "kb": 1024, "mb": 1024 ** 2, "gb": 1024 ** 3}
+
+
+def parse_size(text: str) -> int | None:
+    """``"384mb"`` -> 402653184: a whole number and b, kb, mb or gb (1 kb = 1024 b, Gradio's
+    size syntax; case and spaces ignored). None when ``text`` is not such a size or is 0."""
+    text = str(text).strip().lower().replace(" ", "")
+    digits = len(text) - len(text.lstrip("0123456789"))
+    number, unit = text[:digits], text[digits:] or "b"
+    if not number or len(number) > 15 or unit not in _SIZE_UNITS or int(number) < 1:
+        return None
+    return int(number) * _SIZE_UNITS[unit]

@@ -44,6 +44,24 @@ def wait_for_http(url: str, proc: subprocess.Popen, log_path: Path, timeout: flo
     raise AssertionError(f"server not up after {timeout:.0f} s:\n{log_path.read_text()[-4000:]}")
 
 
+def start_dashboard(env: dict, log_path: Path, timeout: float = 120.0) -> tuple[subprocess.Popen, str]:
+    """``streamlit run app/dashboard.py`` headless on a free loopback port with ``env``: (process,
+    url) once ``/_stcore/health`` answers; fails with the server's log if it does not."""
+    port = free_port()
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "dashboard.py"), "--server.headless", "true",
+             "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+             "--server.fileWatcherType", "none"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{url}/_stcore/health", proc, log_path, timeout)
+    except AssertionError:
+        stop(proc)
+        raise
+    return proc, url
+
+
 def start_demo(tmp: Path, checkpoints: Path, **extra_env: str) -> tuple[subprocess.Popen, str, Path]:
     """``python app/gradio_app.py`` from the repository root (as a Space runs it), offline, on a
     free loopback port, with ``checkpoints`` as the demo set: (process, url, log) once it answers."""

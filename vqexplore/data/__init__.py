@@ -20,8 +20,8 @@ from __future__ import annotations
 from .base import IN_MEMORY_BUDGET
 from .builtin import BUILTIN_TRAIN_PHOTOS, BUILTIN_VAL_PHOTOS, BuiltinPhotos, builtin_photos
 from .corpus import PHOTOS_DIR, PHOTOS_VAL, PhotoCorpus, PhotoStack, photo_arrays, photo_names
-from .decode import (FIT_MAX_PIXELS, MAX_PIXELS, center_crop, fit_to_multiple, image_to_tensor, load_image,
-                     tensor_to_image)
+from .decode import (DEFAULT_MEMORY_BUDGET, FIT_MAX_PIXELS, MAX_PIXELS, MEMORY_BUDGET_ENV, center_crop, decode_peak,
+                     fit_to_multiple, image_to_tensor, load_image, memory_budget, tensor_to_image)
 from .folders import IMAGE_EXTENSIONS, ImageFolderDataset
 from .hf import HFImageDataset
 from .imagenet64 import DownsampledImageNet
@@ -30,6 +30,7 @@ from .sources import NAMED_SOURCES, describe_source, make_dataset
 
 __all__ = [
     "MAX_PIXELS", "FIT_MAX_PIXELS", "IN_MEMORY_BUDGET", "IMAGE_EXTENSIONS",
+    "MEMORY_BUDGET_ENV", "DEFAULT_MEMORY_BUDGET", "memory_budget", "decode_peak",
     "BUILTIN_TRAIN_PHOTOS", "BUILTIN_VAL_PHOTOS", "PHOTOS_DIR", "PHOTOS_VAL", "NAMED_SOURCES",
     "load_image", "image_to_tensor", "tensor_to_image", "center_crop", "fit_to_multiple",
     "builtin_photos", "BuiltinPhotos", "photo_names", "photo_arrays", "PhotoCorpus", "PhotoStack",
