@@ -1,6 +1,9 @@
-"""SimpleCNN autoencoder of the reference study and ``VQModel``, the one model class.
+"""``VQModel``, the one model class: an autoencoder (the study's SimpleCNN or the VQGAN of
+taming-transformers / LlamaGen, :mod:`vqexplore.nets`) around one of six quantizers.
 
-Images are (B, 3, H, W) in [-1, 1] with H, W multiples of 4; the code grid is (H/4, W/4).
+Images are (B, 3, H, W) in [-1, 1] with H, W multiples of ``f = model.downsample`` (4 for
+SimpleCNN, 2^(len(ch_mult) - 1) for the VQGAN: 16 for the published f16 models); the code grid is
+(H/f, W/f).
 """
 from __future__ import annotations
 
@@ -20,61 +23,19 @@ from torch import Tensor, nn
 from .errors import CheckpointError, ConfigError
 from .hub import CONFIG_NAME, WEIGHTS_NAME, check_safetensors, model_card, read_config, resolve
 from .typecheck import check_keywords
+from .nets import ARCHS, build as build_nets, downsample_factor
+from .nets import simplecnn, vqgan
+from .nets.simplecnn import Decoder, Encoder, ResBlock  # noqa: F401  (their old home)
 from .quantizers import BSQ, FSQ, IBQ, LFQ, SimVQ, VectorQuantizer
 
 QUANTIZERS = ("vq", "fsq", "simvq", "lfq", "bsq", "ibq")
-DOWNSAMPLE = 4
-
-
-class ResBlock(nn.Module):
-    """x + [ReLU, Conv3x3 (no bias), ReLU, Conv1x1 (no bias)](x)."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.block = nn.Sequential(
-            nn.ReLU(), nn.Conv2d(dim, dim, 3, padding=1, bias=False),
-            nn.ReLU(), nn.Conv2d(dim, dim, 1, bias=False))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x + self.block(x)
-
-
-class Encoder(nn.Module):
-    """(B, 3, H, W) -> (B, hidden, H/4, W/4)."""
-
-    def __init__(self, hidden_dim: int = 256, n_resblocks: int = 2, in_channels: int = 3):
-        super().__init__()
-        half = hidden_dim // 2
-        self.net = nn.Sequential(
-            nn.Conv2d(in_channels, half, 4, stride=2, padding=1), nn.LeakyReLU(),
-            nn.Conv2d(half, hidden_dim, 4, stride=2, padding=1), nn.LeakyReLU(),
-            nn.Conv2d(hidden_dim, hidden_dim, 3, padding=1),
-            *[ResBlock(hidden_dim) for _ in range(n_resblocks)])
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
-
-
-class Decoder(nn.Module):
-    """(B, hidden, h, w) -> (B, 3, 4h, 4w) in [-1, 1]."""
-
-    def __init__(self, hidden_dim: int = 256, n_resblocks: int = 2, out_channels: int = 3):
-        super().__init__()
-        half = hidden_dim // 2
-        self.net = nn.Sequential(
-            *[ResBlock(hidden_dim) for _ in range(n_resblocks)], nn.LeakyReLU(),
-            nn.Conv2d(hidden_dim, hidden_dim, 3, padding=1), nn.LeakyReLU(),
-            nn.ConvTranspose2d(hidden_dim, half, 4, stride=2, padding=1), nn.LeakyReLU(),
-            nn.ConvTranspose2d(half, out_channels, 4, stride=2, padding=1), nn.Tanh())
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
+DOWNSAMPLE = simplecnn.DOWNSAMPLE  # SimpleCNN's; a model's own is ``model.downsample``
 
 
 @dataclass
 class VQModelOutput:
-    """reconstruction: (B, 3, H, W) in [-1, 1]; indices: (B, H/4, W/4) int64;
-    losses: named quantizer losses (scalars); quantized: (B, D, H/4, W/4)."""
+    """reconstruction: (B, 3, H, W) (SimpleCNN: in [-1, 1]; VQGAN: unsquashed, as published);
+    indices: (B, H/f, W/f) int64; losses: named quantizer losses (scalars); quantized: (B, D, H/f, W/f)."""
 
     reconstruction: Tensor
     indices: Tensor
@@ -90,7 +51,7 @@ class VQModel(
     pipeline_tag="image-to-image",
     license="mit",
 ):
-    """SimpleCNN autoencoder with a VQ, FSQ, SimVQ, LFQ, BSQ or IBQ bottleneck.
+    """SimpleCNN or VQGAN autoencoder with a VQ, FSQ, SimVQ, LFQ, BSQ or IBQ bottleneck.
 
     The constructor is flat and JSON-able (it is ``config.json``, and the ``model:`` section of a
     trainer config)::
@@ -102,6 +63,8 @@ class VQModel(
         VQModel(quantizer="lfq", codebook_size=16384)                   # D = log2(K) = 14
         VQModel(quantizer="bsq", codebook_size=16384)
         VQModel(quantizer="ibq", codebook_size=16384, code_dim=64)
+        VQModel(arch="vqgan", codebook_size=16384, code_dim=8, l2_norm=True)   # LlamaGen VQ-16
+        VQModel(arch="vqgan", codebook_size=1024, code_dim=256)                 # taming f16, 1,024 codes
 
     Arguments (each is checked against its annotation and range by :meth:`check_config`; a bad
     one raises :class:`~vqexplore.errors.ConfigError` whose ``key`` names it):
@@ -122,7 +85,16 @@ class VQModel(
     - ``kmeans_init``: VQ only, k-means on the first batch's encoder outputs.
     - ``dead_code_threshold``: VQ only, restart codes whose EMA count per step falls below it (0: off).
     - ``rotation_trick``: VQ only, rotation-trick gradients instead of straight-through.
-    - ``hidden_dim`` (even, >= 2), ``n_resblocks`` (>= 0), ``in_channels``: the autoencoder.
+    - ``arch``: ``simplecnn`` (default, the study's model) | ``vqgan`` (:mod:`vqexplore.nets.vqgan`).
+    - ``hidden_dim`` (even, >= 2), ``n_resblocks`` (>= 0): SimpleCNN only; ``in_channels``: both.
+    - VQGAN only (defaults: LlamaGen VQ-16 = taming f16): ``ch`` (128), ``ch_mult`` ([1, 1, 2, 2, 4];
+      downsampling f = 2^(len - 1)), ``num_res_blocks`` (2), ``attn_resolutions`` (feature-map sides
+      with attention after every block; default [resolution / f], the lowest level, as LlamaGen),
+      ``z_channels`` (256), ``dropout`` (0.0), ``norm_groups`` (GroupNorm groups, 32; divides every
+      width ``ch * m``).
+    - ``resolution``: the image side the tokenizer was trained at (its native size; the apps' size
+      modes follow it). VQGAN: also where ``attn_resolutions`` count from (default 256). SimpleCNN:
+      optional (null: not recorded).
 
     ``save_pretrained(dir)`` writes config.json, model.safetensors and a model card;
     ``VQModel.from_pretrained(dir_or_repo_id)`` loads them strictly (see ``vqexplore.hub``).
@@ -134,7 +106,10 @@ class VQModel(
                  commitment_weight: float = 0.25, kmeans_init: bool = False,
                  dead_code_threshold: float = 0.0, rotation_trick: bool = False,
                  entropy_loss_weight: float | None = None, diversity_gamma: float | None = None,
-                 hidden_dim: int = 256, n_resblocks: int = 2, in_channels: int = 3):
+                 hidden_dim: int = 256, n_resblocks: int = 2, in_channels: int = 3, arch: str = "simplecnn",
+                 ch: int | None = None, ch_mult: list[int] | None = None, num_res_blocks: int | None = None,
+                 attn_resolutions: list[int] | None = None, z_channels: int | None = None,
+                 dropout: float | None = None, norm_groups: int | None = None, resolution: int | None = None):
         # Every argument as passed (first statement: nothing else is in this scope yet).
         passed = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         super().__init__()
@@ -143,11 +118,11 @@ class VQModel(
         self._config = cfg  # what config.json records: effective sizes, not None defaults
         self.quantizer_type = cfg["quantizer"]
         self.quantizer = _build_quantizer(cfg)
-        dim, hidden = self.quantizer.code_dim, cfg["hidden_dim"]
-        self.encoder = Encoder(hidden, cfg["n_resblocks"], cfg["in_channels"])
-        self.pre_quant = nn.Conv2d(hidden, dim, 1)
-        self.post_quant = nn.Conv2d(dim, hidden, 1)
-        self.decoder = Decoder(hidden, cfg["n_resblocks"], cfg["in_channels"])
+        self.arch = cfg["arch"]
+        dim = self.quantizer.code_dim
+        self.encoder, self.decoder = build_nets(cfg)
+        self.pre_quant = nn.Conv2d(self.encoder.out_channels, dim, 1)
+        self.post_quant = nn.Conv2d(dim, self.decoder.in_channels, 1)
 
     @classmethod
     def check_config(cls, config: dict) -> dict:
@@ -188,13 +163,25 @@ class VQModel(
         return self.quantizer.code_dim
 
     @property
+    def downsample(self) -> int:
+        """Pixels per token along each side: images of H x W give (H/f, W/f) code grids."""
+        return downsample_factor(self._config)
+
+    @property
     def downsample_factor(self) -> int:
-        return DOWNSAMPLE
+        """The same as :attr:`downsample` (its older name)."""
+        return self.downsample
+
+    @property
+    def resolution(self) -> int | None:
+        """The image side the tokenizer was trained at (None: not recorded)."""
+        return self._config["resolution"]
 
     @property
     def config(self) -> dict:
-        """Every constructor argument with its effective value (what config.json holds)."""
-        return dict(self._config)
+        """Every constructor argument that applies to this architecture, with its effective value
+        (what config.json holds; the other architecture's keys are left out)."""
+        return {k: v for k, v in self._config.items() if ARCH_ONLY.get(k, self.arch) == self.arch}
 
     def codebook_vectors(self) -> Tensor:
         """(K, D) codes as the decoder receives them, for every quantizer."""
@@ -202,19 +189,19 @@ class VQModel(
 
     # -- encode / decode ------------------------------------------------------------------
     def encode_latents(self, x: Tensor) -> Tensor:
-        """(B, 3, H, W) in [-1, 1] -> (B, D, H/4, W/4) encoder outputs before quantization."""
+        """(B, 3, H, W) in [-1, 1] -> (B, D, H/f, W/f) encoder outputs before quantization."""
         return self.pre_quant(self.encoder(x))
 
     def encode(self, x: Tensor) -> Tensor:
-        """(B, 3, H, W) in [-1, 1] -> (B, H/4, W/4) int64 code ids."""
+        """(B, 3, H, W) in [-1, 1] -> (B, H/f, W/f) int64 code ids."""
         return self.quantizer(self.encode_latents(x)).indices
 
     def decode(self, quantized: Tensor) -> Tensor:
-        """(B, D, h, w) codes -> (B, 3, 4h, 4w) images in [-1, 1]."""
+        """(B, D, h, w) codes -> (B, 3, f h, f w) images (SimpleCNN: in [-1, 1])."""
         return self.decoder(self.post_quant(quantized))
 
     def decode_indices(self, indices: Tensor) -> Tensor:
-        """(B, h, w) int64 code ids -> (B, 3, 4h, 4w) images in [-1, 1]."""
+        """(B, h, w) int64 code ids -> (B, 3, f h, f w) images."""
         if indices.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
             raise TypeError(f"indices must be an integer tensor, got {indices.dtype}")
         if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.codebook_size):
@@ -224,9 +211,9 @@ class VQModel(
 
     def forward(self, x: Tensor) -> VQModelOutput:
         """(B, 3, H, W) in [-1, 1] -> reconstruction, indices, quantizer losses."""
-        if x.dim() != 4 or x.shape[-1] % DOWNSAMPLE or x.shape[-2] % DOWNSAMPLE:
-            raise ValueError(f"expected images (B, C, H, W) with H, W multiples of {DOWNSAMPLE}, "
-                             f"got {tuple(x.shape)}")
+        f = self.downsample
+        if x.dim() != 4 or x.shape[-1] % f or x.shape[-2] % f:
+            raise ValueError(f"expected images (B, C, H, W) with H, W multiples of {f}, got {tuple(x.shape)}")
         out = self.quantizer(self.encode_latents(x))
         return VQModelOutput(self.decode(out.quantized), out.indices, out.losses, out.quantized)
 
@@ -306,7 +293,8 @@ class VQModel(
                           command=kwargs.get("command"), repo_id=kwargs.get("repo_id"), name=kwargs.get("name"))
 
     def extra_repr(self) -> str:
-        return f"quantizer={self.quantizer_type!r}, codebook_size={self.codebook_size}, code_dim={self.code_dim}"
+        return (f"arch={self.arch!r}, quantizer={self.quantizer_type!r}, codebook_size={self.codebook_size}, "
+                f"code_dim={self.code_dim}, downsample={self.downsample}")
 
 
 QUANTIZER_ONLY = {  # arguments that only some quantizers take (a true value elsewhere is an error)
@@ -314,6 +302,18 @@ QUANTIZER_ONLY = {  # arguments that only some quantizers take (a true value els
     "kmeans_init": ("vq",), "dead_code_threshold": ("vq",), "rotation_trick": ("vq",),
     "entropy_loss_weight": ("lfq", "bsq"), "diversity_gamma": ("lfq", "bsq"),
 }
+ARCH_ONLY = {  # arguments of one architecture (the other's config leaves them out)
+    "hidden_dim": "simplecnn", "n_resblocks": "simplecnn",
+    "ch": "vqgan", "ch_mult": "vqgan", "num_res_blocks": "vqgan", "attn_resolutions": "vqgan",
+    "z_channels": "vqgan", "dropout": "vqgan", "norm_groups": "vqgan",
+}
+# The VQGAN's defaults: LlamaGen's VQ-16 (tokenizer/tokenizer_image/vq_model.py, ModelArgs and
+# Encoder/Decoder defaults), which are also taming's f16 ImageNet ddconfig (configs/imagenet_vqgan.yaml).
+VQGAN_DEFAULTS = {"ch": 128, "ch_mult": [1, 1, 2, 2, 4], "num_res_blocks": 2, "z_channels": 256, "dropout": 0.0,
+                  "norm_groups": 32, "resolution": 256}
+_SIMPLECNN_DEFAULTS = {"hidden_dim": 256, "n_resblocks": 2}
+MAX_LEVELS = 10  # len(ch_mult): downsampling up to 512
+
 # LFQ / BSQ defaults of the keys above (None elsewhere), as MAGVIT-v2 and vector_quantize_pytorch.
 _BINARY_DEFAULTS = {"entropy_loss_weight": 0.1, "diversity_gamma": 1.0}
 
@@ -347,6 +347,7 @@ def _check_values(cfg: dict) -> None:
         if cfg[name] and quantizer not in owners:
             raise ConfigError(f"applies to quantizer={' or '.join(map(repr, owners))} only, not {quantizer!r}",
                               key=name)
+    _check_arch(cfg)
     if quantizer == "fsq":
         _check_fsq_levels(cfg)
     if quantizer in ("lfq", "bsq"):
@@ -357,6 +358,7 @@ def _check_values(cfg: dict) -> None:
         ("codebook_size", cfg["codebook_size"] >= 1, "a positive integer"),
         ("code_dim", cfg["code_dim"] >= 1, "a positive integer"),
         ("hidden_dim", cfg["hidden_dim"] >= 2 and cfg["hidden_dim"] % 2 == 0, "an even integer >= 2"),
+        ("resolution", cfg["resolution"] is None or cfg["resolution"] >= 1, "a positive integer"),
         ("n_resblocks", cfg["n_resblocks"] >= 0, "an integer >= 0"),
         ("in_channels", cfg["in_channels"] >= 1, "a positive integer"),
         ("ema_decay", 0.0 < cfg["ema_decay"] < 1.0, "in (0, 1)"),
@@ -376,6 +378,50 @@ def _check_values(cfg: dict) -> None:
     _check_size(cfg)
 
 
+def _check_arch(cfg: dict) -> None:
+    """The architecture's own keys: the other architecture's left at their defaults, this one's
+    filled in and checked (widths, levels, attention sides, GroupNorm groups)."""
+    arch = cfg["arch"]
+    if arch not in ARCHS:
+        raise ConfigError(f"must be one of {', '.join(ARCHS)}, got {arch!r}", key="arch")
+    for name, owner in ARCH_ONLY.items():
+        unset = cfg[name] is None or (owner == "simplecnn" and cfg[name] == _SIMPLECNN_DEFAULTS[name])
+        if owner != arch and not unset:
+            raise ConfigError(f"applies to arch={owner!r} only, not {arch!r}", key=name)
+    if arch != "vqgan":
+        return
+    for name, default in VQGAN_DEFAULTS.items():
+        cfg[name] = default if cfg[name] is None else cfg[name]
+    if not cfg["ch_mult"] or len(cfg["ch_mult"]) > MAX_LEVELS:
+        raise ConfigError(f"must list 1 to {MAX_LEVELS} width multipliers (one per level), got {cfg['ch_mult']}",
+                          key="ch_mult")
+    for i, m in enumerate(cfg["ch_mult"]):
+        if m < 1:
+            raise ConfigError(f"every multiplier must be >= 1, got {m}", key=f"ch_mult[{i}]")
+    f = 2 ** (len(cfg["ch_mult"]) - 1)
+    checks = [("ch", cfg["ch"] >= 1, "a positive integer"),
+              ("num_res_blocks", 0 <= cfg["num_res_blocks"] <= MAX_RESBLOCKS, f"an integer in [0, {MAX_RESBLOCKS}]"),
+              ("z_channels", cfg["z_channels"] >= 1, "a positive integer"),
+              ("dropout", 0.0 <= cfg["dropout"] < 1.0, "in [0, 1)"),
+              ("norm_groups", cfg["norm_groups"] >= 1, "a positive integer"),
+              ("resolution", cfg["resolution"] >= f and cfg["resolution"] % f == 0,
+               f"a multiple of the downsampling {f} (2^(len(ch_mult) - 1))")]
+    for key, fine, what in checks:
+        if not fine:
+            raise ConfigError(f"must be {what}, got {cfg[key]!r}", key=key)
+    if cfg["attn_resolutions"] is None:  # LlamaGen: attention at the lowest level (the token grid)
+        cfg["attn_resolutions"] = [cfg["resolution"] // f]
+    sides = [cfg["resolution"] // 2 ** i for i in range(len(cfg["ch_mult"]))]
+    for i, side in enumerate(cfg["attn_resolutions"]):
+        if side not in sides:
+            raise ConfigError(f"{side} is not a feature-map side of this VQGAN (resolution {cfg['resolution']} "
+                              f"gives {', '.join(map(str, sides))})", key=f"attn_resolutions[{i}]")
+    for width in sorted({cfg["ch"]} | {cfg["ch"] * m for m in cfg["ch_mult"]}):
+        if width % cfg["norm_groups"]:
+            raise ConfigError(f"GroupNorm groups must divide every width (ch x ch_mult), but {width} is not a "
+                              f"multiple of {cfg['norm_groups']}", key="norm_groups")
+
+
 # Sizes no SimpleCNN tokenizer of this project comes near, refused before anything is allocated
 # (a config.json or a trainer config could otherwise ask for terabytes or a million layers).
 MAX_PARAMETERS = 2 ** 31     # numbers held by the model (weights and buffers): 8 GiB in float32
@@ -387,11 +433,15 @@ def parameter_estimate(cfg: dict) -> dict[str, int]:
     """Numbers (weights + buffers) a checked config's model holds, by part, computed from the
     config alone (nothing is built): ``{"network": ..., "codebook": ...}``. The network part is
     exact; the codebook part is an upper bound (tests/test_models.py holds both to the real count)."""
-    c, h, n = cfg["in_channels"], cfg["hidden_dim"], cfg["n_resblocks"]
-    k, d, half = cfg["codebook_size"], cfg["code_dim"], cfg["hidden_dim"] // 2
-    convs = (c * half * 16 + half) + (half * h * 16 + h) + 2 * (h * h * 9 + h) + (h * half * 16 + half) \
-        + (half * c * 16 + c) + (h * d + d) + (d * h + h)
-    network = convs + 2 * n * 10 * h * h  # a ResBlock: 3x3 + 1x1 convolutions without bias
+    c, k, d = cfg["in_channels"], cfg["codebook_size"], cfg["code_dim"]
+    if cfg["arch"] == "vqgan":
+        width = cfg["z_channels"]
+        network = vqgan.parameter_count(c, cfg["ch"], cfg["ch_mult"], cfg["num_res_blocks"], cfg["attn_resolutions"],
+                                        cfg["z_channels"], cfg["resolution"])
+    else:
+        width = cfg["hidden_dim"]
+        network = simplecnn.parameter_count(c, cfg["hidden_dim"], cfg["n_resblocks"])
+    network += (width * d + d) + (d * width + width)  # pre_quant, post_quant
     codebook = 0
     if cfg["quantizer"] in ("vq", "simvq", "ibq"):  # an explicit (K, D) codebook
         copies = 2 if cfg["ema_update"] else 1       # EMA k-means keeps a running (K, D) sum
@@ -412,7 +462,8 @@ def _check_size(cfg: dict) -> None:
         if parts["codebook"] >= parts["network"]:
             key = "codebook_size" if cfg["codebook_size"] >= cfg["code_dim"] else "code_dim"
         else:
-            key = "hidden_dim" if cfg["hidden_dim"] >= cfg["in_channels"] else "in_channels"
+            width = "ch" if cfg["arch"] == "vqgan" else "hidden_dim"
+            key = width if cfg[width] >= cfg["in_channels"] else "in_channels"
         raise ConfigError(f"{cfg[key]:,} makes a model of about {total:,} numbers ({total * 4 / 2 ** 30:,.0f} GiB "
                           f"in float32), over the limit of 2^31; lower it", key=key)
 

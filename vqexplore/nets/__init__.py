@@ -1,0 +1,33 @@
+"""The autoencoders a :class:`vqexplore.VQModel` can wrap around its quantizer.
+
+- ``simplecnn`` (:mod:`.simplecnn`): the reference study's SimpleCNN, downsampling 4;
+- ``vqgan`` (:mod:`.vqgan`): the taming-transformers / LlamaGen VQGAN encoder and decoder,
+  downsampling ``2^(len(ch_mult) - 1)``.
+"""
+from __future__ import annotations
+
+from .simplecnn import Decoder, Encoder, ResBlock
+from .vqgan import AttnBlock, ResnetBlock, VQGANDecoder, VQGANEncoder
+
+ARCHS = ("simplecnn", "vqgan")
+
+__all__ = ["ARCHS", "AttnBlock", "Decoder", "Encoder", "ResBlock", "ResnetBlock", "VQGANDecoder", "VQGANEncoder",
+           "build", "downsample_factor"]
+
+
+def downsample_factor(cfg: dict) -> int:
+    """How many pixels a token covers along each side, from a checked VQModel config."""
+    if cfg["arch"] == "vqgan":
+        return 2 ** (len(cfg["ch_mult"]) - 1)
+    return 4
+
+
+def build(cfg: dict):
+    """(encoder, decoder) of a checked VQModel config; ``encoder.out_channels`` and
+    ``decoder.in_channels`` are the widths the 1x1 convolutions to and from the codes meet."""
+    c = cfg["in_channels"]
+    if cfg["arch"] == "vqgan":
+        kw = {k: cfg[k] for k in ("ch", "ch_mult", "num_res_blocks", "attn_resolutions", "z_channels", "dropout",
+                                  "resolution", "norm_groups")}
+        return VQGANEncoder(c, **kw), VQGANDecoder(c, **kw)
+    return Encoder(cfg["hidden_dim"], cfg["n_resblocks"], c), Decoder(cfg["hidden_dim"], cfg["n_resblocks"], c)
