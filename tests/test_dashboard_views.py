@@ -1,4 +1,4 @@
-"""Dashboard views added for issue 12 through AppTest: aligned codes, view state in the URL query,
+"""Dashboard views through AppTest: aligned codes, view state in the URL query,
 token surgery on the Reconstructions page, rate-distortion on Compare; one navigation."""
 
 import pytest

@@ -5,23 +5,21 @@ cleared once another example photo is picked."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from helpers.browser import chromium, require_chromium
 from helpers.servers import ROOT, start_demo, stop
 
-CHROMIUM = "/usr/bin/chromium"
 DEMOS = ["bsq-4096", "fsq-75555", "simvq-4096", "vq-4096", "vq-4096-restart", "vq-l2-4096"]
 ARTIFACTS = ROOT / "tests" / "artifacts" / "gradio"
 
 
 @pytest.fixture(scope="module")
 def demo_url(tmp_path_factory):
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} not found: the browser test needs Debian's chromium (apt-get install chromium)")
+    require_chromium()
     tmp = tmp_path_factory.mktemp("gradio-layout")
     proc, url, _ = start_demo(tmp, ROOT / "checkpoints")
     try:
@@ -39,13 +37,12 @@ def _scroll_boxes(page, selector: str) -> list:
 
 
 def test_six_checkpoints_whole_captions_crisp_preview_and_cleared_results(demo_url, tmp_path):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     yy, xx = np.mgrid[0:200, 0:300]
     Image.fromarray(np.stack([xx % 256, yy, (xx * yy) % 256], -1).astype(np.uint8)).save(tmp_path / "up.png")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+    with chromium() as browser:
         try:
             page = browser.new_page(viewport={"width": 1440, "height": 900})
             page.goto(demo_url, wait_until="networkidle", timeout=60_000)

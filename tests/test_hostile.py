@@ -1,4 +1,4 @@
-"""The cases of a hostile probe (issue 11), kept as tables so that a new feature cannot reopen them:
+"""The cases of a hostile probe, kept as tables so that a new feature cannot reopen them:
 security of the hosted apps, images, config, loading, run folders.
 
 Everything runs for real: the Gradio demo as a server in a subprocess (raw HTTP calls, the way

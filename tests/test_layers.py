@@ -210,3 +210,16 @@ def test_one_browser_and_server_harness():
     hits = [f"{p.name}: {what}" for p in sorted((ROOT / "tests").glob("test_*.py")) if p.name != "test_layers.py"
             for what, pattern in patterns.items() if re.search(pattern, p.read_text())]
     assert not hits, f"harness code outside tests/helpers: {hits}"
+
+
+def test_readme_commands_match_ci_and_install_the_project():
+    """The README's test command is what .ci/run runs; requirements.txt installs the project itself
+    (a Space installs only that file), so the README's first command needs no separate `pip install -e .`."""
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    test_cmd = next(line for line in ci.splitlines() if "pytest" in line)
+    assert test_cmd in readme and "ruff check ." in test_cmd
+    assert re.search(r"^-e \.$", (ROOT / "requirements.txt").read_text(), flags=re.M)
+    first = next(line for line in readme.splitlines() if "configs/cpu/default.yaml --resume" in line)
+    assert "pip install -r requirements.txt" in first and "install -e" not in first
+    assert "ruff==" in (ROOT / "requirements-dev.txt").read_text()

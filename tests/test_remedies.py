@@ -7,10 +7,10 @@ import math
 import os
 
 import pytest
-
-from helpers.servers import free_port
 import torch
 import torch.multiprocessing as mp
+
+from helpers.servers import free_port
 
 from vqexplore import VQModel
 from vqexplore.errors import ConfigError

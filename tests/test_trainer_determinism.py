@@ -1,4 +1,4 @@
-"""CPU training is bit-exact with more than one thread (issue 11, item 7): two uninterrupted runs of
+"""CPU training is bit-exact with more than one thread: two uninterrupted runs of
 configs/cpu/default.yaml give identical weights and optimizer state, and a run SIGKILLed after a
 checkpoint and resumed ends identical to them.
 

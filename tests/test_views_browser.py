@@ -1,4 +1,5 @@
-"""The views of issue 12 in a real browser (Debian chromium through playwright) on a real
+"""The dashboard's views (aligned codes, swipe, surgery, rate-distortion, shared links) in a real
+browser (Debian chromium through playwright) on a real
 ``streamlit run app/dashboard.py``: the repository's demo checkpoints and a run trained here by the
 trainer (SimVQ, 300 steps, a checkpoint every 60).
 
