@@ -69,6 +69,7 @@ _SEED = ("another seed for the restart's random draw: still a pure function of t
 EQUIVALENT: dict[str, str] = {
     "restart:VectorQuantizer._restart_dead_codes:6:Return -> pass":
         "without dead codes the rest restarts nothing (n = 0, empty index): the early return only saves work",
+    "restart:VectorQuantizer._restart_dead_codes:7:Add -> Sub": _SEED,
     "restart:VectorQuantizer._restart_dead_codes:7:a + b -> a": _SEED,
     "restart:VectorQuantizer._restart_dead_codes:7:1 -> 2": _SEED,
 }
