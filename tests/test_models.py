@@ -86,6 +86,22 @@ def test_truncated_weights_give_one_clear_error(tmp_path):
         vqexplore.load(ckpt)
 
 
+def test_check_safetensors_takes_a_path_or_a_string_and_returns_the_header(tmp_path):
+    from vqexplore.hub import check_safetensors
+
+    ckpt = _saved(tmp_path)
+    model = vqexplore.load(ckpt)
+    for path in (ckpt / "model.safetensors", str(ckpt / "model.safetensors")):
+        header = check_safetensors(path)
+        assert set(header) - {"__metadata__"} == set(model.state_dict())
+    with pytest.raises(CheckpointError, match="missing.safetensors is missing"):
+        check_safetensors(ckpt / "missing.safetensors")
+    data = (ckpt / "model.safetensors").read_bytes()
+    (ckpt / "model.safetensors").write_bytes(data + b"\0")  # one byte too many is corrupt too
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        check_safetensors(str(ckpt / "model.safetensors"))
+
+
 @pytest.mark.parametrize("content", [b"", b"garbage!", b"\xff" * 64])
 def test_garbage_weights_give_one_clear_error(tmp_path, content):
     ckpt = _saved(tmp_path)
