@@ -102,6 +102,28 @@ def test_check_safetensors_takes_a_path_or_a_string_and_returns_the_header(tmp_p
         check_safetensors(str(ckpt / "model.safetensors"))
 
 
+def test_check_safetensors_header_length_bounds(tmp_path):
+    """A file of no tensors is valid; a header length past the end of the file, or above the 100 MiB
+    cap (a sparse file: no disk used), is refused as such before anything is read."""
+    import struct
+
+    from safetensors.torch import save_file
+
+    from vqexplore.hub import check_safetensors
+
+    save_file({}, str(tmp_path / "empty.safetensors"))
+    assert set(check_safetensors(tmp_path / "empty.safetensors")) <= {"__metadata__"}
+    (tmp_path / "short.safetensors").write_bytes(struct.pack("<Q", 6) + b"{}")  # claims 4 bytes more
+    with pytest.raises(CheckpointError, match="header length beyond the end"):
+        check_safetensors(tmp_path / "short.safetensors")
+    big = tmp_path / "big.safetensors"
+    with open(big, "wb") as f:
+        f.write(struct.pack("<Q", (100 << 20) + (1 << 19)))  # 100.5 MiB of header
+        f.truncate(200 << 20)
+    with pytest.raises(CheckpointError, match="header length beyond the end"):
+        check_safetensors(big)
+
+
 @pytest.mark.parametrize("content", [b"", b"garbage!", b"\xff" * 64])
 def test_garbage_weights_give_one_clear_error(tmp_path, content):
     ckpt = _saved(tmp_path)
