@@ -113,6 +113,12 @@ def test_check_safetensors_header_length_bounds(tmp_path):
 
     save_file({}, str(tmp_path / "empty.safetensors"))
     assert set(check_safetensors(tmp_path / "empty.safetensors")) <= {"__metadata__"}
+    save_file({"w": torch.ones(3)}, str(tmp_path / "meta.safetensors"), metadata={"format": "pt"})
+    assert check_safetensors(tmp_path / "meta.safetensors")["__metadata__"] == {"format": "pt"}
+    header = b'{"w": {"dtype": "F32", "shape": [1]}}'  # no data_offsets
+    (tmp_path / "malformed.safetensors").write_bytes(struct.pack("<Q", len(header)) + header)
+    with pytest.raises(CheckpointError, match="malformed header entry 'w'"):
+        check_safetensors(tmp_path / "malformed.safetensors")
     (tmp_path / "short.safetensors").write_bytes(struct.pack("<Q", 6) + b"{}")  # claims 4 bytes more
     with pytest.raises(CheckpointError, match="header length beyond the end"):
         check_safetensors(tmp_path / "short.safetensors")
