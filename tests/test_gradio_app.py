@@ -9,7 +9,6 @@ import io
 import os
 import shutil
 import struct
-import sys
 import time
 import zlib
 from pathlib import Path
@@ -336,12 +335,8 @@ def test_browser_upload_shows_reconstructions(server, tmp_path):
 def test_demo_set_from_the_environment_and_models_loaded_once(tmp_path, monkeypatch):
     """In process: the checkpoint list follows VQEXPLORE_CHECKPOINTS / VQEXPLORE_HUB_REPOS, and
     each model is loaded once however many requests ask for it at the same time."""
-    sys.path.insert(0, str(APP.parent))
-    try:
-        import gradio_app
-    finally:
-        sys.path.remove(str(APP.parent))
     import vqexplore
+    from app import gradio_app
 
     checkpoints = make_checkpoints(tmp_path / "ckpts")
     (tmp_path / "ckpts" / "not-a-checkpoint").mkdir()
@@ -366,11 +361,7 @@ def test_lpips_is_computed_with_its_weights_and_said_missing_without(tmp_path, m
     """In process: with the AlexNet weights in TORCH_HOME every row carries the library's LPIPS;
     without them (and no download host: the network is mocked as unreachable) every row's LPIPS
     is empty and the notes say which file is missing and where it goes."""
-    sys.path.insert(0, str(APP.parent))
-    try:
-        import gradio_app
-    finally:
-        sys.path.remove(str(APP.parent))
+    from app import gradio_app
     import vqexplore
     from vqexplore.data import load_image
     from vqexplore.metrics import LPIPS

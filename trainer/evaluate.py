@@ -58,17 +58,17 @@ def evaluate_checkpoint(ckpt: str, *, data: str | None = None, out: str | None =
     src = resolve(ckpt)
     if src.kind == "hub" and out is None:
         raise CheckpointError(f"{ckpt} is a Hub repo: pass --out FILE for its metrics")
-    run_cfg = run_config(src.run_dir) or {}
-    data = data or (run_cfg.get("data") or {}).get("val") or "builtin"
-    size = size or (run_cfg.get("data") or {}).get("size") or 64
+    run_cfg = run_config(src.run_dir)  # the run's validated config, or the defaults
+    data = data or run_cfg.data.val
+    size = size or run_cfg.data.size
     dev = pick_device(device)
 
     model = vqexplore.load(src.path, device=dev)
     dataset = make_dataset(data, "val", size)
     n = len(dataset) if max_images is None else min(max_images, len(dataset))
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(n)), batch_size=batch_size)
-    lpips, rfid, notes = _metric_models(lpips_weights or (run_cfg.get("eval") or {}).get("lpips_weights"),
-                                        rfid_weights or (run_cfg.get("eval") or {}).get("rfid_weights"), dev)
+    lpips, rfid, notes = _metric_models(lpips_weights or run_cfg.eval.lpips_weights,
+                                        rfid_weights or run_cfg.eval.rfid_weights, dev)
     metrics = {"lpips": None, "rfid": None, **evaluate(model, loader, device=dev, lpips=lpips, rfid=rfid)}
     info = training_info(src.path)
     metrics.update({
