@@ -80,7 +80,8 @@ EQUIVALENT: dict[str, str] = {
     "checkpoint-checks:check_safetensors:12:Raise -> pass":
         "a file shorter than 8 bytes then fails in struct.unpack, caught by the same except: the same one-line "
         "CheckpointError naming the file",
-    "resume:latest_resumable:5:Return -> pass": "`return None` is the function's last statement: it returns None anyway",
+    "resume:latest_resumable:5:Return -> pass":
+        "`return None` is the function's last statement: it returns None anyway",
 }
 
 
