@@ -86,6 +86,50 @@ def test_truncated_weights_give_one_clear_error(tmp_path):
         vqexplore.load(ckpt)
 
 
+def test_check_safetensors_takes_a_path_or_a_string_and_returns_the_header(tmp_path):
+    from vqexplore.hub import check_safetensors
+
+    ckpt = _saved(tmp_path)
+    model = vqexplore.load(ckpt)
+    for path in (ckpt / "model.safetensors", str(ckpt / "model.safetensors")):
+        header = check_safetensors(path)
+        assert set(header) - {"__metadata__"} == set(model.state_dict())
+    with pytest.raises(CheckpointError, match="missing.safetensors is missing"):
+        check_safetensors(ckpt / "missing.safetensors")
+    data = (ckpt / "model.safetensors").read_bytes()
+    (ckpt / "model.safetensors").write_bytes(data + b"\0")  # one byte too many is corrupt too
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        check_safetensors(str(ckpt / "model.safetensors"))
+
+
+def test_check_safetensors_header_length_bounds(tmp_path):
+    """A file of no tensors is valid; a header length past the end of the file, or above the 100 MiB
+    cap (a sparse file: no disk used), is refused as such before anything is read."""
+    import struct
+
+    from safetensors.torch import save_file
+
+    from vqexplore.hub import check_safetensors
+
+    save_file({}, str(tmp_path / "empty.safetensors"))
+    assert set(check_safetensors(tmp_path / "empty.safetensors")) <= {"__metadata__"}
+    save_file({"w": torch.ones(3)}, str(tmp_path / "meta.safetensors"), metadata={"format": "pt"})
+    assert check_safetensors(tmp_path / "meta.safetensors")["__metadata__"] == {"format": "pt"}
+    header = b'{"w": {"dtype": "F32", "shape": [1]}}'  # no data_offsets
+    (tmp_path / "malformed.safetensors").write_bytes(struct.pack("<Q", len(header)) + header)
+    with pytest.raises(CheckpointError, match="malformed header entry 'w'"):
+        check_safetensors(tmp_path / "malformed.safetensors")
+    (tmp_path / "short.safetensors").write_bytes(struct.pack("<Q", 6) + b"{}")  # claims 4 bytes more
+    with pytest.raises(CheckpointError, match="header length beyond the end"):
+        check_safetensors(tmp_path / "short.safetensors")
+    big = tmp_path / "big.safetensors"
+    with open(big, "wb") as f:
+        f.write(struct.pack("<Q", (100 << 20) + (1 << 19)))  # 100.5 MiB of header
+        f.truncate(200 << 20)
+    with pytest.raises(CheckpointError, match="header length beyond the end"):
+        check_safetensors(big)
+
+
 @pytest.mark.parametrize("content", [b"", b"garbage!", b"\xff" * 64])
 def test_garbage_weights_give_one_clear_error(tmp_path, content):
     ckpt = _saved(tmp_path)

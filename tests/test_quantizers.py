@@ -50,6 +50,19 @@ def test_nearest_code_takes_any_float_dtype_and_searches_in_float32():
         assert torch.equal(nearest_code(tokens, c), nearest_code(tokens, c.float()))
 
 
+def test_nearest_code_holds_one_chunk_of_distances_at_a_time():
+    """2,048 tokens against 16,384 codes of dim 8: the search's largest allocation is one chunk of
+    256 x 16,384 distances (16 MB), never the 128 MB of the whole matrix."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.manual_seed(3)
+    tokens, codebook = torch.randn(2048, 8), torch.randn(16384, 8)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        nearest_code(tokens, codebook)
+    largest = max(e.cpu_memory_usage for e in prof.events())
+    assert 256 * 16384 * 4 <= largest < 2 * 256 * 16384 * 4, largest
+
+
 def test_chunk_rows_bounds_the_distance_chunk():
     """Tokens per chunk: the caller's chunk_size (at least 1); else ~4M distances on the CPU (16 MB),
     ~16M on CUDA, never fewer than 256 rows, so memory is chunk x K whatever the token count."""
