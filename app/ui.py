@@ -29,10 +29,20 @@ import viewstate
 
 log = logging.getLogger("vqexplore.dashboard")
 PAGES_DIR = Path(__file__).resolve().parent / "views"
-SAMPLE_SIZES = (16, 64, 256)
+SAMPLE_SIZES = (8, 16, 64, 256, 1024)
 DEFAULT_SAMPLE = 64
-IMAGE_SIZES = (32, 64)
+IMAGE_SIZES = (32, 64, 128, 256)
 DEFAULT_IMAGE_SIZE = 64  # the study's resolution
+# The evaluation protocol's source in the sidebar -> (label, image counts offered, default count).
+# "photos": the photo corpus's 8 held-out photos, the README's and the demo's protocol (the default).
+PROTOCOL_SOURCES = {
+    "photos": ("held-out photos (photo corpus, 8)", ("all",), "all"),
+    "builtin": ("built-in photos, fixed crops", (16, 64, 256), 64),
+    "folder": ("an image folder", (16, 64, 256, 1024), 256),
+    "hf": ("a Hugging Face dataset (hf:)", (16, 64, 256, 1024), 256),
+    "imagenet64": ("Downsampled ImageNet val", (16, 64, 256, 1024), 1024),
+}
+DEFAULT_PROTOCOL_SOURCE = "photos"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -81,6 +91,32 @@ def discover(ckpt_root: Path, run_root: Path) -> dict[str, str]:
              for name, path, kind in checkpoints_in(ckpt_root)}
     found.update({f"run: {name}": str(path) for name, path, kind in checkpoints_in(run_root) if kind == "run"})
     return found
+
+
+def newest_run(opts: dict[str, str]) -> str | None:
+    """The label of the run whose newest checkpoint was written last (None when no run has one)."""
+    from vqexplore.hub import list_checkpoints
+
+    best, best_time = None, -1.0
+    for label, path in opts.items():
+        if not label.startswith("run: "):
+            continue
+        try:
+            ckpts = list_checkpoints(path)
+            written = (Path(ckpts[-1][1]) / "model.safetensors").stat().st_mtime if ckpts else -1.0
+        except OSError:
+            continue
+        if written > best_time:
+            best, best_time = label, written
+    return best
+
+
+def default_selection(opts: dict[str, str]) -> list[str]:
+    """What the dashboard opens on: the newest run (the README's run after training), then the demo
+    checkpoints; the single-checkpoint pages open on the first of them."""
+    run = newest_run(opts)
+    demos = [k for k in opts if not k.startswith("run: ")]
+    return ([run] if run else []) + demos or list(opts)[:1]
 
 
 def weights_stamp(path: str) -> tuple:
@@ -158,22 +194,50 @@ def model_of(p: Source):
     return load_model(p.path, weights_stamp(p.path))
 
 
-@st.cache_resource(show_spinner=False)
-def validation_images(sample: tuple):
-    """The fixed validation sample, ``sample`` = (n, size): (n, 3, size, size) in [-1, 1]."""
-    from vqexplore.data import validation_batch
-
-    n, size = sample
-    return validation_batch("builtin", n=n, size=size)
+@st.cache_resource(show_spinner=False, max_entries=8)
+def validation_images(protocol):
+    """The protocol's images (``vqexplore.protocol.Protocol.images``): (n, 3, size, size) in [-1, 1]."""
+    return protocol.images()
 
 
 def sample_size() -> int:
-    return int(st.session_state.get("sample_size", DEFAULT_SAMPLE))
+    return int(protocol().num_images())
 
 
-def sample() -> tuple:
-    """(number of validation images, their side in pixels): part of every cache key."""
-    return (sample_size(), int(st.session_state.get("image_size", DEFAULT_IMAGE_SIZE)))
+def sample():
+    """The evaluation protocol the sidebar chose (``vqexplore.protocol.Protocol``, frozen and hashable):
+    part of every cache key, so every number on every page is measured under it."""
+    return protocol()
+
+
+def protocol():
+    """The sidebar's evaluation protocol; the default one when the sidebar's choice is unusable."""
+    from vqexplore.protocol import Protocol
+
+    chosen = st.session_state.get("protocol_value")
+    return chosen if isinstance(chosen, Protocol) else default_protocol()
+
+
+def default_protocol():
+    from vqexplore.protocol import Protocol
+
+    return Protocol.heldout_photos(DEFAULT_IMAGE_SIZE)
+
+
+@st.cache_data(show_spinner=False, max_entries=128)
+def evaluation(path: str, stamp: tuple, protocol, with_lpips: bool = False):
+    """The checkpoint measured under ``protocol`` (``vqexplore.protocol.cached_evaluation``: on disk per
+    weights hash and protocol key, so a fresh server or a switch back reads it instead of measuring).
+    Every number a page shows about a checkpoint comes from here."""
+    from vqexplore.protocol import cached_evaluation
+
+    return cached_evaluation(path, load_model(path, stamp), protocol, lpips=lpips_module() if with_lpips else None)
+
+
+def evaluation_of(p: Source, with_lpips: bool | None = None):
+    if with_lpips is None:
+        with_lpips = lpips_module() is not None
+    return evaluation(p.path, weights_stamp(p.path), protocol(), with_lpips)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -184,10 +248,9 @@ def encoded(path: str, stamp: tuple, n: tuple):
     return analysis.encode_sample(load_model(path, stamp), validation_images(n))
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
-def usage_counts(path: str, stamp: tuple, n: tuple) -> np.ndarray:
-    model = load_model(path, stamp)
-    return encoded(path, stamp, n).counts(model.codebook_size)
+def usage_counts(path: str, stamp: tuple, n) -> np.ndarray:
+    """(K,) code counts of the checkpoint under protocol ``n`` (its evaluation's counts)."""
+    return evaluation(path, stamp, n, lpips_module() is not None).counts
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -198,7 +261,7 @@ def health(path: str, stamp: tuple, n: tuple):
 
     model, sample = load_model(path, stamp), encoded(path, stamp, n)
     return codebook_health(model, encoder_outputs(model, None, max_points=8192, encoded=sample),
-                           sample.counts(model.codebook_size))
+                           usage_counts(path, stamp, n))
 
 
 def counts_of(p: Source) -> np.ndarray:
@@ -236,13 +299,12 @@ def prewarm():
     return thread
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
-def comparison_row(path: str, stamp: tuple, label: str, n: tuple, with_lpips: bool) -> dict:
+def comparison_row(path: str, stamp: tuple, label: str, n, with_lpips: bool) -> dict:
+    """The Compare table's row: the checkpoint's evaluation under protocol ``n``."""
     from vqexplore import analysis
 
-    model = load_model(path, stamp)
-    return analysis.comparison_row(label, model, checkpoint_dir=path, images=validation_images(n),
-                                   counts=usage_counts(path, stamp, n), lpips=lpips_module() if with_lpips else None)
+    result = evaluation(path, stamp, n, with_lpips)
+    return analysis.protocol_row(label, load_model(path, stamp).config, result.metrics)
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
@@ -260,7 +322,10 @@ def run_usage(run_dir: str, checkpoints: tuple, n: tuple, max_checkpoints: int):
     def loader(path):
         return load_model(str(path), weights_stamp(str(path)))
 
-    return analysis.usage_over_steps(run_dir, validation_images(n), max_checkpoints=max_checkpoints, loader=loader)
+    def counter(path, model):
+        return usage_counts(str(path), weights_stamp(str(path)), n)
+
+    return analysis.usage_over_steps(run_dir, None, max_checkpoints=max_checkpoints, loader=loader, counter=counter)
 
 
 @st.cache_data(show_spinner=False, ttl=60)
@@ -347,13 +412,12 @@ def sidebar() -> None:
     """The source picker. Every page draws it first (``page()``), so it exists on all pages and
     in ``AppTest`` page switches alike; its values are kept across pages."""
     opts = _options()
-    viewstate.restore_global(list(opts), SAMPLE_SIZES, IMAGE_SIZES)  # a shared link's view, once
-    _seed("selected_sources", [k for k in opts if not k.startswith("run: ")] or list(opts)[:1])
+    # a shared link's view, once
+    viewstate.restore_global(list(opts), SAMPLE_SIZES, IMAGE_SIZES, tuple(PROTOCOL_SOURCES))
+    _seed("selected_sources", default_selection(opts))
     # Options can vanish (a folder deleted): keep only what still exists.
     st.session_state["selected_sources"] = [k for k in st.session_state["selected_sources"] if k in opts]
     _seed("selected_sources", None)
-    _seed("sample_size", DEFAULT_SAMPLE)
-    _seed("image_size", DEFAULT_IMAGE_SIZE)
     with st.sidebar:
         st.multiselect("Checkpoints", list(opts), key="w_selected_sources", on_change=_keep,
                        args=("selected_sources",),
@@ -365,14 +429,113 @@ def sidebar() -> None:
         st.button("Add", on_click=_add_source, key="add_source_button")
         if st.session_state.get("add_error"):
             st.error(st.session_state["add_error"])
-        st.selectbox("Validation images", SAMPLE_SIZES, key="w_sample_size", on_change=_keep, args=("sample_size",),
-                     help="The fixed validation sample (built-in photos) every page measures on.")
-        st.selectbox("Image size (pixels)", IMAGE_SIZES, key="w_image_size", on_change=_keep, args=("image_size",),
-                     help="Side of the validation crops. The study and the demo checkpoints use 64 "
-                          "(a checkpoint's metrics.json says the size it was evaluated at).")
+        protocol_sidebar()
         if not opts:
             st.info(f"No checkpoints found in {checkpoint_root()}: add a folder above, or train one with "
                     f"`python -m trainer --cfg configs/cpu/<name>.yaml`.")
+
+
+def _source_changed() -> None:
+    _keep("protocol_source")
+    for key in ("sample_size", "usage_whole", "protocol_path"):
+        st.session_state.pop(key, None)
+
+
+@st.cache_data(show_spinner=False, max_entries=64, ttl=30)
+def _checked(protocol) -> int:
+    """The protocol's number of images (raises VQExploreError when its source is unusable)."""
+    return protocol.num_images()
+
+
+def protocol_path_refusal(text: str) -> str | None:
+    """On a confined server, a typed data folder must lie inside the checkpoint or run roots (the same
+    rule and the same answer as a typed checkpoint folder); None when ``text`` may be used."""
+    from vqexplore.hub import inside
+
+    roots = local_roots()
+    if roots is None:
+        return None
+    local = text[3:].split(":")[0] if text.startswith("hf:") else text
+    if text.startswith("hf:") and not Path(local).expanduser().exists() and "/" in local and not local.startswith(
+            (".", "/", "~")):
+        return None  # a Hub dataset id
+    if inside(local, roots):
+        return None
+    where = " or ".join(str(r) for r in roots)
+    return f"{text} is not a folder inside {where}; pick the held-out or built-in photos or a folder there"
+
+
+def protocol_sidebar() -> None:
+    """The evaluation protocol's widgets; the chosen ``Protocol`` goes to ``st.session_state["protocol_value"]``
+    (an unusable choice shows one error and the default protocol is used)."""
+    from vqexplore.protocol import HELDOUT_USAGE_SCALES, Protocol
+
+    _seed("protocol_source", DEFAULT_PROTOCOL_SOURCE)
+    src = st.session_state["protocol_source"]
+    if src not in PROTOCOL_SOURCES:
+        src = st.session_state["protocol_source"] = st.session_state["w_protocol_source"] = DEFAULT_PROTOCOL_SOURCE
+    _, counts, default_count = PROTOCOL_SOURCES[src]
+    if st.session_state.get("sample_size") not in counts:
+        st.session_state["sample_size"] = default_count
+    _seed("sample_size", default_count)
+    _seed("image_size", DEFAULT_IMAGE_SIZE)
+    _seed("usage_whole", src == "photos")
+    _seed("protocol_path", "")
+    st.markdown("**Evaluation protocol** (every number on every page)")
+    st.selectbox("Images", list(PROTOCOL_SOURCES), key="w_protocol_source", on_change=_source_changed,
+                 format_func=lambda k: PROTOCOL_SOURCES[k][0],
+                 help="Which images every page measures on: the photo corpus's held-out photos (never trained on; "
+                      "the README's tables and the demo use them), the built-in photos' fixed crops, a folder of "
+                      "images, a Hugging Face dataset or the Downsampled ImageNet val file.")
+    if src in ("folder", "hf", "imagenet64"):
+        st.text_input({"folder": "Image folder (ImageNet layout: its val/; else images held out by path hash)",
+                       "hf": "Dataset: hf:<id or saved folder>[:<split>]",
+                       "imagenet64": "Folder of the Downsampled ImageNet files (val_data), or the file"}[src],
+                      key="w_protocol_path", on_change=_keep, args=("protocol_path",),
+                      placeholder={"folder": "/data/my-images", "hf": "hf:/data/my-dataset",
+                                   "imagenet64": "/data/imagenet64"}[src])
+    st.selectbox("Number of images", counts, key="w_sample_size", on_change=_keep, args=("sample_size",),
+                 format_func=lambda c: "all" if c == "all" else f"{c:,}")
+    st.selectbox("Image size (pixels)", IMAGE_SIZES, key="w_image_size", on_change=_keep, args=("image_size",),
+                 help="Side of the square images (resized, centre-cropped; the built-in photos: fixed crops). "
+                      "The study and the demo checkpoints use 64.")
+    if src in ("photos", "builtin", "folder"):
+        st.toggle(f"Usage over the images whole at {'/'.join(map(str, HELDOUT_USAGE_SCALES))} px",
+                  key="w_usage_whole", on_change=_keep, args=("usage_whole",),
+                  help="Count codebook usage over the same images encoded whole at four sizes (many more tokens "
+                       "than the crops: 8 photos at 64 px are 2,048 tokens, fewer than 4,096 codes). PSNR and SSIM "
+                       "stay on the square images.")
+    count = st.session_state["sample_size"]
+    kw = {"count": None if count == "all" else int(count), "usage_scales":
+          HELDOUT_USAGE_SCALES if st.session_state.get("usage_whole") and src in ("photos", "builtin", "folder")
+          else ()}
+    size = int(st.session_state["image_size"])
+    chosen, problem = None, None
+    try:
+        if src == "photos":
+            chosen = Protocol.heldout_photos(size, **kw)
+        elif src == "builtin":
+            chosen = Protocol.builtin(size, **kw)
+        else:
+            text = (st.session_state.get("protocol_path") or "").strip()
+            if src == "hf" and text and not text.startswith("hf:"):
+                text = "hf:" + text
+            if not text:
+                problem = "Type the folder or dataset above; until then the held-out photos are used."
+            else:
+                problem = protocol_path_refusal(text)
+                if problem is None:
+                    chosen = Protocol(text, "val", size, "center", kw["count"], usage_scales=kw["usage_scales"])
+        if chosen is not None:
+            _checked(chosen)
+    except VQExploreError as e:
+        chosen, problem = None, str(e)
+    except Exception as e:  # never let a data source take the app down
+        log.exception("protocol %r failed", chosen)
+        chosen, problem = None, f"unexpected {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    if problem:
+        st.error(problem + ("" if problem.endswith("used.") else " (the held-out photos are used meanwhile)"))
+    st.session_state["protocol_value"] = chosen or default_protocol()
 
 
 def page(title: str) -> None:
@@ -383,6 +546,7 @@ def page(title: str) -> None:
     viewstate.start_run()
     st.title(title)
     sidebar()
+    st.caption(f"Measured under: {protocol().describe()}")
     unknown = viewstate.unknown_checkpoints()
     if unknown:
         st.warning(f"The link names checkpoint(s) this dashboard does not have: {', '.join(unknown)}; "
@@ -460,6 +624,33 @@ def single_checkpoint_page(title: str) -> tuple[Source, object, tuple]:
     model = model_or_stop(p)
     st.caption(describe(model, p))
     return p, model, sample()
+
+
+def code_dim_of(path: str) -> int | None:
+    """The code dimension of a checkpoint folder from its config.json (no weights loaded)."""
+    import json
+
+    try:
+        cfg = json.loads((Path(path) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    from vqexplore.describe import describe_config
+
+    try:
+        return int(describe_config(cfg).get("code dim"))
+    except (TypeError, ValueError):
+        return None
+
+
+def compatible_pair(labels: list[str], paths: dict[str, str]) -> tuple[str, str]:
+    """The first two labels whose checkpoints have the same code dimension (so their codebooks can be
+    aligned); the first two when none match."""
+    dims = {label: code_dim_of(paths[label]) for label in labels}
+    for i, a in enumerate(labels):
+        for b in labels[i + 1:]:
+            if dims[a] is not None and dims[a] == dims[b]:
+                return a, b
+    return labels[0], labels[1]
 
 
 def describe(model, p: Source) -> str:

@@ -40,7 +40,7 @@ def _as_int(values: list[str], allowed=None) -> int | None:
     return v if allowed is None or v in allowed else None
 
 
-def restore_global(options: list[str], sample_sizes, image_sizes) -> None:
+def restore_global(options: list[str], sample_sizes, image_sizes, sources=()) -> None:
     """At a session's first run: copy the global keys of the opening query into session state.
     ``options``: the checkpoint labels the sidebar offers (others in the link are ignored)."""
     query = _initial()
@@ -58,6 +58,12 @@ def restore_global(options: list[str], sample_sizes, image_sizes) -> None:
     code = _as_int(query.get("code", []))
     if code is not None and code >= 0:
         st.session_state["inspect_code"] = code
+    if query.get("data") and query["data"][-1] in sources:  # the evaluation protocol's source
+        st.session_state["protocol_source"] = query["data"][-1]
+        if query.get("datapath"):
+            st.session_state["protocol_path"] = query["datapath"][-1]
+    if query.get("usage"):
+        st.session_state["usage_whole"] = query["usage"][-1] == "whole"
     n = _as_int(query.get("n", []), sample_sizes)
     if n is not None:
         st.session_state["sample_size"] = n
@@ -99,9 +105,12 @@ def publish() -> None:
         pairs.append(("focus", str(state["focus"])))
     if state.get("inspect_code") is not None:
         pairs.append(("code", str(int(state["inspect_code"]))))
-    for key, query_key in (("sample_size", "n"), ("image_size", "size")):
-        if state.get(key) is not None:
+    for key, query_key in (("protocol_source", "data"), ("protocol_path", "datapath"), ("sample_size", "n"),
+                           ("image_size", "size")):
+        if state.get(key) not in (None, ""):
             pairs.append((query_key, str(state[key])))
+    if state.get("usage_whole") is not None:
+        pairs.append(("usage", "whole" if state["usage_whole"] else "crops"))
     for query_key, session_key in state.get(_TRACKED, {}).items():
         value = state.get(session_key)
         if value is True:  # a toggle: on is "1", off is left out

@@ -40,7 +40,7 @@ __all__ = [
     "default_epochs", "warm_up_projection",
     "weights_fingerprint", "cache_dir", "cached_projection",
     "receptive_field", "CodeGallery", "code_gallery", "decoded_tile",
-    "STUDY_COLUMNS", "describe_config", "comparison_row", "comparison_table",
+    "STUDY_COLUMNS", "describe_config", "comparison_row", "protocol_row", "comparison_table",
     "training_curves", "curve_groups",
 ]
 
@@ -69,12 +69,15 @@ class UsageOverSteps:
 
 
 def usage_over_steps(run_dir: str | Path, images: Tensor, *, max_checkpoints: int | None = 24,
-                     loader: Callable | None = None, batch_size: int = 64) -> UsageOverSteps:
+                     loader: Callable | None = None, batch_size: int = 64,
+                     counter: Callable | None = None) -> UsageOverSteps:
     """Per-code usage of every checkpoint of a run on the same images: codes x steps.
 
     ``max_checkpoints`` keeps that many, evenly spread over the run (always the first and the
-    last). ``loader(path) -> VQModel`` defaults to :func:`vqexplore.load`. A run whose
-    checkpoints disagree on the codebook size raises ValueError.
+    last). ``loader(path) -> VQModel`` defaults to :func:`vqexplore.load`. ``counter(path, model)
+    -> (K,) counts`` replaces counting on ``images`` (e.g. the counts of an evaluation protocol,
+    ``vqexplore.protocol.cached_evaluation``). A run whose checkpoints disagree on the codebook
+    size raises ValueError.
     """
     from .models import load
 
@@ -88,7 +91,7 @@ def usage_over_steps(run_dir: str | Path, images: Tensor, *, max_checkpoints: in
     columns, steps = [], []
     for step, path in ckpts:
         model = loader(path)
-        counts = usage_counts(model, images, batch_size)
+        counts = np.asarray(counter(path, model)) if counter is not None else usage_counts(model, images, batch_size)
         if columns and counts.shape != columns[0].shape:
             raise ValueError(f"{path} has {counts.shape[0]} codes but earlier checkpoints of the run "
                              f"have {columns[0].shape[0]}")
@@ -215,7 +218,8 @@ def code_gallery(model: nn.Module, images: Tensor, code: int, *, max_patches: in
 # ---------------------------------------------------------------------------------------------
 
 STUDY_COLUMNS = ("checkpoint", "quantizer", "levels", "code dim", "codebook size", "l2 norm", "entropy reg",
-                 "ema", "remedy", "usage %", "perplexity", "dead codes", "PSNR", "SSIM", "LPIPS", "rFID", "metrics from")
+                 "ema", "remedy", "usage %", "perplexity", "dead codes", "PSNR", "SSIM", "LPIPS", "rFID",
+                 "bits/image", "bits/pixel", "metrics from")
 
 
 _METRIC_COLUMNS = {"usage": "usage %", "perplexity": "perplexity", "dead_codes": "dead codes",
@@ -260,6 +264,21 @@ def comparison_row(name: str, model: nn.Module, *, checkpoint_dir: str | Path | 
             value = 100.0 * float(value)
         row[column] = value
     row["metrics from"] = " + ".join(sorted(sources)) if sources else "none"
+    return row
+
+
+def protocol_row(name: str, config: Mapping, metrics: Mapping, *, source: str = "") -> dict:
+    """One row of the comparison table from a checkpoint measured under an evaluation protocol
+    (``vqexplore.protocol.ProtocolResult.metrics``): every number from that one measurement, bits per
+    image and per pixel the entropy rate (tokens x the entropy of the token distribution)."""
+    row = {"checkpoint": name, **describe_config(config)}
+    for key, column in _METRIC_COLUMNS.items():
+        value = metrics.get(key)
+        value = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        row[column] = 100.0 * value if key == "usage" and value is not None else value
+    row["bits/image"] = metrics.get("bits_per_image_entropy")
+    row["bits/pixel"] = metrics.get("bits_per_pixel_entropy")
+    row["metrics from"] = source or f"protocol {metrics.get('protocol_key', '?')} ({metrics.get('num_images')} images)"
     return row
 
 

@@ -17,7 +17,7 @@ from vqexplore.hub import list_checkpoints
 ui.page("Aligned codes")
 picked = ui.require_selection()
 sample = ui.sample()
-n = sample[0]
+n = ui.sample_size()
 
 # Every selected checkpoint, and every step of the selected runs, can be A or B.
 choices: dict[str, str] = {}
@@ -37,9 +37,13 @@ if len(labels) < 2:
     ui.footer()
     st.stop()
 
-# Default pair: the first and last step of a run when one is selected, else the first two.
+# Default pair: the first and last step of a run when one is selected, else the first two checkpoints
+# whose codes can be matched (the same code dimension; e.g. not BSQ's 12 against FSQ's 5).
 run_steps = [lab for lab in labels if " @ step " in lab]
-default_a, default_b = (run_steps[0], run_steps[-1]) if len(run_steps) >= 2 else (labels[0], labels[1])
+if len(run_steps) >= 2:
+    default_a, default_b = run_steps[0], run_steps[-1]
+else:
+    default_a, default_b = ui.compatible_pair(labels, choices)
 viewstate.track("a", "align_a", str, lambda v: v in choices)
 viewstate.track("b", "align_b", str, lambda v: v in choices)
 for key, default in (("align_a", default_a), ("align_b", default_b)):
@@ -52,7 +56,7 @@ path_a, path_b = choices[label_a], choices[label_b]
 
 with ui.shown_errors():
     try:
-        with st.spinner(f"Matching codes on {n} validation images..."):
+        with st.spinner(f"Matching codes on the protocol's {n} images..."):
             al, info = cached.alignment(path_a, ui.weights_stamp(path_a), path_b, ui.weights_stamp(path_b), sample)
     except ValueError as e:  # e.g. codebooks of different code dimensions
         st.error(str(e))
@@ -73,7 +77,7 @@ with ui.shown_errors():
                      "alignment; 'raw ids' compares the ids as they are. Raw above aligned means codes kept "
                      "their ids while moving further than codes are apart: the assignment by vectors then "
                      "pairs them differently.")
-    st.caption(f"{s['method']}. Threshold {al.threshold:.4g} (euclidean). {n} validation images.")
+    st.caption(f"{s['method']}. Threshold {al.threshold:.4g} (euclidean). on the protocol's {n} images.")
 
     live_ids = np.flatnonzero(al.live_a)
     if live_ids.size:
@@ -115,8 +119,9 @@ else:
     run_dir = runs[run_label]
     ckpts = list_checkpoints(run_dir)
     with ui.shown_errors():
+        # a slider needs a range: with two checkpoints both are used
         max_ckpts = st.slider("Checkpoints to use (spread over the run)", 2, min(24, len(ckpts)), min(8, len(ckpts)),
-                              key="align_max_ckpts")
+                              key="align_max_ckpts") if len(ckpts) >= 3 else len(ckpts)
         with st.spinner(f"Aligning {max_ckpts} checkpoints..."):
             followed = cached.aligned_run_usage(run_dir, tuple(s for s, _ in ckpts), sample, max_ckpts)
         follow = st.radio("Rows", ["aligned", "id"], horizontal=True, key="align_rows",

@@ -6,7 +6,7 @@ import ui
 from vqexplore import plots
 
 p, model, sample = ui.single_checkpoint_page("Code embeddings")
-n = sample[0]
+n = ui.sample_size()
 
 c1, c2 = st.columns([1, 2])
 method = c1.radio("Projection", ["umap", "pca"], horizontal=True, key="proj_method",

@@ -7,7 +7,7 @@ import ui
 from vqexplore import plots
 
 p, model, sample = ui.single_checkpoint_page("Code inspector")
-n = sample[0]
+n = ui.sample_size()
 k = model.codebook_size
 
 with ui.shown_errors():

@@ -8,7 +8,7 @@ from vqexplore import plots
 from vqexplore.health import FAR_FACTOR
 
 p, model, sample = ui.single_checkpoint_page("Codebook health")
-n = sample[0]
+n = ui.sample_size()
 
 with ui.shown_errors():
     with st.spinner("Measuring distances between codes and encoder outputs..."):

@@ -7,7 +7,7 @@ from vqexplore import analysis, plots
 from vqexplore.hub import list_checkpoints
 
 p, model, sample = ui.single_checkpoint_page("Codebook usage")
-n = sample[0]
+n = ui.sample_size()
 
 with ui.shown_errors():
     with st.spinner("Counting codes..."):
@@ -18,7 +18,7 @@ with ui.shown_errors():
     c2.metric("Perplexity", f"{stats.perplexity:.1f}")
     c3.metric("Dead codes", f"{stats.dead_codes} / {stats.codebook_size}")
     c4.metric("Normalised entropy", f"{stats.normalized_entropy:.3f}")
-    st.caption(f"On {n} validation images ({int(counts.sum())} tokens).")
+    st.caption(f"On the protocol's {n} images ({int(counts.sum()):,} tokens counted).")
     event = st.plotly_chart(plots.usage_heatmap(counts, highlight=st.session_state.get("inspect_code")),
                             width="stretch", key="usage_heatmap")
     st.plotly_chart(plots.usage_histogram(counts), width="stretch", key="usage_histogram")
@@ -38,8 +38,9 @@ if len(ckpts) < 2:
             "`runs/<name>/`, to see when codes die or revive).")
 else:
     with ui.shown_errors():
+        # a slider needs a range: with two checkpoints both are used
         max_ckpts = st.slider("Checkpoints to use (spread over the run)", 2, min(48, len(ckpts)),
-                              min(12, len(ckpts)), key="run_max_ckpts")
+                              min(12, len(ckpts)), key="run_max_ckpts") if len(ckpts) >= 3 else len(ckpts)
         with st.spinner(f"Counting codes in {max_ckpts} checkpoints..."):
             over = ui.run_usage(run_dir, tuple(s for s, _ in ckpts), sample, max_ckpts)
         sort = st.radio("Order codes by", ["first_use", "id"], horizontal=True, key="run_sort",

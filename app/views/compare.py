@@ -11,7 +11,7 @@ from vqexplore import analysis, plots
 ui.page("Compare checkpoints")
 picked = ui.require_selection()
 sample = ui.sample()
-n = sample[0]
+n = ui.sample_size()
 with_lpips = ui.lpips_module() is not None
 VIEWS = {"table": "table and usage curves", "rd": "rate-distortion"}
 viewstate.track("view", "compare_view", str, lambda v: v in VIEWS)
@@ -33,15 +33,18 @@ if rows and view == "table":
         column_config={
             "usage %": st.column_config.NumberColumn("usage", format="%.2f%%"),
             "perplexity": st.column_config.NumberColumn(format="%.1f"),
-            "PSNR": st.column_config.NumberColumn(format="%.4f"),
-            "SSIM": st.column_config.NumberColumn(format="%.4f"),
-            "LPIPS": st.column_config.NumberColumn(format="%.4f"),
+            "PSNR": st.column_config.NumberColumn("PSNR (dB)", format="%.2f"),
+            "SSIM": st.column_config.NumberColumn(format="%.3f"),
+            "LPIPS": st.column_config.NumberColumn(format="%.3f"),
             "rFID": st.column_config.NumberColumn(format="%.2f"),
+            "bits/image": st.column_config.NumberColumn("bits/image (entropy)", format="%.0f"),
+            "bits/pixel": st.column_config.NumberColumn("bits/pixel (entropy)", format="%.3f"),
         })
     notes = []
     if not with_lpips:
         notes.append("LPIPS: " + (ui.weights_status().get("lpips") or "unavailable"))
-    notes.append("rFID is shown only where a checkpoint's metrics.json has it (`python -m trainer eval`).")
+    notes.append(f"Every number under the protocol above ({n} images); rFID needs many images: "
+                 f"`python -m trainer eval` (its metrics.json records the protocol).")
     st.caption(" · ".join(notes))
     st.download_button("Download table (CSV)", table.to_csv(index=False), "comparison.csv", "text/csv")
     if len(table) > 1:
@@ -58,18 +61,13 @@ if curves and view == "table":
                f"early means most codes go unused (codebook collapse).")
 
 if view == "rd":
-    from vqexplore.hub import read_metrics
     from vqexplore.ratedistortion import point_from_row, rate_distortion_table
 
     points = []
     for p, row in zip(picked, rows):
         with ui.shown_errors(f"{p.name}: "):
-            saved = read_metrics(p.path) or {}
-            # Rate and distortion come from where the row's numbers came from: metrics.json (its
-            # image size) or the live sample (the sidebar's).
-            size = int(saved.get("image_size") or sample[1]) if "perplexity" in saved else sample[1]
-            try:
-                points.append(point_from_row(row, ui.model_of(p).config, size))
+            try:  # rate and distortion from the same evaluation as the table, at the protocol's size
+                points.append(point_from_row(row, ui.model_of(p).config, sample.size))
             except ValueError as e:
                 st.warning(str(e))
     viewstate.track("sweep", "rd_sweep", lambda v: v == "1")
@@ -109,9 +107,8 @@ if view == "rd":
     st.caption("One point per checkpoint, coloured by quantizer (filled: the selected checkpoints, open: presets). "
                "Entropy bits = tokens x the empirical entropy of the token distribution on the validation images "
                "(log2 of the perplexity): what a downstream model that learned the code frequencies pays. "
-               "Fixed bits = tokens x log2(codebook size). Numbers come from each checkpoint's metrics.json "
-               "where it has one (its image size), else from the live sample; the sweep's from the rows file it "
-               "writes beside its tables.")
+               "Fixed bits = tokens x log2(codebook size). The selected checkpoints' numbers come from the protocol "
+               "above; the presets' from their own evaluations (the sweep's rows file, each run's metrics.json).")
     st.dataframe(frame, hide_index=True, width="stretch",
                  column_config={c: st.column_config.NumberColumn(format="%.4f")
                                 for c in ("PSNR", "SSIM", "LPIPS", "bits/token (entropy)")} |

@@ -26,7 +26,7 @@ chosen = st.multiselect("Checkpoints side by side", labels, default=labels[:min(
 c1, c2, c3 = st.columns([2, 1, 2])
 source = c1.radio("Images", ["validation", "upload"], horizontal=True, key="recon_source",
                   format_func={"validation": "validation photos", "upload": "upload your own"}.get)
-size = ui.sample()[1]
+size = ui.sample().size
 mode = c2.radio("Size", ["64", "native"], horizontal=True, key="recon_mode",
                 format_func={"64": f"{size} x {size} crop", "native": "native (up to 512 x 512)"}.get)
 LAYERS = {"reconstruction": "reconstruction", "error": "|error|", "tokens": "token map"}
@@ -36,7 +36,9 @@ layer = c3.radio("Swipe the input against", list(LAYERS), horizontal=True, key="
 
 images, names = [], []
 if source == "validation":
-    count = st.slider("Number of validation images", 1, 16, 4, key="recon_count")
+    available = min(16, ui.sample_size())
+    count = st.slider("Number of validation images", 1, available, min(4, available), key="recon_count") \
+        if available > 1 else 1
     batch = ui.validation_images(ui.sample())[:count]
     images = [prepare_image(tensor_to_image(x), mode, size=size) for x in batch]
     names = [f"val {i}" for i in range(len(images))]
@@ -69,10 +71,14 @@ for col, label in zip(header, chosen):
         with st.spinner(f"Reconstructing with {label}..."):
             recs = ui.reconstructions(p.path, ui.weights_stamp(p.path), key, tuple(images), with_lpips)
         results[label] = recs
-        psnr = np.mean([r.psnr for r in recs])
-        ssim = np.mean([r.ssim for r in recs])
-        st.markdown(f"**{label}** · K={models[label].codebook_size} · PSNR {psnr:.2f} dB · SSIM {ssim:.4f}"
-                    + (f" · LPIPS {np.mean([r.lpips for r in recs]):.4f}" if with_lpips else ""))
+        # The checkpoint's numbers under the protocol (the same evaluation as Compare and Codebook usage);
+        # the per-image numbers of the images shown are in the table below.
+        m = ui.evaluation_of(p, with_lpips).metrics
+        st.markdown(f"**{label}** · K={models[label].codebook_size} · usage {100 * m['usage']:.1f}% · "
+                    f"PSNR {m['psnr']:.2f} dB · SSIM {m['ssim']:.3f}"
+                    + (f" · LPIPS {m['lpips']:.3f}" if m.get("lpips") is not None else "")
+                    + f" · {m['bits_per_pixel_entropy']:.3f} bits/pixel",
+                    help=f"On all {m['num_images']} images of the protocol ({m['protocol_description']}).")
 done = [label for label in chosen if label in results]
 scale = widgets.display_scale(images[0].shape[1])
 st.caption(f"Each image is drawn {scale}x (nearest-neighbour, {images[0].shape[1] * scale} px wide): drag the "
@@ -101,7 +107,7 @@ if rows:
     frame = pd.DataFrame(rows)
     st.subheader("Per image")
     st.dataframe(frame, hide_index=True, width="stretch")
-    st.subheader("Batch means")
+    st.subheader("Means of the images shown")
     st.dataframe(frame.groupby("checkpoint", sort=False)[["PSNR", "SSIM", "LPIPS"]].mean().reset_index(),
                  hide_index=True, width="stretch")
     if not with_lpips:
