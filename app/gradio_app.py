@@ -30,37 +30,30 @@ gets one and the same refusal); typed checkpoints are Hub repo ids only, never s
 """
 from __future__ import annotations
 
-import importlib.util
-import sys
+# The project is installed (requirements.txt's `-e .` line, as a Hugging Face Space installs it):
+# `app`, `vqexplore` and `trainer` import as packages, whatever folder this file runs from.
+import base64
+import hashlib
+import io
+import logging
+import math
+import os
+import signal
+import weakref
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-# The one exception to "installed, never on sys.path by hand": a Hugging Face Space runs this file
-# as its app_file after installing requirements.txt only (the project itself is not installed
-# there), so an uninstalled checkout puts its own root on the path. Installed, this does nothing.
-if importlib.util.find_spec("vqexplore") is None:
-    sys.path.insert(0, str(ROOT))
+import gradio as gr
+from gradio.utils import get_upload_folder
+import numpy as np
+import torch
 
-import base64  # noqa: E402
-import hashlib  # noqa: E402
-import io  # noqa: E402
-import logging  # noqa: E402
-import math  # noqa: E402
-import os  # noqa: E402
-import signal  # noqa: E402
+from vqexplore.data import MAX_PIXELS, builtin_photos, load_image
+from vqexplore.errors import VQExploreError
+from vqexplore.hub import looks_like_repo_id
+from vqexplore.reconstruct import NATIVE_MAX_PIXELS, prepare_image, reconstruct
+from vqexplore.utils import write_atomic
 
-import gradio as gr  # noqa: E402
-from gradio.utils import get_upload_folder  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from vqexplore.data import MAX_PIXELS, builtin_photos, load_image  # noqa: E402
-from vqexplore.errors import VQExploreError  # noqa: E402
-from vqexplore.hub import looks_like_repo_id  # noqa: E402
-from vqexplore.reconstruct import NATIVE_MAX_PIXELS, prepare_image, reconstruct  # noqa: E402
-from vqexplore.utils import write_atomic  # noqa: E402
-
-from demo_models import (DEFAULT_CHECKPOINTS, EXTRA_MODEL_CACHE, Entry, LpipsProvider,  # noqa: E402,F401
+from app.demo_models import (DEFAULT_CHECKPOINTS, EXTRA_MODEL_CACHE, Entry, LpipsProvider,  # noqa: F401
                          ModelCache, demo_checkpoints)
 
 log = logging.getLogger("vqexplore.demo")
@@ -316,7 +309,8 @@ class Demo:
             grid = f"{r.indices.shape[0]}x{r.indices.shape[1]}"
             distinct = int(np.unique(r.indices).size)
             gallery += [
-                (png_file(r.reconstruction), f"{entry.name}: reconstruction, PSNR {_fmt(r.psnr, 2)} dB, SSIM {_fmt(r.ssim, 3)}"
+                (png_file(r.reconstruction),
+                 f"{entry.name}: reconstruction, PSNR {_fmt(r.psnr, 2)} dB, SSIM {_fmt(r.ssim, 3)}"
                                    + (f", LPIPS {_fmt(r.lpips, 3)}" if r.lpips is not None else "")),
                 (png_file(r.error_map), f"{entry.name}: error map ({ERROR_MAP_NOTE})"),
                 (png_file(r.token_map), f"{entry.name}: token map, {grid} = {r.num_tokens} tokens "
@@ -430,7 +424,7 @@ def build_demo(entries: list[Entry] | None = None, *, preload: bool = False) -> 
             protocol_button = gr.Button("Measure", elem_id="protocol-run", size="sm")
         protocol_button.click(lambda: protocol_numbers(demo_state), outputs=[protocol_table, protocol_note],
                               api_name="protocol")
-        from gradio_surgery import add_surgery  # app/ is on sys.path: this file's folder
+        from app.gradio_surgery import add_surgery
 
         add_surgery(demo_state, image, mode, names, png_file=png_file, sentence=_sentence,
                     modes=[value for _, value in MODE_CHOICES])
@@ -439,8 +433,16 @@ def build_demo(entries: list[Entry] | None = None, *, preload: bool = False) -> 
                         "type a Hub repo id above.")
         button.click(demo_state.run, inputs=[image, checkpoints, typed, mode],
                      outputs=[model_input, gallery, table, notes], api_name="reconstruct")
-    demo.vqexplore = demo_state  # tests and the benchmark reach the model cache through this
+    _STATES[demo] = demo_state
     return demo
+
+
+_STATES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def state_of(demo) -> "Demo":
+    """The :class:`Demo` (checkpoints, model cache, handlers) behind a ``build_demo()`` app."""
+    return _STATES[demo]
 
 
 def configure_torch_threads(concurrency: int) -> int:
@@ -461,7 +463,7 @@ def main() -> None:
     threads = configure_torch_threads(concurrency)
     demo = build_demo(preload=True)
     log.info("demo checkpoints: %s; concurrency %d x %d torch thread(s)",
-             ", ".join(e.name for e in demo.vqexplore.entries) or "none", concurrency, threads)
+             ", ".join(e.name for e in state_of(demo).entries) or "none", concurrency, threads)
     demo.queue(default_concurrency_limit=concurrency, max_size=_env_int("VQEXPLORE_QUEUE_SIZE", 64))
     # SIGTERM (docker stop, a Space restart) closes the server like Ctrl-C does, so that Gradio's
     # shutdown deletes the uploads and result images instead of leaving them on disk.

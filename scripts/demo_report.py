@@ -23,7 +23,9 @@ from PIL import Image
 import vqexplore
 from trainer.runfacts import read_facts
 from vqexplore.data import photo_arrays, tensor_to_image
+from vqexplore.hub import CONFIG_NAME
 from vqexplore.protocol import Protocol, cached_evaluation
+from vqexplore.runlayout import DEMO_CHECKPOINTS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,7 +56,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(ROOT / "docs"), help="folder for demo_set.md and demo_grid.png")
     a = p.parse_args(argv)
     folders = [Path(c) for c in a.ckpts] if a.ckpts else sorted(
-        d for d in (ROOT / "checkpoints").iterdir() if (d / "config.json").is_file())
+        d for d in DEMO_CHECKPOINTS.iterdir() if (d / CONFIG_NAME).is_file())
     protocol = Protocol.heldout_photos()
     names = [n for n, _ in photo_arrays("val")]
     lines = ["| checkpoint | quantizer | steps trained | PSNR (64 mode) | SSIM | codes used on the held-out photos | "

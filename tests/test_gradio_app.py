@@ -9,7 +9,6 @@ import io
 import os
 import shutil
 import struct
-import sys
 import time
 import zlib
 from pathlib import Path
@@ -309,12 +308,8 @@ def test_browser_upload_shows_reconstructions(server, tmp_path):
 def test_demo_set_from_the_environment_and_models_loaded_once(tmp_path, monkeypatch):
     """In process: the checkpoint list follows VQEXPLORE_CHECKPOINTS / VQEXPLORE_HUB_REPOS, and
     each model is loaded once however many requests ask for it at the same time."""
-    sys.path.insert(0, str(APP.parent))
-    try:
-        import gradio_app
-    finally:
-        sys.path.remove(str(APP.parent))
     import vqexplore
+    from app import gradio_app
 
     checkpoints = make_checkpoints(tmp_path / "ckpts")
     (tmp_path / "ckpts" / "not-a-checkpoint").mkdir()

@@ -2,12 +2,15 @@
 names the remedies for what it sees."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from vqexplore import VQModel, plots
-from vqexplore.health import REMEDY_ROWS, codebook_health
+from trainer.sweep import read_rows, remedy_rows
+from vqexplore.health import codebook_health
 from vqexplore.quantizers import nearest_code
 
 
@@ -33,10 +36,15 @@ def test_codes_far_from_the_data_call_for_restarts():
     lat = _latents()
     codes = np.concatenate([lat[:8], np.full((56, 4), 40.0)])  # 8 codes on the data, 56 far away
     model = _model_with(codes.astype(np.float32))
-    h = codebook_health(model, lat, _counts(model, lat))
+    rows = remedy_rows(read_rows(Path(__file__).resolve().parents[1] / "docs" / "cpu_sweep.json"))
+    h = codebook_health(model, lat, _counts(model, lat), rows)
     assert int(h.dead.sum()) >= 56 and h.dead_far >= 56
     assert "far from every encoder output" in h.diagnosis[0] and "Dead-code restart" in h.diagnosis[0]
-    assert all(f"`{row}`" in h.diagnosis[0] for row in REMEDY_ROWS["dead-code restart"])
+    # the sweep rows that tried each remedy come from the rows' configs, passed in as data
+    assert {"vq-16384-restart", "vq-16384-kmeans-restart"} <= set(rows["dead-code restart"])
+    assert "vq-16384-kmeans" not in rows["dead-code restart"] and "vq-512" not in sum(rows.values(), ())
+    assert all(f"`{row}`" in h.diagnosis[0] for row in rows["dead-code restart"])
+    assert "`" not in codebook_health(model, lat, _counts(model, lat)).diagnosis[0]  # no rows given: none named
 
 
 def test_crowded_codes_call_for_spreading_the_assignments():

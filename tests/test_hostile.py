@@ -55,7 +55,8 @@ def gray_checkpoint(folder: Path) -> None:
     """A valid checkpoint of a 1-channel tokenizer: the apps, which show RGB images, cannot use it."""
     from vqexplore import VQModel
 
-    VQModel(quantizer="vq", codebook_size=16, code_dim=4, hidden_dim=8, n_resblocks=1, in_channels=1).save_pretrained(folder)
+    VQModel(quantizer="vq", codebook_size=16, code_dim=4, hidden_dim=8, n_resblocks=1,
+            in_channels=1).save_pretrained(folder)
 
 
 def api(url: str, data: list, api_name: str = "reconstruct", timeout: float = 120) -> tuple[str, object]:
@@ -228,7 +229,8 @@ def dashboard_tree(tmp_path, monkeypatch):
     from test_dashboard import build_fixture_tree
 
     paths = build_fixture_tree(tmp_path / "served")
-    for key, env in (("checkpoints", "VQEXPLORE_CHECKPOINTS"), ("runs", "VQEXPLORE_RUNS"), ("cache", "VQEXPLORE_CACHE_DIR")):
+    for key, env in (("checkpoints", "VQEXPLORE_CHECKPOINTS"), ("runs", "VQEXPLORE_RUNS"),
+                     ("cache", "VQEXPLORE_CACHE_DIR")):
         monkeypatch.setenv(env, str(paths[key]))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
@@ -440,10 +442,12 @@ def _tiny(tmp: Path, *overrides: str) -> list[str]:
 TRAINER_CASES = {  # name -> (arguments made in a fresh tmp folder, exit code, phrase of the one error line)
     "binary YAML": (_binary_yaml, 2, "is not a text file"),
     "seed beyond 2^64": (lambda t: _tiny(t, f"train.seed={2 ** 64 + 1}"), 2, "train.seed: must lie in [0, 2^64)"),
-    "codebook of 10^9 codes": (lambda t: _tiny(t, "model.codebook_size=1000000000"), 2, "model.codebook_size: 1,000,000,000"),
+    "codebook of 10^9 codes": (lambda t: _tiny(t, "model.codebook_size=1000000000"), 2,
+                               "model.codebook_size: 1,000,000,000"),
     "hidden_dim 10^6": (lambda t: _tiny(t, "model.hidden_dim=1000000"), 2, "model.hidden_dim: 1,000,000 makes"),
     "n_resblocks 10^6": (lambda t: _tiny(t, "model.n_resblocks=1000000"), 2, "model.n_resblocks: must be at most 256"),
-    "NaN commitment_weight": (lambda t: _tiny(t, "model.commitment_weight=.nan"), 2, "model.commitment_weight: must be"),
+    "NaN commitment_weight": (lambda t: _tiny(t, "model.commitment_weight=.nan"), 2,
+                              "model.commitment_weight: must be"),
     "0 x 0 training images": (lambda t: _tiny(t, "data.train=" + _npz_folder(
         t / "zero", "train_data_batch_1", np.zeros((32, 0), np.uint8))), 1, "0 x 0 pixels"),
     "empty validation npz": (lambda t: _tiny(t, "data.val=" + _npz_folder(
@@ -536,7 +540,8 @@ RESUME_CASES = {  # name -> (change before resuming, override given to --resume,
         "old checkpoint", "model.commitment_weight=0.5", "model.commitment_weight: differs from the run"),
     "other commitment_weight, config.yaml edited to agree": (
         "config.yaml agrees", "model.commitment_weight=0.5", "model.commitment_weight: differs from the run"),
-    "the data folder gained images": ("more images", "", "data.train: now gives 3 batches per epoch, the run being resumed had 1"),
+    "the data folder gained images": ("more images", "",
+                                      "data.train: now gives 3 batches per epoch, the run being resumed had 1"),
     "corrupt config.yaml, an older checkpoint": ("corrupt config.yaml, old checkpoint", "", "config.yaml is corrupt"),
 }
 

@@ -9,7 +9,6 @@ import socket
 import pytest
 import torch
 import torch.multiprocessing as mp
-import torch.nn.functional as F
 
 from vqexplore import VQModel
 from vqexplore.errors import ConfigError

@@ -388,8 +388,9 @@ def test_sweep_writes_tables(tmp_path, capsys):
     assert "| VQ | k-means init + dead-code restart 0.5 | no | 8 | 32 |" in text
     rows = json.loads(out.with_suffix(".json").read_text())["rows"]
     assert sorted(r["name"] for r in rows) == ["fsq-555", "vq-32", "vq-32-restart"]
-    from vqexplore.ratedistortion import points_from_sweep_table
+    from trainer.sweep import read_rows
+    from vqexplore.ratedistortion import points_from_sweep_rows
 
-    points = {p.name: p for p in points_from_sweep_table(out)}
+    points = {p.name: p for p in points_from_sweep_rows(read_rows(out))}
     assert points["vq-32-restart"].variant == "code dim 8, k-means init + dead-code restart 0.5"
     assert points["fsq-555"].codebook_size == 125

@@ -11,7 +11,6 @@ README's pictures in docs/screenshots/ (look at them before committing)."""
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from app.pages import PAGES as REGISTRY
 from test_dashboard import tree_digest
 from test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, _free_port, _no_exception, wait_rendered
 
@@ -28,8 +28,8 @@ REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "tests" / "artifacts" / "views"
 DOCS = REPO / "docs" / "screenshots"
 DEMOS = ["vq-4096", "fsq-75555", "simvq-4096", "vq-4096-restart", "vq-l2-4096", "bsq-4096"]
-# The menu as app/dashboard.py declares it (st.Page titles, in order).
-NAV = re.findall(r'st\.Page\("views/[^"]+", title="([^"]+)"', (REPO / "app" / "dashboard.py").read_text())
+# The menu as app/pages.py declares it (titles, in order).
+NAV = [p.title for p in REGISTRY]
 
 
 def test_the_demo_set_is_committed():
@@ -149,7 +149,8 @@ def test_deep_links_show_one_navigation_on_a_fresh_server(env, browser, tmp_path
         assert tab.get_by_text("Page not found").count() == 0
         _wait_url(tab, lambda u: "ckpt=vq-4096" in u and "/compare" in u)
         _shot(tab, "navigation")
-        for path, title in (("/aligned_codes", "Aligned codes"), ("/training", "Training"), ("/", "Compare checkpoints")):
+        for path, title in (("/aligned_codes", "Aligned codes"), ("/training", "Training"),
+                            ("/", "Compare checkpoints")):
             other = _tab(browser)
             other.goto(f"{url}{path}")
             other.wait_for_selector(f"h1:has-text('{title}')", timeout=120_000)
@@ -246,9 +247,10 @@ def test_rate_distortion_with_the_sweep_preset(server, browser):
     legend = chart.locator(".legend").text_content()
     for name in ("VQ · selected", "FSQ · selected", "SimVQ · selected", "VQ · CPU sweep", "FSQ · CPU sweep"):
         assert name in legend
-    from vqexplore.ratedistortion import points_from_sweep_table
+    from trainer.sweep import read_rows
+    from vqexplore.ratedistortion import points_from_sweep_rows
 
-    rows = len(points_from_sweep_table(REPO / "docs" / "cpu_sweep.md"))
+    rows = len(points_from_sweep_rows(read_rows(REPO / "docs" / "cpu_sweep.md")))
     assert chart.locator(".scatterlayer .point").count() == len(DEMOS) + rows
     _shot(tab, "rate_distortion", clip={"x": 300, "y": 0, "width": 1200, "height": 1000})
     tab.close()

@@ -178,7 +178,8 @@ def from_dict(raw: Any) -> Config:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"the config must be a mapping with sections {', '.join(_SECTIONS)}, got {type(raw).__name__}")
+        raise ConfigError(f"the config must be a mapping with sections {', '.join(_SECTIONS)}, "
+                          f"got {type(raw).__name__}")
     top = {"name", "out_dir", *_SECTIONS}
     kwargs = {}
     for key, value in raw.items():
@@ -214,7 +215,8 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             value = text
         if len(parts) == 1:
             if parts[0] in _SECTIONS:
-                raise ConfigError(f"override {item!r}: {parts[0]} is a section; set one of its keys, e.g. {parts[0]}.<key>=...")
+                raise ConfigError(f"override {item!r}: {parts[0]} is a section; set one of its keys, e.g. "
+                                  f"{parts[0]}.<key>=...")
             raw[parts[0]] = value
         else:
             section, sub = parts
@@ -237,7 +239,8 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
 def _check_data_source(key: str, source: str) -> None:
     source = source.strip()
     if not source:
-        raise ConfigError(f"{key}: empty; use 'builtin', 'photos', an image folder, the Downsampled ImageNet files or hf:<dataset>")
+        raise ConfigError(f"{key}: empty; use 'builtin', 'photos', an image folder, the Downsampled ImageNet files or "
+                          "hf:<dataset>")
     if source.lower() in NAMED_SOURCES:
         return
     if source.startswith("hf:"):
@@ -331,8 +334,10 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
 # Keys that may differ when a run is resumed (everything else must match the saved config).
 RESUMABLE_CHANGES = {
     "train.steps", "train.log_every", "train.val_every", "train.val_images", "train.grid_images",
-    "train.ckpt_every", "train.keep_last", "train.device", "train.threads", "train.deterministic", "train.compile", "train.channels_last",
-    "data.num_workers", "data.in_memory", "data.device_crops", "eval.lpips_weights", "eval.rfid_weights", "eval.batch_size",
+    "train.ckpt_every", "train.keep_last", "train.device", "train.threads", "train.deterministic", "train.compile",
+    "train.channels_last",
+    "data.num_workers", "data.in_memory", "data.device_crops", "eval.lpips_weights", "eval.rfid_weights",
+    "eval.batch_size",
     "out_dir",
 }
 

@@ -120,5 +120,6 @@ def export_projector(ckpt: str, out: str | os.PathLike, *, data: str = "builtin"
         "}\n")
     write_atomic(out / CONFIG_NAME, lambda f: f.write(config.encode()))
     return {"out": str(out), "tensor_name": name, "codebook_size": int(vectors.shape[0]),
-            "code_dim": int(vectors.shape[1]), "used_codes": int((counts > 0).sum()), "num_images": int(images.shape[0]),
+            "code_dim": int(vectors.shape[1]), "used_codes": int((counts > 0).sum()),
+            "num_images": int(images.shape[0]),
             "tile_px": tile_px, "sprite_px": int(sheet.shape[0])}

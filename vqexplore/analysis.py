@@ -32,10 +32,13 @@ from .encoding import (EncodedSample, batches, device_of, encode_indices, encode
 from .hub import list_checkpoints, read_metrics, read_run_metrics
 from .projection import (PROJECTION_METHODS, Projection, cached_projection, default_epochs, default_seed,
                          encoder_outputs, project_codebook, warm_up_projection, weights_fingerprint)
+from .metricinfo import METRIC, TABLE_METRICS
+from .runlayout import EVAL_METRICS
 from .utils import cache_dir, eval_mode, flatten
 
 __all__ = [
-    "encode_indices", "usage_counts", "usage_stats", "EncodedSample", "encode_sample", "UsageOverSteps", "usage_over_steps",
+    "encode_indices", "usage_counts", "usage_stats", "EncodedSample", "encode_sample", "UsageOverSteps",
+    "usage_over_steps",
     "encoder_outputs", "Projection", "project_codebook", "PROJECTION_METHODS", "default_seed",
     "default_epochs", "warm_up_projection",
     "weights_fingerprint", "cache_dir", "cached_projection",
@@ -217,13 +220,9 @@ def code_gallery(model: nn.Module, images: Tensor, code: int, *, max_patches: in
 # Comparison table in the study's layout
 # ---------------------------------------------------------------------------------------------
 
+_METRIC_COLUMNS = {k: METRIC[k].column for k in TABLE_METRICS}  # the registry: vqexplore.metricinfo
 STUDY_COLUMNS = ("checkpoint", "quantizer", "levels", "code dim", "codebook size", "l2 norm", "entropy reg",
-                 "ema", "remedy", "usage %", "perplexity", "dead codes", "PSNR", "SSIM", "LPIPS", "rFID",
-                 "bits/image", "bits/pixel", "metrics from")
-
-
-_METRIC_COLUMNS = {"usage": "usage %", "perplexity": "perplexity", "dead_codes": "dead codes",
-                   "psnr": "PSNR", "ssim": "SSIM", "lpips": "LPIPS", "rfid": "rFID"}
+                 "ema", "remedy", *_METRIC_COLUMNS.values(), "bits/image", "bits/pixel", "metrics from")
 
 
 def comparison_row(name: str, model: nn.Module, *, checkpoint_dir: str | Path | None = None,
@@ -245,7 +244,7 @@ def comparison_row(name: str, model: nn.Module, *, checkpoint_dir: str | Path | 
     sources = set()
     if values:
         n = saved.get("num_images")
-        sources.add(f"metrics.json ({n} images)" if n else "metrics.json")
+        sources.add(f"{EVAL_METRICS} ({n} images)" if n else EVAL_METRICS)
     live_keys = [k for k in _METRIC_COLUMNS if k not in values and k != "rfid" and (k != "lpips" or lpips is not None)]
     if live_keys and images is not None:
         need_recon = bool({"psnr", "ssim", "lpips"} & set(live_keys))
@@ -259,10 +258,7 @@ def comparison_row(name: str, model: nn.Module, *, checkpoint_dir: str | Path | 
                 values[k] = live[k]
         sources.add(f"live ({images.shape[0]} val images)")
     for key, column in _METRIC_COLUMNS.items():
-        value = values.get(key)
-        if key == "usage" and value is not None:
-            value = 100.0 * float(value)
-        row[column] = value
+        row[column] = METRIC[key].display(values.get(key))
     row["metrics from"] = " + ".join(sorted(sources)) if sources else "none"
     return row
 

@@ -15,6 +15,7 @@ codes remove it. Everything here is computed in the code space (``quantizer.to_c
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,16 +27,23 @@ from .quantizers import nearest_code
 # times the live codes' typical (median) distance to theirs.
 FAR_FACTOR = 1.5
 
-# Sweep rows (configs/cpu, docs/cpu_sweep.md) that tried each remedy, for the diagnosis' links.
-REMEDY_ROWS = {
-    "k-means init": ("vq-16384-kmeans", "vq-l2-16384-kmeans"),
-    "dead-code restart": ("vq-16384-restart", "vq-16384-kmeans-restart"),
-    "l2-normalised codes": ("vq-l2-2048", "vq-l2-16384"),
-    "entropy regularisation": ("vq-entropy-2048", "vq-entropy-16384"),
-    "a smaller code dimension": ("vq-d8-2048", "vq-d8-16384"),
-    "rotation trick": ("vq-16384-rotation", "vq-l2-16384-rotation"),
-    "FSQ, SimVQ, LFQ or BSQ": ("fsq-88865", "simvq-16384", "lfq-16384", "bsq-16384"),
-}
+# The remedies the diagnosis names. Which trained rows tried each one is data the caller passes
+# (``remedy_rows``: remedy -> row names, e.g. ``trainer.sweep.remedy_rows`` of the CPU sweep's rows).
+REMEDIES = ("k-means init", "dead-code restart", "l2-normalised codes", "entropy regularisation",
+            "a smaller code dimension", "rotation trick", "FSQ, SimVQ, LFQ or BSQ")
+
+
+def remedies_of(config) -> tuple[str, ...]:
+    """The :data:`REMEDIES` a model config (``VQModel.config``) turns on."""
+    q = config.get("quantizer")
+    tried = {"k-means init": bool(config.get("kmeans_init")),
+             "dead-code restart": bool(config.get("dead_code_threshold")),
+             "l2-normalised codes": bool(config.get("l2_norm")),
+             "entropy regularisation": bool(config.get("entropy_reg")),
+             "a smaller code dimension": q in ("vq", "ibq") and (config.get("code_dim") or 64) < 64,
+             "rotation trick": bool(config.get("rotation_trick")),
+             "FSQ, SimVQ, LFQ or BSQ": q in ("fsq", "simvq", "lfq", "bsq")}
+    return tuple(r for r in REMEDIES if tried[r])
 
 
 @dataclass
@@ -81,9 +89,11 @@ def _nearest_distance(codes: torch.Tensor, latents: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def codebook_health(model, latents: np.ndarray, counts: np.ndarray) -> CodebookHealth:
+def codebook_health(model, latents: np.ndarray, counts: np.ndarray,
+                    remedy_rows: Mapping[str, Sequence[str]] | None = None) -> CodebookHealth:
     """Health of ``model``'s codebook given encoder outputs in code space ``latents`` (M, D) (e.g.
-    ``projection.encoder_outputs``) and per-code token counts ``counts`` (K,) on the same sample."""
+    ``projection.encoder_outputs``) and per-code token counts ``counts`` (K,) on the same sample.
+    ``remedy_rows``: remedy -> names of trained rows that tried it, quoted in the diagnosis."""
     codes = model.codebook_vectors().detach().float().cpu()
     lat = torch.as_tensor(np.asarray(latents, dtype=np.float32))
     counts = np.asarray(counts)
@@ -96,17 +106,17 @@ def codebook_health(model, latents: np.ndarray, counts: np.ndarray) -> CodebookH
     explicit = any(p.requires_grad for p in model.quantizer.parameters()) or \
         hasattr(model.quantizer, "ema_embed_sum")
     health = CodebookHealth(codes.shape[0], counts, nearest, codes.norm(dim=1).numpy(), far, explicit)
-    health.diagnosis = diagnose(health)
+    health.diagnosis = diagnose(health, remedy_rows)
     return health
 
 
-def _rows(remedy: str) -> str:
-    return ", ".join(f"`{r}`" for r in REMEDY_ROWS[remedy])
+def diagnose(h: CodebookHealth, remedy_rows: Mapping[str, Sequence[str]] | None = None) -> list[str]:
+    """Plain-words reading of a :class:`CodebookHealth`, naming remedies and, where ``remedy_rows``
+    gives them, the trained rows that tried each."""
+    def tried(remedy: str) -> str:
+        names = (remedy_rows or {}).get(remedy) or ()
+        return " (tried in " + ", ".join(f"`{r}`" for r in names) + ")" if names else ""
 
-
-def diagnose(h: CodebookHealth) -> list[str]:
-    """Plain-words reading of a :class:`CodebookHealth`, naming remedies and the sweep rows
-    (``configs/cpu/<row>.yaml``, table in ``docs/cpu_sweep.md``) that tried them."""
     dead = int(h.dead.sum())
     usage = 1 - dead / h.codebook_size
     out = []
@@ -116,22 +126,22 @@ def diagnose(h: CodebookHealth) -> list[str]:
         out.append(f"{dead:,} of {h.codebook_size:,} grid points are never reached. This codebook is a fixed "
                    f"grid, so no restart applies: its points go unused because the encoder outputs do not "
                    f"spread over every cell. More varied data, fewer levels or bits, or an entropy term "
-                   f"(LFQ/BSQ's) spread them; compare {_rows('FSQ, SimVQ, LFQ or BSQ')}.")
+                   f"(LFQ/BSQ's) spread them{tried('FSQ, SimVQ, LFQ or BSQ')}.")
     elif h.dead_far >= h.dead_near:
         out.append(f"{h.dead_far:,} of the {dead:,} dead codes lie far from every encoder output (over "
                    f"{FAR_FACTOR:g}x the live codes' typical distance to theirs): they were never pulled into "
-                   f"the data. Dead-code restart moves them onto encoder outputs ({_rows('dead-code restart')}); "
-                   f"k-means init starts them there ({_rows('k-means init')}); l2-normalised codes keep codes and "
-                   f"data on one sphere ({_rows('l2-normalised codes')}).")
+                   f"the data. Dead-code restart moves them onto encoder outputs{tried('dead-code restart')}; "
+                   f"k-means init starts them there{tried('k-means init')}; l2-normalised codes keep codes and "
+                   f"data on one sphere{tried('l2-normalised codes')}.")
     else:
         out.append(f"{h.dead_near:,} of the {dead:,} dead codes sit among the encoder outputs but a neighbour "
                    f"wins every token: the codebook is crowded where the data is. Entropy regularisation "
-                   f"spreads the assignments ({_rows('entropy regularisation')}); a smaller code dimension "
-                   f"({_rows('a smaller code dimension')}) or a quantizer whose codes cannot crowd "
-                   f"({_rows('FSQ, SimVQ, LFQ or BSQ')}) avoid it; dead-code restart re-seeds them "
-                   f"({_rows('dead-code restart')}).")
+                   f"spreads the assignments{tried('entropy regularisation')}; a smaller code dimension"
+                   f"{tried('a smaller code dimension')} or a quantizer whose codes cannot crowd"
+                   f"{tried('FSQ, SimVQ, LFQ or BSQ')} avoid it; dead-code restart re-seeds them"
+                   f"{tried('dead-code restart')}.")
     if h.explicit and h.norm_spread > 0.5:
         out.append(f"Code norms vary widely (std/mean {h.norm_spread:.2f}): long codes can win tokens from "
-                   f"short ones regardless of direction. l2-normalised codes remove that "
-                   f"({_rows('l2-normalised codes')}).")
+                   f"short ones regardless of direction. l2-normalised codes remove that"
+                   f"{tried('l2-normalised codes')}.")
     return out

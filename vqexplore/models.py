@@ -446,7 +446,8 @@ def _check_binary(cfg: dict) -> None:
     k = 512 if k is None else k
     if k < 2 or k & (k - 1):
         hint = f" (e.g. {1 << max(1, (k - 1).bit_length())})" if k >= 2 else ""
-        raise ConfigError(f"must be a power of two >= 2 for quantizer={quantizer!r}, got {k}{hint}", key="codebook_size")
+        raise ConfigError(f"must be a power of two >= 2 for quantizer={quantizer!r}, got {k}{hint}",
+                          key="codebook_size")
     d = k.bit_length() - 1
     if cfg["code_dim"] is not None and cfg["code_dim"] != d:
         raise ConfigError(f"{cfg['code_dim']} contradicts codebook_size={k} (quantizer={quantizer!r} needs "

@@ -406,7 +406,8 @@ def rate_distortion(frame, *, x: str = "bits (entropy)", y: str = "PSNR", highli
                 x=part[x], y=part[y], mode="markers+text" if any(labels) else "markers",
                 name=f"{quantizer} · {group}", text=labels, textposition="top center",
                 marker=dict(color=QUANTIZER_COLORS.get(quantizer, "#7f7f7f"), symbol=symbols[s_index % len(symbols)],
-                            size=13 if s_index == 0 else 10, line=dict(width=2, color=QUANTIZER_COLORS.get(quantizer, "#7f7f7f"))),
+                            size=13 if s_index == 0 else 10,
+                            line=dict(width=2, color=QUANTIZER_COLORS.get(quantizer, "#7f7f7f"))),
                 customdata=np.stack([part["checkpoint"], part["variant"], part["codebook size"],
                                      part["bits (fixed)"].round(0), part["bits (entropy)"].round(1),
                                      part["source"]], axis=1),
@@ -436,7 +437,8 @@ def alignment_scatter(distance: np.ndarray, counts: np.ndarray, persists: np.nda
             x=distance[mask], y=np.maximum(counts[mask], 1), mode="markers", name=f"{name} ({int(mask.sum())})",
             marker=dict(color=color, size=8, opacity=0.8),
             customdata=np.stack([codes[mask], counts[mask], distance[mask]], axis=1),
-            hovertemplate="code %{customdata[0]}<br>count %{customdata[1]}<br>moved %{customdata[2]:.3f}<extra></extra>"))
+            hovertemplate="code %{customdata[0]}<br>count %{customdata[1]}<br>"
+                          "moved %{customdata[2]:.3f}<extra></extra>"))
     fig.add_vline(x=threshold, line=dict(dash="dash", color="#555"), annotation_text="threshold")
     fig.update_layout(title=title or "Live codes: distance to their match vs usage", margin=_MARGIN,
                       legend=dict(orientation="h", y=-0.2), xaxis_title="distance to the matched code",

@@ -96,7 +96,8 @@ def _cache_umap_kernels() -> None:
                 old = getattr(module, name)
                 if not hasattr(old, "py_func") or old.targetoptions.get("cache"):
                     return
-                opts = {k: v for k, v in old.targetoptions.items() if k in ("parallel", "fastmath", "nogil", "error_model")}
+                opts = {k: v for k, v in old.targetoptions.items() if k in ("parallel", "fastmath", "nogil",
+                                                                            "error_model")}
                 new = numba.njit(cache=True, locals=dict(getattr(old, "locals", {}) or {}), **opts)(old.py_func)
                 setattr(module, name, new)
 
