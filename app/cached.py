@@ -79,7 +79,9 @@ def evaluation(path: str, stamp: tuple, protocol, with_lpips: bool = False):
     Every number a page shows about a checkpoint comes from here."""
     from vqexplore.protocol import cached_evaluation
 
-    return cached_evaluation(path, load_model(path, stamp), protocol, lpips=lpips_module() if with_lpips else None)
+    # the model is loaded only when something must be measured (a result on disk needs none)
+    return cached_evaluation(path, lambda: load_model(path, stamp), protocol,
+                             lpips=lpips_module() if with_lpips else None)
 
 
 def evaluation_of(p: Source, with_lpips: bool | None = None):
@@ -152,7 +154,15 @@ def comparison_row(path: str, stamp: tuple, label: str, n, with_lpips: bool) -> 
     from vqexplore import analysis
 
     result = evaluation(path, stamp, n, with_lpips)
-    return analysis.protocol_row(label, load_model(path, stamp).config, result.metrics)
+    return analysis.protocol_row(label, config_of(path, stamp), result.metrics)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def config_of(path: str, stamp: tuple) -> dict:
+    """The checkpoint's config.json (no weights loaded)."""
+    from vqexplore.hub import CONFIG_NAME, read_config
+
+    return read_config(Path(path) / CONFIG_NAME)
 
 
 @st.cache_data(show_spinner=False, max_entries=256)

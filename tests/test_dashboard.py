@@ -143,10 +143,11 @@ def _check_page(at, page: str, n_selected: int) -> None:
 
 
 def test_every_page_on_tiny_checkpoints(tree):
-    at = _app()
-    _check_page(at, "compare", len(TINY))
+    at = _app()  # opens on the newest run, then the checkpoints
+    assert at.session_state["selected_sources"] == ["run: tiny-run", *TINY]
+    _check_page(at, "compare", len(TINY) + 1)
     for page in PAGES:
-        _check_page(_open(at, page), page, len(TINY))
+        _check_page(_open(at, page), page, len(TINY) + 1)
 
 
 @pytest.mark.skipif(not any((REPO / "checkpoints").glob("*/model.safetensors")),
@@ -156,9 +157,12 @@ def test_every_page_on_demo_checkpoints(tree, monkeypatch):
     before = tree_digest(REPO / "checkpoints")
     at = _app()
     n = len(list((REPO / "checkpoints").glob("*/model.safetensors")))
+    at.sidebar.multiselect(key="w_selected_sources").set_value([p.parent.name for p in sorted(
+        (REPO / "checkpoints").glob("*/model.safetensors"))]).run()
+    at.sidebar.selectbox(key="w_protocol_source").select("builtin").run()
     at.sidebar.selectbox(key="w_sample_size").select(16).run()  # keep it quick on 2 cores
     at.sidebar.selectbox(key="w_image_size").select(32).run()  # quicker than the demos' 64 (any multiple of 4)
-    assert any("16 validation images" in c.value for c in at.caption)
+    assert any("Measured under: built-in photos" in c.value and "16 images" in c.value for c in at.caption)
     # PCA here: a 16,384-code UMAP is what bench/dashboard.py times; the UMAP path of the page
     # runs in test_every_page_on_tiny_checkpoints.
     at.session_state["proj_method"] = "pca"

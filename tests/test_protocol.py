@@ -156,6 +156,7 @@ def test_one_checkpoint_reads_the_same_everywhere(tmp_path):
     checkpoint; every view measures in its own cache folder (or process), none reads metrics.json."""
     from streamlit.testing.v1 import AppTest
 
+    from helpers.dashboard import APP, open_page
     from helpers.servers import start_demo, stop
 
     ckpts, runs = tmp_path / "ckpts", tmp_path / "runs"
@@ -178,16 +179,16 @@ def test_one_checkpoint_reads_the_same_everywhere(tmp_path):
     os.environ.update(VQEXPLORE_CHECKPOINTS=str(ckpts), VQEXPLORE_RUNS=str(runs),
                       VQEXPLORE_CACHE_DIR=str(tmp_path / "cache-dash"))
     try:
-        at = AppTest.from_file(str(REPO / "app" / "dashboard.py"), default_timeout=600)
+        at = AppTest.from_file(str(APP), default_timeout=600)
         at.run()
         assert not at.exception and not at.error, ([e.value for e in at.exception], [e.value for e in at.error])
         assert any(protocol.key in c.value for c in at.caption), "the page header states the protocol"
         row = at.dataframe[0].value.iloc[0]
         compare = {"usage": row["usage %"], "psnr": row["PSNR"], "ssim": row["SSIM"]}
-        at.switch_page("views/codebook_usage.py").run()
+        open_page(at, "codebook_usage")
         assert not at.exception and not at.error
         usage_page = {"usage": _pct(next(m.value for m in at.metric if m.label == "Codebook usage"))}
-        at.switch_page("views/reconstructions.py").run()
+        open_page(at, "reconstructions")
         assert not at.exception and not at.error
         header = next(m.value for m in at.markdown if m.value.startswith("**tiny-vq**"))
         recon = {"usage": _pct(header), "psnr": float(re.search(r"PSNR ([\d.]+) dB", header).group(1)),

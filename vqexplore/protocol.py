@@ -167,17 +167,17 @@ class Protocol:
 
     @property
     def key(self) -> str:
-        """A stable 12-hex-digit hash of the protocol (equal protocols, equal keys, in any process)."""
-        text = json.dumps({"v": _VERSION, **self.as_dict()}, sort_keys=True)
+        """A stable 12-hex-digit hash of which images are measured and how (every field but ``metrics``,
+        which only choose the numbers reported): equal keys, equal numbers, in any process. ``trainer
+        eval`` (which adds LPIPS and rFID) and the dashboard name the same protocol by the same key."""
+        text = json.dumps({"v": _VERSION, **{k: v for k, v in self.as_dict().items() if k != "metrics"}},
+                          sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     @property
     def data_key(self) -> str:
-        """The key of the images alone (every field but ``metrics``): results measured with more
-        metrics under the same images answer a protocol asking for fewer."""
-        text = json.dumps({"v": _VERSION, **{k: v for k, v in self.as_dict().items() if k != "metrics"}},
-                          sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
+        """Alias of :attr:`key` (the images alone)."""
+        return self.key
 
     @property
     def usage_key(self) -> str:
@@ -426,9 +426,12 @@ def protocol_of_metrics(metrics: dict | None) -> Protocol | None:
         return None
 
 
-def cached_evaluation(checkpoint_dir: str | Path, model: nn.Module, protocol: Protocol, *, lpips=None, rfid=None,
+def cached_evaluation(checkpoint_dir: str | Path, model, protocol: Protocol, *, lpips=None, rfid=None,
                       cache: Path | None = None, batch_size: int = 64, workers: int = 0) -> ProtocolResult:
     """:func:`evaluate_protocol`, kept on disk per (sha256 of the weights, protocol key).
+
+    model: the checkpoint's model, or a function of no arguments returning it (called only when
+    something has to be measured: a result on disk or in metrics.json needs no model at all).
 
     A second call in any process reads the result back (``from_cache=True``). The usage counts of a
     protocol with ``usage_scales`` are kept apart, per ``usage_key``, so changing only the size
@@ -440,7 +443,8 @@ def cached_evaluation(checkpoint_dir: str | Path, model: nn.Module, protocol: Pr
 
     folder = (cache or cache_dir()) / "evaluations"
     weights = weights_hash(checkpoint_dir)
-    key = protocol.key + ("-lpips" if lpips is not None and "lpips" in protocol.metrics else "") \
+    key = f"{protocol.key}-{'+'.join(protocol.metrics)}" \
+        + ("-lpips" if lpips is not None and "lpips" in protocol.metrics else "") \
         + ("-rfid" if rfid is not None and "rfid" in protocol.metrics else "")
     hit = _read_cached(folder, weights, key)
     if hit is not None:
@@ -448,7 +452,8 @@ def cached_evaluation(checkpoint_dir: str | Path, model: nn.Module, protocol: Pr
     saved = read_metrics(checkpoint_dir) or {}
     saved_protocol = protocol_of_metrics(saved)
     from_json = (saved_protocol is not None and saved.get("weights_sha256") == weights
-                 and isinstance(saved.get("code_counts"), list) and len(saved["code_counts"]) == model.codebook_size)
+                 and isinstance(saved.get("code_counts"), list)
+                 and len(saved["code_counts"]) == saved.get("codebook_size"))
     if (from_json and saved_protocol.data_key == protocol.data_key
             and set(protocol.metrics) <= set(saved_protocol.metrics)
             and (lpips is None or "lpips" not in protocol.metrics or saved.get("lpips") is not None)):
@@ -466,6 +471,8 @@ def cached_evaluation(checkpoint_dir: str | Path, model: nn.Module, protocol: Pr
         usage_counts = hit_usage[1] if hit_usage is not None else None
         if usage_counts is None and from_json and saved_protocol.usage_key == protocol.usage_key:
             usage_counts = np.asarray(saved["code_counts"], dtype=np.int64)
+    if not isinstance(model, nn.Module):
+        model = model()
     result = evaluate_protocol(model, protocol, lpips=lpips, rfid=rfid, batch_size=batch_size, counts=usage_counts,
                                workers=workers)
     if protocol.usage_scales and usage_counts is None:

@@ -60,7 +60,8 @@ def render() -> None:
         for p, row in zip(picked, rows):
             with ui.shown_errors(f"{p.name}: "):
                 try:  # rate and distortion from the same evaluation as the table, at the protocol's size
-                    points.append(point_from_row(row, cached.model_of(p).config, sample.size))
+                    points.append(point_from_row(row, cached.config_of(p.path, sources.weights_stamp(p.path)),
+                                                  sample.size))
                 except ValueError as e:
                     st.warning(str(e))
         viewstate.track("sweep", "rd_sweep", lambda v: v == "1")
