@@ -81,7 +81,7 @@ def evaluation(path: str, stamp: tuple, protocol, with_lpips: bool = False):
 
     # the model is loaded only when something must be measured (a result on disk needs none)
     return cached_evaluation(path, lambda: load_model(path, stamp), protocol,
-                             lpips=lpips_module() if with_lpips else None)
+                             lpips=lpips_module() if with_lpips else None, images=lambda: validation_images(protocol))
 
 
 def evaluation_of(p: Source, with_lpips: bool | None = None):
@@ -127,6 +127,21 @@ def projection(path: str, stamp: tuple, method: str, with_latents: bool, n):
                                       encoded=encoded(path, stamp, n) if with_latents else None,
                                       seed=analysis.default_seed(model.codebook_size),
                                       n_epochs=analysis.default_epochs(model.codebook_size))
+
+
+def warm_models(paths_and_stamps: list[tuple[str, tuple]]) -> None:
+    """Load these checkpoints' models in a background thread (a page that only read results from disk
+    loaded none): the next measurement, e.g. after the protocol's size changes, finds them loaded."""
+    import threading
+
+    def work():
+        for path, stamp in paths_and_stamps:
+            try:
+                load_model(path, stamp)
+            except Exception:  # only a speed-up: a broken checkpoint says so where it is used
+                pass
+
+    threading.Thread(target=work, name="vqexplore-warm-models", daemon=True).start()
 
 
 @st.cache_resource(show_spinner=False)
@@ -188,9 +203,11 @@ def run_usage(run_dir: str, checkpoints: tuple, n, max_checkpoints: int):
 
 @st.cache_data(show_spinner=False, ttl=60)
 def weights_status() -> dict:
+    """LPIPS / rFID weights on this machine (local files only: the dashboard never downloads, and a
+    reachability check of the download hosts cost seconds of every fresh server's first page)."""
     from vqexplore.metrics import weights_status as status
 
-    return status()
+    return status(network=False)
 
 
 @st.cache_resource(show_spinner=False)

@@ -341,19 +341,22 @@ def _scale_counts(model: nn.Module, protocol: Protocol) -> tuple[np.ndarray, int
 
 def evaluate_protocol(model: nn.Module, protocol: Protocol, *, lpips=None, rfid=None, batch_size: int = 64,
                       device: str | torch.device | None = None, counts: np.ndarray | None = None,
-                      workers: int = 0) -> ProtocolResult:
+                      workers: int = 0, images: Tensor | None = None) -> ProtocolResult:
     """Measure ``model`` under ``protocol`` (see :class:`ProtocolResult` for what comes back).
 
     lpips / rfid: ``vqexplore.metrics.LPIPS`` / ``RFID`` objects, used when the protocol asks for them
     (None: that metric is None). counts: usage counts already computed under ``protocol.usage_key``
-    (the usage-scale pass is then skipped).
+    (the usage-scale pass is then skipped). images: ``protocol.images()`` when the caller holds them
+    already (several checkpoints measured on the same images decode them once).
     """
     from .encoding import usage_stats
     from .metrics import evaluate
 
     device = torch.device(device) if device is not None else next(model.parameters()).device
     want = set(protocol.metrics)
-    measured, item_counts = evaluate(model, protocol.batches(batch_size, workers), device=device,
+    batches = protocol.batches(batch_size, workers) if images is None else \
+        (images[i:i + batch_size] for i in range(0, images.shape[0], batch_size))
+    measured, item_counts = evaluate(model, batches, device=device,
                                      lpips=lpips if "lpips" in want else None,
                                      rfid=rfid if "rfid" in want else None, return_counts=True)
     item_counts = item_counts.numpy().astype(np.int64)
@@ -427,11 +430,13 @@ def protocol_of_metrics(metrics: dict | None) -> Protocol | None:
 
 
 def cached_evaluation(checkpoint_dir: str | Path, model, protocol: Protocol, *, lpips=None, rfid=None,
-                      cache: Path | None = None, batch_size: int = 64, workers: int = 0) -> ProtocolResult:
+                      cache: Path | None = None, batch_size: int = 64, workers: int = 0,
+                      images=None) -> ProtocolResult:
     """:func:`evaluate_protocol`, kept on disk per (sha256 of the weights, protocol key).
 
     model: the checkpoint's model, or a function of no arguments returning it (called only when
-    something has to be measured: a result on disk or in metrics.json needs no model at all).
+    something has to be measured: a result on disk or in metrics.json needs no model at all); images:
+    the protocol's images, or a function returning them, likewise (see :func:`evaluate_protocol`).
 
     A second call in any process reads the result back (``from_cache=True``). The usage counts of a
     protocol with ``usage_scales`` are kept apart, per ``usage_key``, so changing only the size
@@ -473,8 +478,10 @@ def cached_evaluation(checkpoint_dir: str | Path, model, protocol: Protocol, *, 
             usage_counts = np.asarray(saved["code_counts"], dtype=np.int64)
     if not isinstance(model, nn.Module):
         model = model()
+    if images is not None and not isinstance(images, Tensor):
+        images = images()
     result = evaluate_protocol(model, protocol, lpips=lpips, rfid=rfid, batch_size=batch_size, counts=usage_counts,
-                               workers=workers)
+                               workers=workers, images=images)
     if protocol.usage_scales and usage_counts is None:
         _write_cached(folder, weights, "usage-" + protocol.usage_key, {"usage_tokens": result.metrics["usage_tokens"]},
                       result.counts)

@@ -26,6 +26,8 @@ def render() -> None:
                 stamp = sources.weights_stamp(p.path)
                 rows.append(cached.comparison_row(p.path, stamp, p.name, sample, with_lpips))
                 curves[p.name] = cached.usage_counts(p.path, stamp, sample)
+    # results read from disk need no model; load them now, off the page, for the next measurement
+    cached.warm_models([(p.path, sources.weights_stamp(p.path)) for p in picked])
 
     if rows and view == "table":
         table = analysis.comparison_table(rows)
