@@ -144,7 +144,7 @@ def _check_page(at, page: str, n_selected: int) -> None:
 
 def test_every_page_on_tiny_checkpoints(tree):
     at = _app()  # opens on the newest run, then the checkpoints
-    assert at.session_state["selected_sources"] == ["run: tiny-run", *TINY]
+    assert at.session_state["selected_sources"] == ["run: tiny-run", *sorted(TINY)]
     _check_page(at, "compare", len(TINY) + 1)
     for page in PAGES:
         _check_page(_open(at, page), page, len(TINY) + 1)
@@ -173,10 +173,10 @@ def test_every_page_on_demo_checkpoints(tree, monkeypatch):
 
 def test_switch_checkpoint_and_code(tree):
     at = _open(_app(), "codebook_usage")
-    first = at.caption[0].value
+    first = at.caption[1].value  # caption 0: the protocol the page is measured under
     at.selectbox(key="focus_select").select("vq-l2-128").run()
     _ok(at, "Codebook usage")
-    assert "K=128" in at.caption[0].value and at.caption[0].value != first
+    assert "K=128" in at.caption[1].value and at.caption[1].value != first
     assert at.metric[2].value.endswith("/ 128")
     # The choice follows to the other single-checkpoint pages.
     _open(at, "code_inspector")
@@ -184,17 +184,18 @@ def test_switch_checkpoint_and_code(tree):
     assert at.selectbox(key="focus_select").value == "vq-l2-128"
     # A dead code shows a clear note instead of patches.
     at.selectbox(key="focus_select").select("vq-64").run()
-    from vqexplore import analysis, load
-    from vqexplore.data import validation_batch
+    from vqexplore import load
+    from vqexplore.protocol import Protocol, evaluate_protocol
 
-    counts = analysis.usage_counts(load(tree["checkpoints"] / "vq-64"), validation_batch(n=64))
+    # the counts under the page's protocol (the default: the held-out photos)
+    counts = evaluate_protocol(load(tree["checkpoints"] / "vq-64"), Protocol.heldout_photos(64)).counts
     dead = int((counts == 0).nonzero()[0][0])
     at.number_input(key="inspector_code").set_value(dead).run()
     _ok(at, "Code inspector")
     assert any(f"Code {dead} is dead" in w.value for w in at.warning)
     used = int(counts.argmax())
     at.number_input(key="inspector_code").set_value(used).run()
-    assert any(f"Used by **{int(counts[used])}**" in m.value for m in at.markdown)
+    assert any(f"Used by **{int(counts[used]):,}**" in m.value for m in at.markdown)
 
 
 def test_run_folder_usage_over_steps_and_training_refresh(tree):
@@ -259,4 +260,4 @@ def test_add_good_source_by_path(tree):
     _ok(at, "Compare checkpoints")
     selected = at.sidebar.multiselect(key="w_selected_sources").value
     assert any(path in s for s in selected)
-    assert len(at.dataframe[0].value) == len(TINY) + 1
+    assert len(at.dataframe[0].value) == len(TINY) + 2  # the newest run (selected at start), the 4, the added one
