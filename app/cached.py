@@ -119,14 +119,14 @@ def counts_of(p: Source) -> np.ndarray:
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def projection(path: str, stamp: tuple, method: str, with_latents: bool, n):
+def projection(path: str, stamp: tuple, method: str, with_latents: bool, n, dims: int = 2):
     from vqexplore import analysis
 
     model = load_model(path, stamp)
     return analysis.cached_projection(path, model, method, images=validation_images(n) if with_latents else None,
                                       encoded=encoded(path, stamp, n) if with_latents else None,
                                       seed=analysis.default_seed(model.codebook_size),
-                                      n_epochs=analysis.default_epochs(model.codebook_size))
+                                      n_epochs=analysis.default_epochs(model.codebook_size), dims=dims)
 
 
 def warm_models(paths_and_stamps: list[tuple[str, tuple]]) -> None:

@@ -74,10 +74,20 @@ TABLE_HEADERS = ["checkpoint", "quantizer", "codebook size", "token grid", "toke
                  "PSNR (dB)", "SSIM", "LPIPS"]
 ERROR_MAP_NOTE = "mean absolute error per pixel: black = 0, yellow >= 0.5 of the range"
 
-# Tokenizer images are small (64 x 64): show them enlarged with crisp pixels.
+# Tokenizer images are small (64 x 64): show them enlarged with crisp (nearest-neighbour) pixels,
+# in the gallery's preview too, without the preview's blurred backdrop (a blur of the image itself
+# that would mix with the tokenizer's own blur). The gallery grows with its content (every
+# checkpoint visible, no scroll box) and captions wrap instead of being cut.
 CSS = """
 .pixelated img { image-rendering: pixelated; }
 #model-input img { width: 100%; height: 100%; object-fit: contain; }
+#results .preview { backdrop-filter: none !important; -webkit-backdrop-filter: none !important;
+                    background: var(--background-fill-primary) !important; }
+#results .grid-wrap { height: auto !important; max-height: none !important; overflow: visible !important; }
+#results .caption-label { white-space: normal !important; overflow: visible !important;
+                          text-overflow: clip !important; position: static !important; max-width: 100% !important;
+                          line-height: 1.25; }
+#results .thumbnail-lg { height: auto !important; flex-direction: column; }
 """
 
 
@@ -309,21 +319,23 @@ class Demo:
             grid = f"{r.indices.shape[0]}x{r.indices.shape[1]}"
             distinct = int(np.unique(r.indices).size)
             gallery += [
-                (png_file(r.reconstruction),
-                 f"{entry.name}: reconstruction, PSNR {_fmt(r.psnr, 2)} dB, SSIM {_fmt(r.ssim, 3)}"
-                                   + (f", LPIPS {_fmt(r.lpips, 3)}" if r.lpips is not None else "")),
-                (png_file(r.error_map), f"{entry.name}: error map ({ERROR_MAP_NOTE})"),
-                (png_file(r.token_map), f"{entry.name}: token map, {grid} = {r.num_tokens} tokens "
-                              f"({distinct} distinct of {r.codebook_size} codes), {r.bits:,.0f} bits"),
+                (png_file(r.reconstruction), f"{entry.name}: reconstruction, PSNR {_fmt(r.psnr, 2)} dB, "
+                                             f"SSIM {_fmt(r.ssim, 3)}"
+                                             + (f", LPIPS {_fmt(r.lpips, 3)}" if r.lpips is not None else "")),
+                (png_file(r.error_map), f"{entry.name}: |error| (black 0, yellow ≥ 0.5)"),
+                (png_file(r.token_map), f"{entry.name}: tokens, {grid}, {distinct} distinct of {r.codebook_size}, "
+                                        f"{r.bits:,.0f} bits"),
             ]
             rows.append([entry.name, getattr(model, "quantizer_type", "?"), r.codebook_size, grid, r.num_tokens,
                          round(r.bits, 1), round(r.psnr, 2), round(r.ssim, 4),
                          None if r.lpips is None else round(r.lpips, 4)])
         notes.append(f"Input {original.shape[1]}x{original.shape[0]} -> model input {w}x{h} "
                      f"({'64 x 64 center crop' if mode == '64' else 'native resolution'}). "
-                     f"Bits per image = tokens x log2(codebook size).")
+                     f"Bits per image = tokens x log2(codebook size). Error map: {ERROR_MAP_NOTE}.")
         if self.lpips.reason:
             notes.append(f"LPIPS not shown: {self.lpips.reason}")
+        else:
+            notes.append("LPIPS: AlexNet features (the `lpips` package), lower is closer to the input.")
         return png_file(prepared), gallery, rows, "\n\n".join(notes)
 
 
@@ -355,6 +367,11 @@ def protocol_numbers(demo_state: "Demo"):
                      round(m["bits_per_image_entropy"]), round(m["bits_per_pixel_entropy"], 3)])
     note = f"Measured under: {protocol.describe()}."
     return rows, "\n\n".join([note, *problems])
+
+
+def clear_results():
+    """The result components once the input image changes: empty."""
+    return None, [], None, ""
 
 
 def _image_name(image) -> str:
@@ -433,6 +450,10 @@ def build_demo(entries: list[Entry] | None = None, *, preload: bool = False) -> 
                         "type a Hub repo id above.")
         button.click(demo_state.run, inputs=[image, checkpoints, typed, mode],
                      outputs=[model_input, gallery, table, notes], api_name="reconstruct")
+        # Another photo (an upload or an example): the old results go, so nothing on screen belongs
+        # to an image that is no longer the input.
+        image.change(clear_results, inputs=None, outputs=[model_input, gallery, table, notes], api_name=False,
+                     queue=False)
     _STATES[demo] = demo_state
     return demo
 

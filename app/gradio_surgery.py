@@ -194,3 +194,12 @@ def add_surgery(demo, image: gr.Image, mode: gr.Radio, names: list[str], *, png_
                 api_name=False)
     apply.click(s.apply, inputs=[image, checkpoint, mode, cells, pick, code], outputs=[slider, changed, notes],
                 api_name="surgery")
+    # Another image: the grid, the cells picked on it and the last edit belong to the old one.
+    image.change(clear_surgery, inputs=None, outputs=[grid, grid_note, cells, corner, slider, changed, notes],
+                 api_name=False, queue=False)
+
+
+def clear_surgery():
+    """What the surgery section shows once another image is picked: nothing of the old image (its
+    grid, its picked cells, its last edit), so a later Apply cannot use them."""
+    return None, "", "", "", None, None, ""

@@ -129,14 +129,14 @@ def _check_page(at, page: str, n_selected: int) -> None:
         assert _charts(at.main) == 1
         assert any(("UMAP" in c.value or "PCA" in c.value) and "computed" in c.value for c in at.caption)
     elif page == "reconstructions":
-        assert _count(at.main, "image") == 4 * min(3, n_selected)  # 4 validation images x checkpoints
+        assert _count(at.main, "iframe") == 4 * n_selected  # 4 validation images x every selected checkpoint
         assert len(at.dataframe) == 2
     elif page == "code_inspector":
         assert at.number_input(key="inspector_code") is not None
         assert _count(at.main, "image") == 2  # decoded tile + patches
         assert _charts(at.main) == (0 if at.radio(key="inspector_pick").value == "no chart" else 1)
     elif page == "training":
-        assert _charts(at.main) == 1
+        assert _charts(at.main) >= 1  # one chart per metric group
         assert any("last step" in c.value for c in at.caption)
     elif page == "aligned_codes":
         assert at.selectbox(key="align_a") is not None and at.selectbox(key="align_b") is not None

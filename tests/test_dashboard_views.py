@@ -117,9 +117,10 @@ def test_reconstructions_swipe_and_token_surgery(tree):
     at.sidebar.multiselect(key="w_selected_sources").set_value(["vq-64", "vq-l2-128"]).run()
     _open(at, "reconstructions")
     _ok(at, "Reconstructions")
-    assert _count(at.main, "iframe") == 4 * 2  # one swipe per image and checkpoint
-    assert _count(at.main, "image") == 4 * 2  # error map + token map per image and checkpoint
-    assert any("drawn 4x (nearest-neighbour, 256 px wide)" in c.value for c in at.caption)
+    assert _count(at.main, "iframe") == 4 * 2  # one swipe (with its error map and token map) per image and checkpoint
+    assert _count(at.main, "image") == 0
+    assert any("drawn up to 4x (nearest-neighbour, at most 256 px wide" in c.value for c in at.caption)
+    assert at.select_slider(key="recon_per_row").value == 2  # both checkpoints on one row
     at.radio(key="recon_layer").set_value("tokens").run()
     assert any("token map (right)" in c.value for c in at.caption)
     # Surgery: no cells yet -> a hint, no result.

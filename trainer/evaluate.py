@@ -83,15 +83,16 @@ def evaluate_checkpoint(ckpt: str, *, data: str | None = None, out: str | None =
     src = resolve(ckpt)
     if src.kind == "hub" and out is None:
         raise CheckpointError(f"{ckpt} is a Hub repo: pass --out FILE for its metrics")
-    run_cfg = run_config(src.run_dir) or {}
-    protocol = eval_protocol(run_cfg, data=data, size=size, max_images=max_images, crop=crop,
+    run_cfg = run_config(src.run_dir)  # the run's validated config, or the defaults
+    run_data = {"data": {"val": run_cfg.data.val, "size": run_cfg.data.size}} if src.run_dir else {}
+    protocol = eval_protocol(run_data, data=data, size=size, max_images=max_images, crop=crop,
                              usage_scales=usage_scales)
     dev = pick_device(device)
 
     model = vqexplore.load(src.path, device=dev)
     protocol.num_images()  # a source without images fails here, in one line
-    lpips, rfid, notes = _metric_models(lpips_weights or (run_cfg.get("eval") or {}).get("lpips_weights"),
-                                        rfid_weights or (run_cfg.get("eval") or {}).get("rfid_weights"), dev)
+    lpips, rfid, notes = _metric_models(lpips_weights or run_cfg.eval.lpips_weights,
+                                        rfid_weights or run_cfg.eval.rfid_weights, dev)
     if src.kind == "hub":
         result = evaluate_protocol(model, protocol, lpips=lpips, rfid=rfid, batch_size=batch_size, device=dev,
                                    workers=workers)

@@ -89,7 +89,7 @@ def export_projector(ckpt: str, out: str | os.PathLike, *, data: str = "builtin"
     if out.is_dir() and any(p.name not in known for p in out.iterdir() if not p.name.startswith(".")):
         raise CheckpointError(f"--out {out} holds other files; choose an empty or new folder "
                               f"(tensorboard --logdir reads every run below it)")
-    size = int(size or ((run_config(src.run_dir) or {}).get("data") or {}).get("size") or 64)
+    size = int(size or run_config(src.run_dir).data.size)
     dev = pick_device(device)
     model = vqexplore.load(src.path, device=dev).eval()
     images = validation_batch(data, n=num_images, size=size)

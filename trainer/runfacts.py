@@ -12,24 +12,25 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from vqexplore.errors import CheckpointError
+from vqexplore.errors import CheckpointError, VQExploreError
 from vqexplore.hub import CONFIG_NAME, METRICS_NAME, model_card, read_config, read_metrics
 from vqexplore.runlayout import FACTS as FACTS_NAME
 from vqexplore.runlayout import RunLayout
 from vqexplore.utils import write_atomic
 
 
-def run_config(run_dir: Path | None) -> dict | None:
-    """The run's config.yaml as a dict, when a checkpoint belongs to a run folder (else None)."""
-    import yaml
+def run_config(run_dir: Path | None):
+    """The run's config (its config.yaml through the trainer's one reader, validated: a
+    ``trainer.config.Config``) when a checkpoint belongs to a run folder; else, or when the file
+    is unreadable or no longer valid, the defaults (``Config()``)."""
+    from .config import Config, read_run_config
 
     if run_dir is None or not RunLayout(run_dir).config.is_file():
-        return None
+        return Config()
     try:
-        cfg = yaml.safe_load(RunLayout(run_dir).config.read_text())
-    except yaml.YAMLError:
-        return None
-    return cfg if isinstance(cfg, dict) else None
+        return read_run_config(RunLayout(run_dir).config)
+    except VQExploreError:
+        return Config()
 
 
 def facts(*, name: str, data: str | None, step: int, command: str | None) -> dict:

@@ -113,7 +113,7 @@ def tokenize_dataset(ckpt: str, data: str, out: str | os.PathLike, *, split: str
     from .runfacts import run_config
 
     src = resolve(ckpt)
-    size = int(size or ((run_config(src.run_dir) or {}).get("data") or {}).get("size") or 64)
+    size = int(size or run_config(src.run_dir).data.size)
     if batch_size < 1:
         raise DataError(f"--batch-size must be >= 1, got {batch_size}")
     dev = pick_device(device)

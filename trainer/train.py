@@ -248,7 +248,7 @@ def _device_crops(stack, per_rank: int, size: int, seed: int, rank: int, start_s
 def build_model(cfg: Config, device: torch.device) -> tuple[VQModel, torch.optim.Optimizer]:
     """The model, initialised from ``train.seed``, and its Adam optimiser."""
     torch.manual_seed(cfg.train.seed)
-    model = VQModel(**cfg.model.kwargs()).to(device)
+    model = VQModel.from_config(cfg.model).to(device)  # validated once, by the config reader
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model, torch.optim.Adam(model.parameters(), lr=cfg.train.lr)

@@ -44,7 +44,7 @@ __all__ = [
     "weights_fingerprint", "cache_dir", "cached_projection",
     "receptive_field", "CodeGallery", "code_gallery", "decoded_tile",
     "STUDY_COLUMNS", "describe_config", "comparison_row", "protocol_row", "comparison_table",
-    "training_curves", "curve_groups",
+    "training_curves", "curve_groups", "ema_smooth", "most_used_codes", "sample_grids",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -326,3 +326,45 @@ def curve_groups(frame) -> dict[str, list[str]]:
     groups = {"losses": losses} if losses else {}
     groups.update({m: [m] for m in rest})
     return groups
+
+
+def ema_smooth(values: Sequence[float], weight: float) -> np.ndarray:
+    """TensorBoard's scalar smoothing: an exponential moving average with weight ``weight`` in
+    [0, 1) (0: no smoothing), debiased so the first points are not pulled towards 0
+    (``smoothed_i = ema_i / (1 - weight ** (i + 1))``). Non-finite values pass through unchanged."""
+    if not 0.0 <= weight < 1.0:
+        raise ValueError(f"smoothing weight must be in [0, 1), got {weight}")
+    v = np.asarray(values, dtype=np.float64)
+    out = v.copy()
+    if weight == 0.0:
+        return out
+    last, n = 0.0, 0
+    for i, x in enumerate(v):
+        if not np.isfinite(x):
+            continue
+        last = last * weight + (1.0 - weight) * x
+        n += 1
+        out[i] = last / (1.0 - weight ** n)
+    return out
+
+
+def most_used_codes(counts, n: int = 10) -> list[tuple[int, int]]:
+    """The ``n`` most used codes as (code id, count), most used first; codes never used (count 0)
+    are never listed, so a collapsed codebook may give fewer than ``n``."""
+    c = np.asarray(counts).reshape(-1)
+    order = np.argsort(-c, kind="stable")[:n]
+    return [(int(i), int(c[i])) for i in order if c[i] > 0]
+
+
+def sample_grids(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """(step, path) of the sample grids a run writes while training (``RunLayout.sample(step)``:
+    validation originals over their reconstructions), oldest first."""
+    from .runlayout import RunLayout, step_of
+
+    folder = RunLayout(run_dir).samples
+    found = []
+    for path in folder.glob("*.png") if folder.is_dir() else []:
+        step = step_of(path.stem)
+        if step is not None:
+            found.append((step, path))
+    return sorted(found)

@@ -9,6 +9,9 @@ from app import cached, keys, sources, ui
 from vqexplore import plots
 
 
+CLICKABLE_MAX = 4096  # codes drawn as clickable markers by default
+
+
 def render() -> None:
     p, model, sample = ui.single_checkpoint_page("code_inspector")
     n = cached.sample_size()
@@ -30,13 +33,24 @@ def render() -> None:
         left, right = st.columns([1, 1])
         with left:
             code = int(st.number_input(f"Code id (0 to {k - 1})", 0, k - 1, key="inspector_code", on_change=_typed))
-            # 16k clickable markers cost the browser seconds: big codebooks start without a chart.
+            # Above 4,096 codes, clickable markers (one per code) cost the browser seconds: the grid is
+            # then drawn as a plain heatmap (fast, hover only), and the clickable one is a choice.
+            big = k > CLICKABLE_MAX
             choices = ["usage grid", "embedding (PCA)", "embedding (UMAP)", "no chart"]
-            pick_from = st.radio("Or pick it from", choices, index=0 if k <= 4096 else 3,
-                                 horizontal=True, key="inspector_pick")
+            if big:
+                choices.insert(1, "usage grid (clickable)")
+            if st.session_state.get("inspector_pick") not in choices:
+                st.session_state["inspector_pick"] = "usage grid"
+            pick_from = st.radio("Or pick it from", choices, horizontal=True, key="inspector_pick")
             if pick_from == "no chart":
                 fig = None
-            elif pick_from == "usage grid":
+                st.caption("No chart: type a code id above, or pick a chart to click a code on.")
+            elif pick_from == "usage grid" and big:
+                fig = plots.usage_heatmap(counts, highlight=code, title=f"Code usage ({k:,} codes): hover for ids")
+                st.caption(f"{k:,} codes: this grid shows usage and ids on hover but is not clickable (a clickable "
+                           f"marker per code costs the browser several seconds above {CLICKABLE_MAX:,}). Type the "
+                           "id above, or choose \"usage grid (clickable)\" or an embedding to click one.")
+            elif pick_from.startswith("usage grid"):
                 fig = plots.usage_heatmap(counts, selectable=True, highlight=code, title="Click a code")
             else:
                 method = "pca" if "PCA" in pick_from else "umap"

@@ -1,6 +1,7 @@
 """Codebook health: why the dead codes are dead (far from the data, or outcompeted by a
 neighbour), how the code norms spread, and a diagnosis that names the remedies for what it sees,
-with the CPU sweep rows that tried them (vqexplore.health)."""
+with the CPU sweep rows that tried them (vqexplore.health); remedies the checkpoint's config
+already uses are said to be on, never recommended."""
 import streamlit as st
 
 from app import cached, sources, ui
@@ -29,7 +30,11 @@ def render() -> None:
                    f"configs/cpu/<row>.yaml, results in docs/cpu_sweep.md.")
         st.plotly_chart(plots.health_distances(health.nearest, health.dead, health.far_threshold), width="stretch",
                         key="health_distances")
-        if health.explicit:
+        if health.explicit and health.norms_constant:
+            st.caption(f"Code norms: every code has norm {float(health.norms.mean()):.4g}"
+                       + (" (l2-normalised codes)" if model.config.get("l2_norm") else "") + ", so there is no "
+                       "spread to plot.")
+        elif health.explicit:
             st.plotly_chart(plots.code_norms(health.norms, health.dead), width="stretch", key="code_norms")
 
     ui.footer()

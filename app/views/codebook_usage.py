@@ -29,9 +29,9 @@ def render() -> None:
                         width="stretch", key="usage_heatmap")
         st.plotly_chart(plots.usage_histogram(counts), width="stretch", key="usage_histogram")
 
-        top = counts.argsort()[::-1][:10]
-        st.markdown("**Most used codes:** " + ", ".join(f"{int(i)} ({int(counts[i])})" for i in top))
-        code = st.number_input("Inspect code id", 0, int(counts.size) - 1, int(top[0]), key="usage_code")
+        top = analysis.most_used_codes(counts, 10)  # never a code used 0 times
+        st.markdown("**Most used codes:** " + (", ".join(f"{i} ({c:,} tokens)" for i, c in top) if top else "none"))
+        code = st.number_input("Inspect code id", 0, int(counts.size) - 1, top[0][0] if top else 0, key="usage_code")
         if st.button("Open in Code inspector", key="usage_to_inspector"):
             st.session_state[keys.INSPECT_CODE] = int(code)
             pages.switch_to("code_inspector")
@@ -49,9 +49,16 @@ def render() -> None:
                                   min(12, len(ckpts)), key="run_max_ckpts") if len(ckpts) >= 3 else len(ckpts)
             with st.spinner(f"Counting codes in {max_ckpts} checkpoints..."):
                 over = cached.run_usage(run_dir, tuple(s for s, _ in ckpts), sample, max_ckpts)
-            sort = st.radio("Order codes by", ["first_use", "id"], horizontal=True, key="run_sort",
+            c1, c2 = st.columns(2)
+            sort = c1.radio("Order codes by", ["first_use", "id"], horizontal=True, key="run_sort",
                             format_func={"first_use": "first step used", "id": "code id"}.get)
-            st.plotly_chart(plots.usage_over_steps(over.steps, over.counts, sort=sort), width="stretch",
-                            key="usage_over_steps")
+            ever = int((over.counts > 0).any(1).sum())
+            # With few live codes the full heatmap is a red sheet with 1-px lines: start on live codes.
+            if "run_live_only" not in st.session_state:
+                st.session_state["run_live_only"] = ever < 0.25 * over.counts.shape[0]
+            live_only = c2.toggle(f"Live codes only ({ever:,} of {over.counts.shape[0]:,} used at some step)",
+                                  key="run_live_only")
+            st.plotly_chart(plots.usage_over_steps(over.steps, over.counts, sort=sort, live_only=live_only),
+                            width="stretch", key="usage_over_steps")
 
     ui.footer()

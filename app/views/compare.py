@@ -69,8 +69,12 @@ def render() -> None:
         viewstate.track("sweep", "rd_sweep", lambda v: v == "1")
         viewstate.track("runs", "rd_runs", lambda v: v == "1")
         c1, c2, c3, c4 = st.columns([2, 2, 2, 2])
-        x = c1.radio("Bits per image", ["bits (entropy)", "bits (fixed)"], key="rd_x",
-                     format_func={"bits (entropy)": "entropy of the tokens", "bits (fixed)": "tokens x log2 K"}.get)
+        x = c1.radio("Rate", ["bpp (entropy)", "bpp (fixed)", "bits (entropy)", "bits (fixed)"], key="rd_x",
+                     format_func={"bpp (entropy)": "bits per pixel, entropy", "bpp (fixed)": "bits per pixel, log2 K",
+                                  "bits (entropy)": "bits per image, entropy",
+                                  "bits (fixed)": "bits per image, log2 K"}.get,
+                     help="Bits per pixel put checkpoints of different image sizes on one axis; bits per image "
+                          "draws one panel per image size.")
         metrics = ["PSNR", "SSIM"] + (["LPIPS"] if any(pt.lpips is not None for pt in points) else [])
         y = c2.radio("Quality", metrics, key="rd_y")
         sweep = c3.toggle("CPU sweep preset", key="rd_sweep",
@@ -110,7 +114,8 @@ def render() -> None:
                    "metrics.json).")
         st.dataframe(frame, hide_index=True, width="stretch",
                      column_config={c: st.column_config.NumberColumn(format="%.4f")
-                                    for c in ("PSNR", "SSIM", "LPIPS", "bits/token (entropy)")} |
+                                    for c in ("SSIM", "LPIPS", "bits/token (entropy)")} |
+                     {"PSNR": st.column_config.NumberColumn("PSNR (dB)", format="%.2f")} |
                      {c: st.column_config.NumberColumn(format="%.0f") for c in ("bits (fixed)", "bits (entropy)")})
 
     ui.footer()

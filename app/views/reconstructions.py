@@ -23,8 +23,10 @@ def render() -> None:
     ui.page("reconstructions")
     picked = ui.require_selection()
     labels = [p.name for p in picked]
-    chosen = st.multiselect("Checkpoints side by side", labels, default=labels[:min(3, len(labels))],
-                            key="recon_ckpts")
+    viewstate.track("mode", "recon_mode", str, lambda v: v in ("64", "native"))
+    viewstate.track("count", "recon_count", int, lambda v: 1 <= v <= 16)
+    viewstate.track("per_row", "recon_per_row", int, lambda v: 1 <= v <= 6)
+    chosen = st.multiselect("Checkpoints side by side", labels, default=labels, key="recon_ckpts")
     c1, c2, c3 = st.columns([2, 1, 2])
     source = c1.radio("Images", ["validation", "upload"], horizontal=True, key="recon_source",
                       format_func={"validation": "validation photos", "upload": "upload your own"}.get)
@@ -66,53 +68,74 @@ def render() -> None:
                                   for im in images)).hexdigest()
     results: dict[str, list] = {}
     models: dict[str, object] = {}
-    header = st.columns(len(chosen))
-    for col, label in zip(header, chosen):
+    for label in chosen:
         p = picked[labels.index(label)]
-        with col, ui.shown_errors(f"{label}: "):
+        with ui.shown_errors(f"{label}: "):
             models[label] = cached.model_of(p)
             with st.spinner(f"Reconstructing with {label}..."):
-                recs = cached.reconstructions(p.path, sources.weights_stamp(p.path), key, tuple(images), with_lpips)
-            results[label] = recs
+                results[label] = cached.reconstructions(p.path, sources.weights_stamp(p.path), key, tuple(images),
+                                                        with_lpips)
             # The checkpoint's numbers under the protocol (the same evaluation as Compare and Codebook
             # usage); the numbers of the images shown are in the table below.
             m = cached.evaluation_of(p, with_lpips).metrics
-            st.markdown(f"**{label}** · K={models[label].codebook_size} · usage {METRIC['usage'].format(m['usage'])} · "
+            st.markdown(f"**{label}** · usage {METRIC['usage'].format(m['usage'])} · "
                         f"PSNR {METRIC['psnr'].format(m['psnr'])} · SSIM {METRIC['ssim'].format(m['ssim'])}"
                         + (f" · LPIPS {METRIC['lpips'].format(m['lpips'])}" if m.get("lpips") is not None else "")
                         + f" · {m['bits_per_pixel_entropy']:.3f} bits/pixel",
                         help=f"On all {m['num_images']} images of the protocol ({m['protocol_description']}).")
     done = [label for label in chosen if label in results]
+    means = [{"checkpoint": label, "K": models[label].codebook_size,
+              "PSNR (dB)": np.mean([r.psnr for r in results[label]]), "SSIM": np.mean([r.ssim for r in results[label]]),
+              **({"LPIPS": np.mean([r.lpips for r in results[label]])} if with_lpips else {})} for label in done]
+    if means:
+        st.dataframe(pd.DataFrame(means), hide_index=True, width="content",
+                     column_config={"PSNR (dB)": st.column_config.NumberColumn(format="%.2f"),
+                                    "SSIM": st.column_config.NumberColumn(format="%.4f"),
+                                    "LPIPS": st.column_config.NumberColumn(format="%.4f")})
+    # Widgets wrap into rows of a few columns and each one fits its column (it never spills over its
+    # neighbour); the frames of one image share swipe and zoom.
+    wide = max(im.shape[1] for im in images)
+    default_per_row = max(1, min(len(done), 3 if wide * widgets.display_scale(wide) <= 320 else 2))
+    if not 1 <= int(st.session_state.get("recon_per_row", default_per_row)) <= 6:
+        st.session_state["recon_per_row"] = default_per_row
+    st.session_state.setdefault("recon_per_row", default_per_row)
+    per_row = st.select_slider("Checkpoints per row", list(range(1, 7)), key="recon_per_row")
     scale = widgets.display_scale(images[0].shape[1])
-    st.caption(f"Each image is drawn {scale}x (nearest-neighbour, {images[0].shape[1] * scale} px wide): drag the "
-               "slider or the image to swipe between the input (left) and the checkpoint's "
-               f"{LAYERS[layer]} (right); Flip shows all of one, then the other.")
+    st.caption(f"Each image is drawn up to {scale}x (nearest-neighbour, at most {images[0].shape[1] * scale} px wide, "
+               "less when its column is narrower): drag the slider or the image to swipe between the input (left) and "
+               f"the checkpoint's {LAYERS[layer]} (right); Flip shows all of one, then the other; + / − / double click "
+               "(or ctrl + wheel) zoom with crisp pixels up to 16x, shift-drag pans. The checkpoints of one image "
+               "swipe and zoom together.")
 
     rows = []
     for i, name in enumerate(names):
-        cols = st.columns(len(done)) if done else []
-        for col, label in zip(cols, done):
-            r = results[label][i]
-            with col:
+        group = f"{key[:12]}-{i}"
+        for start in range(0, len(done), per_row):
+            cols = st.columns(per_row)
+            for col, label in zip(cols, done[start:start + per_row]):
+                r = results[label][i]
                 right = {"reconstruction": r.reconstruction, "error": r.error_map, "tokens": r.token_map}[layer]
-                page_html, height = widgets.swipe_html(r.original, right, labels=("input", LAYERS[layer]),
-                                                       uid=f"swipe-{i}-{done.index(label)}")
-                st.iframe(page_html, height=height, width="content", alt=f"{name}: input vs {label} {LAYERS[layer]}")
-                small = widgets.display_scale(r.original.shape[1], 128)
-                st.image([ui.enlarge(r.error_map, small), ui.enlarge(r.token_map, small)],
-                         caption=[f"{name} · |error|", f"{r.num_tokens} tokens"],
-                         width=r.original.shape[1] * small)
-                st.caption(f"{name} · {label}: PSNR {r.psnr:.2f} dB · SSIM {r.ssim:.4f}")
+                below = widgets.thumbs_html([(r.error_map, f"{name} · |error|"),
+                                             (r.token_map, f"{r.num_tokens} tokens")], side=128)
+                page_html, _ = widgets.swipe_html(
+                    r.original, right, labels=("input", LAYERS[layer]), uid=f"swipe-{i}-{done.index(label)}",
+                    group=group, caption=f"{name} · {label} · PSNR {r.psnr:.2f} dB · SSIM {r.ssim:.4f}",
+                    below=below + widgets.error_colorbar())
+                with col:
+                    st.iframe(page_html, width="stretch", height="content",
+                              alt=f"{name}: input vs {label} {LAYERS[layer]}")
+        for label in done:
+            r = results[label][i]
             rows.append({"checkpoint": label, "image": name, "PSNR": r.psnr, "SSIM": r.ssim,
                          "LPIPS": r.lpips, "tokens": r.num_tokens, "bits": round(r.bits, 1)})
 
     if rows:
         frame = pd.DataFrame(rows)
         st.subheader("Per image")
-        st.dataframe(frame, hide_index=True, width="stretch")
-        st.subheader("Means of the images shown")
-        st.dataframe(frame.groupby("checkpoint", sort=False)[["PSNR", "SSIM", "LPIPS"]].mean().reset_index(),
-                     hide_index=True, width="stretch")
+        st.dataframe(frame, hide_index=True, width="stretch",
+                     column_config={"PSNR": st.column_config.NumberColumn("PSNR (dB)", format="%.2f"),
+                                    "SSIM": st.column_config.NumberColumn(format="%.4f"),
+                                    "LPIPS": st.column_config.NumberColumn(format="%.4f")})
         if not with_lpips:
             st.caption("LPIPS: " + (cached.weights_status().get("lpips") or "unavailable"))
 
@@ -220,10 +243,9 @@ def render() -> None:
                 m[2].metric("Pixels changed", f"{int(res.changed.sum())}",
                             help=f"All inside the {int(res.footprint.sum())} pixels the edited cells can reach "
                                  f"through the decoder.")
-                page_html, height = widgets.swipe_html(res.before, res.after, labels=("original decode",
-                                                                                      "edited decode"),
-                                                       uid="swipe-surgery")
-                st.iframe(page_html, height=height, width="content", alt="original decode vs edited decode")
+                page_html, _ = widgets.swipe_html(res.before, res.after,
+                                                  labels=("original decode", "edited decode"), uid="swipe-surgery")
+                st.iframe(page_html, width="stretch", height="content", alt="original decode vs edited decode")
                 overlay = res.after.copy()
                 overlay[res.footprint & ~res.changed] = (overlay[res.footprint & ~res.changed] * 0.6).astype(np.uint8)
                 overlay[res.changed] = (0.5 * overlay[res.changed] + [127, 0, 127]).astype(np.uint8)
