@@ -15,7 +15,7 @@ from app.sources import REPO, weights_stamp
 from vqexplore.errors import VQExploreError
 from vqexplore.hub import Source
 
-DEFAULT_SAMPLE = 64
+DEFAULT_SAMPLE = 64      # images of the sources with a choice of count (built-in crops, folders, datasets)
 DEFAULT_IMAGE_SIZE = 64  # the study's resolution
 
 
@@ -33,47 +33,85 @@ def model_of(p: Source):
     return load_model(p.path, weights_stamp(p.path))
 
 
-@st.cache_resource(show_spinner=False)
-def validation_images(sample: tuple):
-    """The fixed validation sample, ``sample`` = (n, size): (n, 3, size, size) in [-1, 1]."""
-    from vqexplore.data import validation_batch
+@st.cache_resource(show_spinner=False, max_entries=8)
+def validation_images(protocol):
+    """The protocol's images (``vqexplore.protocol.Protocol.images``): (n, 3, size, size) in [-1, 1]."""
+    return protocol.images()
 
-    n, size = sample
-    return validation_batch("builtin", n=n, size=size)
+
+def default_protocol():
+    """The protocol the dashboard opens on: the photo corpus's held-out photos at 64 px, usage over the
+    photos whole at 64-512 px (the README's tables and the demo's)."""
+    from vqexplore.protocol import Protocol
+
+    return Protocol.heldout_photos(DEFAULT_IMAGE_SIZE)
+
+
+def protocol():
+    """The sidebar's evaluation protocol (``app.sidebar``); the default one until the sidebar has run."""
+    from vqexplore.protocol import Protocol
+
+    chosen = st.session_state.get(keys.PROTOCOL)
+    return chosen if isinstance(chosen, Protocol) else default_protocol()
+
+
+def sample():
+    """The evaluation protocol the sidebar chose (``vqexplore.protocol.Protocol``, frozen and hashable):
+    part of every cache key, so every number on every page is measured under it."""
+    return protocol()
+
+
+@st.cache_data(show_spinner=False, max_entries=64, ttl=30)
+def protocol_images_count(protocol) -> int:
+    """The protocol's number of images (raises VQExploreError when its source is unusable)."""
+    return protocol.num_images()
 
 
 def sample_size() -> int:
-    return int(st.session_state.get(keys.SAMPLE_SIZE, DEFAULT_SAMPLE))
+    """How many images the protocol measures on."""
+    return int(protocol_images_count(protocol()))
 
 
-def sample() -> tuple:
-    """(number of validation images, their side in pixels): part of every cache key."""
-    return (sample_size(), int(st.session_state.get(keys.IMAGE_SIZE, DEFAULT_IMAGE_SIZE)))
+@st.cache_data(show_spinner=False, max_entries=128)
+def evaluation(path: str, stamp: tuple, protocol, with_lpips: bool = False):
+    """The checkpoint measured under ``protocol`` (``vqexplore.protocol.cached_evaluation``: on disk per
+    weights hash and protocol key, so a fresh server or a switch back reads it instead of measuring).
+    Every number a page shows about a checkpoint comes from here."""
+    from vqexplore.protocol import cached_evaluation
+
+    # the model is loaded only when something must be measured (a result on disk needs none)
+    return cached_evaluation(path, lambda: load_model(path, stamp), protocol,
+                             lpips=lpips_module() if with_lpips else None, images=lambda: validation_images(protocol))
+
+
+def evaluation_of(p: Source, with_lpips: bool | None = None):
+    if with_lpips is None:
+        with_lpips = lpips_module() is not None
+    return evaluation(p.path, weights_stamp(p.path), protocol(), with_lpips)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def encoded(path: str, stamp: tuple, n: tuple):
+def encoded(path: str, stamp: tuple, n):
     """The validation sample through encoder + quantizer (code ids and encoder outputs)."""
     from vqexplore import analysis
 
     return analysis.encode_sample(load_model(path, stamp), validation_images(n))
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
-def usage_counts(path: str, stamp: tuple, n: tuple) -> np.ndarray:
-    model = load_model(path, stamp)
-    return encoded(path, stamp, n).counts(model.codebook_size)
+def usage_counts(path: str, stamp: tuple, n) -> np.ndarray:
+    """(K,) code counts of the checkpoint under protocol ``n`` (its evaluation's counts)."""
+    return evaluation(path, stamp, n, lpips_module() is not None).counts
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def health(path: str, stamp: tuple, n: tuple, remedy_rows: dict | None = None):
+def health(path: str, stamp: tuple, n, remedy_rows: dict | None = None):
     """Codebook health on the validation sample (``vqexplore.health``)."""
     from vqexplore.health import codebook_health
     from vqexplore.projection import encoder_outputs
 
     model, sample = load_model(path, stamp), encoded(path, stamp, n)
     return codebook_health(model, encoder_outputs(model, None, max_points=8192, encoded=sample),
-                           sample.counts(model.codebook_size), remedy_rows)
+                           usage_counts(path, stamp, n), remedy_rows)
 
 
 def counts_of(p: Source) -> np.ndarray:
@@ -81,7 +119,7 @@ def counts_of(p: Source) -> np.ndarray:
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def projection(path: str, stamp: tuple, method: str, with_latents: bool, n: tuple, dims: int = 2):
+def projection(path: str, stamp: tuple, method: str, with_latents: bool, n, dims: int = 2):
     from vqexplore import analysis
 
     model = load_model(path, stamp)
@@ -89,6 +127,21 @@ def projection(path: str, stamp: tuple, method: str, with_latents: bool, n: tupl
                                       encoded=encoded(path, stamp, n) if with_latents else None,
                                       seed=analysis.default_seed(model.codebook_size),
                                       n_epochs=analysis.default_epochs(model.codebook_size), dims=dims)
+
+
+def warm_models(paths_and_stamps: list[tuple[str, tuple]]) -> None:
+    """Load these checkpoints' models in a background thread (a page that only read results from disk
+    loaded none): the next measurement, e.g. after the protocol's size changes, finds them loaded."""
+    import threading
+
+    def work():
+        for path, stamp in paths_and_stamps:
+            try:
+                load_model(path, stamp)
+            except Exception:  # only a speed-up: a broken checkpoint says so where it is used
+                pass
+
+    threading.Thread(target=work, name="vqexplore-warm-models", daemon=True).start()
 
 
 @st.cache_resource(show_spinner=False)
@@ -111,17 +164,24 @@ def prewarm():
     return thread
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
-def comparison_row(path: str, stamp: tuple, label: str, n: tuple, with_lpips: bool) -> dict:
+def comparison_row(path: str, stamp: tuple, label: str, n, with_lpips: bool) -> dict:
+    """The Compare table's row: the checkpoint's evaluation under protocol ``n``."""
     from vqexplore import analysis
 
-    model = load_model(path, stamp)
-    return analysis.comparison_row(label, model, checkpoint_dir=path, images=validation_images(n),
-                                   counts=usage_counts(path, stamp, n), lpips=lpips_module() if with_lpips else None)
+    result = evaluation(path, stamp, n, with_lpips)
+    return analysis.protocol_row(label, config_of(path, stamp), result.metrics)
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
-def code_gallery(path: str, stamp: tuple, code: int, n: tuple, max_patches: int):
+def config_of(path: str, stamp: tuple) -> dict:
+    """The checkpoint's config.json (no weights loaded)."""
+    from vqexplore.hub import CONFIG_NAME, read_config
+
+    return read_config(Path(path) / CONFIG_NAME)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def code_gallery(path: str, stamp: tuple, code: int, n, max_patches: int):
     from vqexplore import analysis
 
     return analysis.code_gallery(load_model(path, stamp), validation_images(n), code, max_patches=max_patches,
@@ -129,20 +189,25 @@ def code_gallery(path: str, stamp: tuple, code: int, n: tuple, max_patches: int)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def run_usage(run_dir: str, checkpoints: tuple, n: tuple, max_checkpoints: int):
+def run_usage(run_dir: str, checkpoints: tuple, n, max_checkpoints: int):
     from vqexplore import analysis
 
     def loader(path):
         return load_model(str(path), weights_stamp(str(path)))
 
-    return analysis.usage_over_steps(run_dir, validation_images(n), max_checkpoints=max_checkpoints, loader=loader)
+    def counter(path, model):
+        return usage_counts(str(path), weights_stamp(str(path)), n)
+
+    return analysis.usage_over_steps(run_dir, None, max_checkpoints=max_checkpoints, loader=loader, counter=counter)
 
 
 @st.cache_data(show_spinner=False, ttl=60)
 def weights_status() -> dict:
+    """LPIPS / rFID weights on this machine (local files only: the dashboard never downloads, and a
+    reachability check of the download hosts cost seconds of every fresh server's first page)."""
     from vqexplore.metrics import weights_status as status
 
-    return status()
+    return status(network=False)
 
 
 @st.cache_resource(show_spinner=False)
@@ -168,7 +233,7 @@ def reconstructions(path: str, stamp: tuple, images_key: str, _images: tuple, wi
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def alignment(path_a: str, stamp_a: tuple, path_b: str, stamp_b: tuple, n: tuple):
+def alignment(path_a: str, stamp_a: tuple, path_b: str, stamp_b: tuple, n):
     """(CodeAlignment, info) of two checkpoints on the validation sample ``n`` (see
     ``vqexplore.alignment.align_models``)."""
     from vqexplore.alignment import align_models
@@ -177,7 +242,7 @@ def alignment(path_a: str, stamp_a: tuple, path_b: str, stamp_b: tuple, n: tuple
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def aligned_run_usage(run_dir: str, checkpoints: tuple, n: tuple, max_checkpoints: int):
+def aligned_run_usage(run_dir: str, checkpoints: tuple, n, max_checkpoints: int):
     """``vqexplore.alignment.aligned_usage_over_steps`` of a run (``checkpoints`` keys the cache)."""
     from vqexplore.alignment import aligned_usage_over_steps
 

@@ -390,6 +390,36 @@ class Demo:
         return png_file(prepared), gallery, rows, "\n\n".join(notes)
 
 
+PROTOCOL_HEADERS = ["checkpoint", "usage (%)", "PSNR (dB)", "SSIM", "bits/image (entropy)", "bits/pixel (entropy)"]
+
+
+def protocol_numbers(demo_state: "Demo"):
+    """-> (rows, note): every demo checkpoint measured under the evaluation protocol of the held-out photos
+    (``vqexplore.protocol``: the dashboard's default and the README's), through the same on-disk cache as
+    the dashboard and ``trainer eval``, so one checkpoint shows one usage, PSNR and SSIM everywhere."""
+    from vqexplore.hub import resolve
+    from vqexplore.protocol import Protocol, cached_evaluation
+
+    protocol = Protocol.heldout_photos()
+    rows, problems = [], []
+    for entry in demo_state.entries:
+        try:
+            model = demo_state.models.get(entry.source, hub=entry.hub)
+            folder = resolve(entry.source).path
+            m = cached_evaluation(folder, model, protocol).metrics
+        except VQExploreError as e:
+            problems.append(f"{entry.name}: {_sentence(e)}")
+            continue
+        except Exception as e:  # a bug: logged, one line on the page
+            log.exception("measuring %s under the protocol failed", entry.name)
+            problems.append(f"{entry.name}: could not be measured ({type(e).__name__}).")
+            continue
+        rows.append([entry.name, round(100 * m["usage"], 2), round(m["psnr"], 2), round(m["ssim"], 4),
+                     round(m["bits_per_image_entropy"]), round(m["bits_per_pixel_entropy"], 3)])
+    note = f"Measured under: {protocol.describe()}."
+    return rows, "\n\n".join([note, *problems])
+
+
 def clear_results():
     """The result components once the input image changes: empty."""
     return None, [], None, ""
@@ -456,6 +486,12 @@ def build_demo(entries: list[Entry] | None = None, *, preload: bool = False) -> 
                 table = gr.Dataframe(headers=TABLE_HEADERS, label="Numbers per checkpoint", interactive=False,
                                      elem_id="numbers")
                 notes = gr.Markdown(label="Notes", elem_id="notes")
+        with gr.Accordion("The checkpoints on the held-out photos (the dashboard's numbers)", open=False):
+            protocol_table = gr.Dataframe(headers=PROTOCOL_HEADERS, interactive=False, elem_id="protocol-numbers")
+            protocol_note = gr.Markdown(elem_id="protocol-note")
+            protocol_button = gr.Button("Measure", elem_id="protocol-run", size="sm")
+        protocol_button.click(lambda: protocol_numbers(demo_state), outputs=[protocol_table, protocol_note],
+                              api_name="protocol")
         from app.gradio_surgery import add_surgery
 
         add_surgery(demo_state, image, mode, names, png_file=png_file, sentence=_sentence,

@@ -7,18 +7,30 @@ survive a page switch; plain keys do."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import streamlit as st
 
 from app import keys, viewstate
-from app.cached import DEFAULT_IMAGE_SIZE, DEFAULT_SAMPLE
-from app.sources import checkpoint_root, confined, discover, resolve, runs_root
+
+from app.cached import DEFAULT_IMAGE_SIZE, DEFAULT_SAMPLE, default_protocol, protocol_images_count
+from app.sources import checkpoint_root, confined, discover, local_roots, resolve, runs_root
 from vqexplore.errors import VQExploreError
 from vqexplore.runlayout import RunLayout
 
 log = logging.getLogger("vqexplore.dashboard")
-SAMPLE_SIZES = (16, 64, 256)
-IMAGE_SIZES = (32, 64)
+SAMPLE_SIZES = (16, 64, 256, 1024)
+IMAGE_SIZES = (32, 64, 128, 256)
+# The evaluation protocol's source in the sidebar -> (label, image counts offered, default count).
+# "photos": the photo corpus's 8 held-out photos, the README's and the demo's protocol (the default).
+PROTOCOL_SOURCES = {
+    "photos": ("held-out photos (photo corpus, 8)", ("all",), "all"),
+    "builtin": ("built-in photos, fixed crops", (16, 64, 256), DEFAULT_SAMPLE),
+    "folder": ("an image folder", (16, 64, 256, 1024), 256),
+    "hf": ("a Hugging Face dataset (hf:)", (16, 64, 256, 1024), 256),
+    "imagenet64": ("Downsampled ImageNet val", (16, 64, 256, 1024), 1024),
+}
+DEFAULT_PROTOCOL_SOURCE = "photos"
 
 
 def _options() -> dict[str, str]:
@@ -72,20 +84,117 @@ def default_selection(opts: dict[str, str]) -> list[str]:
             return 0.0
 
     newest = max(runs, key=written, default=None)
-    return ([newest] if newest else []) + demos
+    return ([newest] if newest else []) + demos or list(opts)[:1]
+
+
+def _source_changed() -> None:
+    _keep(keys.PROTOCOL_SOURCE)
+    for key in (keys.SAMPLE_SIZE, keys.USAGE_WHOLE, keys.PROTOCOL_PATH):
+        st.session_state.pop(key, None)
+
+
+def protocol_path_refusal(text: str) -> str | None:
+    """On a confined server, a typed data folder must lie inside the checkpoint or run roots (the same
+    rule as a typed checkpoint folder, one answer whatever exists); None when ``text`` may be used."""
+    from vqexplore.hub import inside
+
+    roots = local_roots()
+    if roots is None:
+        return None
+    local = text[3:].split(":")[0] if text.startswith("hf:") else text
+    hub_id = (text.startswith("hf:") and "/" in local and not local.startswith((".", "/", "~"))
+              and not Path(local).expanduser().exists())
+    if hub_id or inside(local, roots):
+        return None
+    where = " or ".join(str(r) for r in roots)
+    return f"{text} is not a folder inside {where}; pick the held-out or built-in photos, or a folder there"
+
+
+def protocol_sidebar() -> None:
+    """The evaluation protocol's widgets; the chosen ``Protocol`` goes to ``st.session_state[keys.PROTOCOL]``
+    (an unusable choice shows one error and the default protocol is used)."""
+    from vqexplore.protocol import HELDOUT_USAGE_SCALES, Protocol
+
+    _seed(keys.PROTOCOL_SOURCE, DEFAULT_PROTOCOL_SOURCE)
+    src = st.session_state[keys.PROTOCOL_SOURCE]
+    if src not in PROTOCOL_SOURCES:
+        src = DEFAULT_PROTOCOL_SOURCE
+        st.session_state[keys.PROTOCOL_SOURCE] = st.session_state[keys.widget(keys.PROTOCOL_SOURCE)] = src
+    _, counts, default_count = PROTOCOL_SOURCES[src]
+    if st.session_state.get(keys.SAMPLE_SIZE) not in counts:
+        st.session_state[keys.SAMPLE_SIZE] = default_count
+    _seed(keys.SAMPLE_SIZE, default_count)
+    _seed(keys.IMAGE_SIZE, DEFAULT_IMAGE_SIZE)
+    _seed(keys.USAGE_WHOLE, src == "photos")
+    _seed(keys.PROTOCOL_PATH, "")
+    st.markdown("**Evaluation protocol** (every number on every page)")
+    st.selectbox("Images", list(PROTOCOL_SOURCES), key=keys.widget(keys.PROTOCOL_SOURCE), on_change=_source_changed,
+                 format_func=lambda k: PROTOCOL_SOURCES[k][0],
+                 help="Which images every page measures on: the photo corpus's held-out photos (never trained on; "
+                      "the README's tables and the demo use them), the built-in photos' fixed crops, a folder of "
+                      "images, a Hugging Face dataset or the Downsampled ImageNet val file.")
+    if src in ("folder", "hf", "imagenet64"):
+        st.text_input({"folder": "Image folder (ImageNet layout: its val/; else images held out by path hash)",
+                       "hf": "Dataset: hf:<id or saved folder>[:<split>]",
+                       "imagenet64": "Folder of the Downsampled ImageNet files (val_data), or the file"}[src],
+                      key=keys.widget(keys.PROTOCOL_PATH), on_change=_keep, args=(keys.PROTOCOL_PATH,),
+                      placeholder={"folder": "/data/my-images", "hf": "hf:/data/my-dataset",
+                                   "imagenet64": "/data/imagenet64"}[src])
+    st.selectbox("Number of images", counts, key=keys.widget(keys.SAMPLE_SIZE), on_change=_keep,
+                 args=(keys.SAMPLE_SIZE,), format_func=lambda c: "all" if c == "all" else f"{c:,}")
+    st.selectbox("Image size (pixels)", IMAGE_SIZES, key=keys.widget(keys.IMAGE_SIZE), on_change=_keep,
+                 args=(keys.IMAGE_SIZE,),
+                 help="Side of the square images (resized, centre-cropped; the built-in photos: fixed crops). "
+                      "The study and the demo checkpoints use 64.")
+    whole_ok = src in ("photos", "builtin", "folder")
+    if whole_ok:
+        st.toggle(f"Usage over the images whole at {'/'.join(map(str, HELDOUT_USAGE_SCALES))} px",
+                  key=keys.widget(keys.USAGE_WHOLE), on_change=_keep, args=(keys.USAGE_WHOLE,),
+                  help="Count codebook usage over the same images encoded whole at four sizes (many more tokens "
+                       "than the squares: 8 photos at 64 px are 2,048 tokens, fewer than 4,096 codes). PSNR and "
+                       "SSIM stay on the square images.")
+    count = st.session_state[keys.SAMPLE_SIZE]
+    count = None if count == "all" else int(count)
+    scales = HELDOUT_USAGE_SCALES if whole_ok and st.session_state.get(keys.USAGE_WHOLE) else ()
+    size = int(st.session_state[keys.IMAGE_SIZE])
+    chosen, problem = None, None
+    try:
+        if src == "photos":
+            chosen = Protocol.heldout_photos(size, count, usage_scales=scales)
+        elif src == "builtin":
+            chosen = Protocol.builtin(size, count, usage_scales=scales)
+        else:
+            text = (st.session_state.get(keys.PROTOCOL_PATH) or "").strip()
+            if src == "hf" and text and not text.startswith("hf:"):
+                text = "hf:" + text
+            if not text:
+                problem = "Type the folder or dataset above; until then the held-out photos are used."
+            else:
+                problem = protocol_path_refusal(text)
+                if problem is None:
+                    chosen = Protocol(text, "val", size, "center", count, usage_scales=scales)
+        if chosen is not None:
+            protocol_images_count(chosen)
+    except VQExploreError as e:
+        chosen, problem = None, str(e)
+    except Exception as e:  # never let a data source take the app down
+        log.exception("protocol %r failed", chosen)
+        chosen, problem = None, f"unexpected {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    if problem:
+        st.error(problem + ("" if problem.endswith("used.") else " (the held-out photos are used meanwhile)"))
+    st.session_state[keys.PROTOCOL] = chosen or default_protocol()
 
 
 def sidebar() -> None:
     """The source picker. Every page draws it first (``page()``), so it exists on all pages and
     in ``AppTest`` page switches alike; its values are kept across pages."""
     opts = _options()
-    viewstate.restore_global(list(opts), SAMPLE_SIZES, IMAGE_SIZES)  # a shared link's view, once
+    # a shared link's view, once
+    viewstate.restore_global(list(opts), SAMPLE_SIZES, IMAGE_SIZES, tuple(PROTOCOL_SOURCES))
     _seed(keys.SELECTED_SOURCES, default_selection(opts))
     # Options can vanish (a folder deleted): keep only what still exists.
     st.session_state[keys.SELECTED_SOURCES] = [k for k in st.session_state[keys.SELECTED_SOURCES] if k in opts]
     _seed(keys.SELECTED_SOURCES, None)
-    _seed(keys.SAMPLE_SIZE, DEFAULT_SAMPLE)
-    _seed(keys.IMAGE_SIZE, DEFAULT_IMAGE_SIZE)
     with st.sidebar:
         st.multiselect("Checkpoints", list(opts), key=keys.widget(keys.SELECTED_SOURCES), on_change=_keep,
                        args=(keys.SELECTED_SOURCES,),
@@ -97,13 +206,7 @@ def sidebar() -> None:
         st.button("Add", on_click=_add_source, key="add_source_button")
         if st.session_state.get(keys.ADD_ERROR):
             st.error(st.session_state[keys.ADD_ERROR])
-        st.selectbox("Validation images", SAMPLE_SIZES, key=keys.widget(keys.SAMPLE_SIZE), on_change=_keep,
-                     args=(keys.SAMPLE_SIZE,),
-                     help="The fixed validation sample (built-in photos) every page measures on.")
-        st.selectbox("Image size (pixels)", IMAGE_SIZES, key=keys.widget(keys.IMAGE_SIZE), on_change=_keep,
-                     args=(keys.IMAGE_SIZE,),
-                     help="Side of the validation crops. The study and the demo checkpoints use 64 "
-                          "(a checkpoint's metrics.json says the size it was evaluated at).")
+        protocol_sidebar()
         if not opts:
             st.info(f"No checkpoints found in {checkpoint_root()}: add a folder above, or train one with "
                     f"`python -m trainer --cfg configs/cpu/<name>.yaml`.")

@@ -14,13 +14,14 @@ import numpy as np
 import streamlit as st
 
 from app import keys, viewstate
-from app.cached import model_of, prewarm, sample
+from app.cached import model_of, prewarm, protocol, sample
 from app.sidebar import _options, sidebar
 from app.sources import resolve
 from vqexplore.errors import VQExploreError
 from vqexplore.hub import Source
 
 log = logging.getLogger("vqexplore.dashboard")
+PROJECTING_PAGES = ("code_embeddings", "code_inspector")  # pages whose first render needs umap-learn
 
 
 @contextmanager
@@ -52,10 +53,12 @@ def page(key: str) -> None:
     title = BY_KEY[key].heading
     st.session_state[keys.PAGE_STARTED] = time.perf_counter()
     st.set_page_config(page_title=f"{title} · vqexplore", page_icon=":material/grid_on:", layout="wide")
-    prewarm()
+    if key in PROJECTING_PAGES:
+        prewarm()  # their projection waits for these imports: start them now; other pages start them at the end
     viewstate.start_run()
     st.title(title)
     sidebar()
+    st.caption(f"Measured under: {protocol().describe()}")
     unknown = viewstate.unknown_checkpoints()
     if unknown:
         st.warning(f"The link names checkpoint(s) this dashboard does not have: {', '.join(unknown)}; "
@@ -98,6 +101,7 @@ def footer() -> None:
     # The view state goes into the link once per run, here (or in stop()): two query updates in
     # one run sometimes left the browser's address at the first.
     viewstate.publish()
+    prewarm()  # after the page: the warm-up thread would otherwise compete with a fresh server's first page
     started = st.session_state.get(keys.PAGE_STARTED)
     if started is not None:
         st.caption(f"Page computed in {time.perf_counter() - started:.2f} s on the server.")

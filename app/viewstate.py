@@ -42,7 +42,7 @@ def _as_int(values: list[str], allowed=None) -> int | None:
     return v if allowed is None or v in allowed else None
 
 
-def restore_global(options: list[str], sample_sizes, image_sizes) -> None:
+def restore_global(options: list[str], sample_sizes, image_sizes, sources=()) -> None:
     """At a session's first run: copy the global keys of the opening query into session state.
     ``options``: the checkpoint labels the sidebar offers (others in the link are ignored)."""
     query = _initial()
@@ -60,6 +60,12 @@ def restore_global(options: list[str], sample_sizes, image_sizes) -> None:
     code = _as_int(query.get("code", []))
     if code is not None and code >= 0:
         st.session_state[keys.INSPECT_CODE] = code
+    if query.get("data") and query["data"][-1] in sources:  # the evaluation protocol's source
+        st.session_state[keys.PROTOCOL_SOURCE] = query["data"][-1]
+        if query.get("datapath"):
+            st.session_state[keys.PROTOCOL_PATH] = query["datapath"][-1]
+    if query.get("usage"):
+        st.session_state[keys.USAGE_WHOLE] = query["usage"][-1] == "whole"
     n = _as_int(query.get("n", []), sample_sizes)
     if n is not None:
         st.session_state[keys.SAMPLE_SIZE] = n
@@ -101,9 +107,12 @@ def publish() -> None:
         pairs.append(("focus", str(state[keys.FOCUS])))
     if state.get(keys.INSPECT_CODE) is not None:
         pairs.append(("code", str(int(state[keys.INSPECT_CODE]))))
-    for key, query_key in ((keys.SAMPLE_SIZE, "n"), (keys.IMAGE_SIZE, "size")):
-        if state.get(key) is not None:
+    for key, query_key in ((keys.PROTOCOL_SOURCE, "data"), (keys.PROTOCOL_PATH, "datapath"),
+                           (keys.SAMPLE_SIZE, "n"), (keys.IMAGE_SIZE, "size")):
+        if state.get(key) not in (None, ""):
             pairs.append((query_key, str(state[key])))
+    if state.get(keys.USAGE_WHOLE) is not None:
+        pairs.append(("usage", "whole" if state[keys.USAGE_WHOLE] else "crops"))
     for query_key, session_key in state.get(_TRACKED, {}).items():
         value = state.get(session_key)
         if value is True:  # a toggle: on is "1", off is left out

@@ -158,10 +158,13 @@ def test_every_page_on_demo_checkpoints(tree, monkeypatch):
     monkeypatch.setenv("VQEXPLORE_CHECKPOINTS", str(REPO / "checkpoints"))
     before = tree_digest(REPO / "checkpoints")
     at = _app()
-    n = len(list((REPO / "checkpoints").glob("*/model.safetensors"))) + 1  # and the newest run, first
+    n = len(list((REPO / "checkpoints").glob("*/model.safetensors")))
+    at.sidebar.multiselect(key="w_selected_sources").set_value([p.parent.name for p in sorted(
+        (REPO / "checkpoints").glob("*/model.safetensors"))]).run()
+    at.sidebar.selectbox(key="w_protocol_source").select("builtin").run()
     at.sidebar.selectbox(key="w_sample_size").select(16).run()  # keep it quick on 2 cores
     at.sidebar.selectbox(key="w_image_size").select(32).run()  # quicker than the demos' 64 (any multiple of 4)
-    assert any("16 validation images" in c.value for c in at.caption)
+    assert any("Measured under: built-in photos" in c.value and "16 images" in c.value for c in at.caption)
     # PCA here: a 16,384-code UMAP is what bench/dashboard.py times; the UMAP path of the page
     # runs in test_every_page_on_tiny_checkpoints.
     at.session_state["proj_method"] = "pca"
@@ -172,10 +175,10 @@ def test_every_page_on_demo_checkpoints(tree, monkeypatch):
 
 def test_switch_checkpoint_and_code(tree):
     at = _open(_app(), "codebook_usage")
-    first = at.caption[0].value
+    first = at.caption[1].value  # caption 0: the protocol the page is measured under
     at.selectbox(key="focus_select").select("vq-l2-128").run()
     _ok(at, "Codebook usage")
-    assert "K=128" in at.caption[0].value and at.caption[0].value != first
+    assert "K=128" in at.caption[1].value and at.caption[1].value != first
     assert at.metric[2].value.endswith("/ 128")
     # The choice follows to the other single-checkpoint pages.
     _open(at, "code_inspector")
@@ -183,17 +186,18 @@ def test_switch_checkpoint_and_code(tree):
     assert at.selectbox(key="focus_select").value == "vq-l2-128"
     # A dead code shows a clear note instead of patches.
     at.selectbox(key="focus_select").select("vq-64").run()
-    from vqexplore import analysis, load
-    from vqexplore.data import validation_batch
+    from vqexplore import load
+    from vqexplore.protocol import Protocol, evaluate_protocol
 
-    counts = analysis.usage_counts(load(tree["checkpoints"] / "vq-64"), validation_batch(n=64))
+    # the counts under the page's protocol (the default: the held-out photos)
+    counts = evaluate_protocol(load(tree["checkpoints"] / "vq-64"), Protocol.heldout_photos(64)).counts
     dead = int((counts == 0).nonzero()[0][0])
     at.number_input(key="inspector_code").set_value(dead).run()
     _ok(at, "Code inspector")
     assert any(f"Code {dead} is dead" in w.value for w in at.warning)
     used = int(counts.argmax())
     at.number_input(key="inspector_code").set_value(used).run()
-    assert any(f"Used by **{int(counts[used])}**" in m.value for m in at.markdown)
+    assert any(f"Used by **{int(counts[used]):,}**" in m.value for m in at.markdown)
 
 
 def test_run_folder_usage_over_steps_and_training_refresh(tree):
@@ -258,4 +262,4 @@ def test_add_good_source_by_path(tree):
     _ok(at, "Compare checkpoints")
     selected = at.sidebar.multiselect(key="w_selected_sources").value
     assert any(path in s for s in selected)
-    assert len(at.dataframe[0].value) == len(TINY) + 2  # the run opened first, and again by its path
+    assert len(at.dataframe[0].value) == len(TINY) + 2  # the newest run (selected at start), the 4, the added one

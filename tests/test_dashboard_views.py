@@ -72,11 +72,12 @@ def test_aligned_codes_refuses_different_spaces(tree):
 
 
 def test_view_state_in_the_url(tree):
-    at = _app({"ckpt": ["vq-64", "vq-l2-128"], "focus": "vq-l2-128", "code": "5", "n": "16"})
+    at = _app({"ckpt": ["vq-64", "vq-l2-128"], "focus": "vq-l2-128", "code": "5", "n": "16", "data": "builtin"})
     _ok(at, "Compare checkpoints")
     assert at.session_state["selected_sources"] == ["vq-64", "vq-l2-128"]
     assert len(at.dataframe[0].value) == 2
-    assert _q(at, "ckpt") == ["vq-64", "vq-l2-128"] and _q(at, "n") == ["16"]
+    assert _q(at, "ckpt") == ["vq-64", "vq-l2-128"] and _q(at, "n") == ["16"] and _q(at, "data") == ["builtin"]
+    assert at.session_state["protocol_value"].count == 16 and at.session_state["protocol_value"].source == "builtin"
     _open(at, "code_inspector")
     _ok(at, "Code inspector")
     assert at.selectbox(key="focus_select").value == "vq-l2-128"
@@ -87,23 +88,26 @@ def test_view_state_in_the_url(tree):
     # Values the server does not offer are ignored, and said once.
     bad = _app({"ckpt": ["nope", "vq-64"], "n": "13", "code": "x"})
     _ok(bad, "Compare checkpoints")
-    assert bad.session_state["selected_sources"] == ["vq-64"] and bad.session_state["sample_size"] == 64
+    assert bad.session_state["selected_sources"] == ["vq-64"] and bad.session_state["sample_size"] == "all"
     assert any("nope" in w.value for w in bad.warning)
 
 
 def _expected_surgery(tree, name, cells_text, code=None, used_only=True):
-    """The surgery computed directly with the library on validation image 0 (64 x 64)."""
-    from vqexplore import analysis, load
-    from vqexplore.data import tensor_to_image, validation_batch
+    """The surgery computed directly with the library on image 0 of the dashboard's default evaluation
+    protocol (the held-out photos at 64 x 64), "used" codes being the protocol's counts."""
+    from vqexplore import load
+    from vqexplore.data import tensor_to_image
+    from vqexplore.protocol import Protocol, evaluate_protocol
     from vqexplore.reconstruct import reconstruct
     from vqexplore.surgery import majority_code, nearest_codes, parse_cells, token_surgery
 
     model = load(tree["checkpoints"] / name)
-    image = tensor_to_image(validation_batch(n=64, size=64)[0])
+    protocol = Protocol.heldout_photos(64)
+    image = tensor_to_image(protocol.images()[0])
     [r] = reconstruct(model, [image])
     cells = parse_cells(cells_text, r.indices.shape)
     if code is None:
-        used = analysis.usage_counts(model, validation_batch(n=64, size=64)) > 0 if used_only else None
+        used = evaluate_protocol(model, protocol).counts > 0 if used_only else None
         code = int(nearest_codes(model, majority_code(r.indices, cells), 1, among=used)[0][0])
     return token_surgery(model, r.indices, cells, code, original=image), code
 
@@ -165,11 +169,17 @@ def test_compare_rate_distortion(tree):
     frame = at.dataframe[0].value
     assert list(frame["checkpoint"]) and set(frame["set"]) == {"selected"}
     vq = frame[frame["checkpoint"] == "vq-64"].iloc[0]
-    # vq-64's metrics.json: perplexity 20 -> log2(20) bits per token; 16 x 16 tokens at 64 px.
+    # under the default protocol (its metrics.json, from before protocols, is not used): 16 x 16 tokens at
+    # 64 px, entropy bits = tokens x log2 of the protocol's perplexity
+    from vqexplore import load
+    from vqexplore.protocol import Protocol, evaluate_protocol
+
+    expected = evaluate_protocol(load(tree["checkpoints"] / "vq-64"), Protocol.heldout_photos(64)).metrics
     assert vq["tokens"] == 256 and vq["bits (fixed)"] == 256 * 6
-    assert vq["bits (entropy)"] == pytest.approx(256 * math.log2(20.0)) and vq["PSNR"] == 20.5
+    assert vq["bits (entropy)"] == pytest.approx(256 * math.log2(expected["perplexity"]))
+    assert vq["PSNR"] == pytest.approx(expected["psnr"]) and Protocol.heldout_photos(64).key in vq["source"]
     fsq = frame[frame["checkpoint"] == "fsq-5-4-3"].iloc[0]
-    assert fsq["quantizer"] == "FSQ" and "live (64 val images)" in fsq["source"]
+    assert fsq["quantizer"] == "FSQ" and "protocol" in fsq["source"]
     assert fsq["bits (entropy)"] <= fsq["bits (fixed)"]
     # The CPU sweep's rows as a preset (the real docs/cpu_sweep.md).
     at.toggle(key="rd_sweep").set_value(True).run()

@@ -28,8 +28,9 @@ commands:
             events, samples/*.png and checkpoints/step-XXXXXXXX/ (save_pretrained format + trainer
             state). --resume continues from the newest complete checkpoint.
             Several processes: torchrun --nproc-per-node N -m trainer --cfg FILE (DDP).
-  eval      --ckpt DIR  metrics on the whole validation set (usage, perplexity, dead codes, PSNR,
-            SSIM; LPIPS and rFID when their weights are available offline) -> DIR/metrics.json
+  eval      --ckpt DIR  metrics under one evaluation protocol (--data, --size, --crop, --max-images,
+            --usage-scales: usage, perplexity, dead codes, PSNR, SSIM, bits per image and per pixel; LPIPS
+            and rFID when their weights are available offline) -> DIR/metrics.json, which records it
   push      --ckpt DIR --repo user/name  upload the checkpoint with a model card to the Hub
   sweep     CONFIG_DIR  train + evaluate every row (default*.yaml skipped), write the study's tables
   export    --ckpt DIR --to FOLDER  copy a checkpoint without its optimizer state (demo checkpoints)
@@ -66,11 +67,19 @@ def _eval_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m trainer eval",
                                 description="Evaluate a checkpoint on a whole validation set; writes metrics.json.")
     p.add_argument("--ckpt", required=True, help="checkpoint folder, run folder (newest checkpoint) or Hub repo id")
-    p.add_argument("--data", help="validation source (default: the run's data.val, else builtin)")
+    p.add_argument("--data", help="validation source: builtin, photos, a folder, Downsampled ImageNet files or "
+                                  "hf:<dataset> (default: the run's data.val, else photos: the held-out photos)")
     p.add_argument("--out", help="where to write the JSON (default: <ckpt>/metrics.json)")
     p.add_argument("--size", type=int, help="image size (default: the run's data.size, else 64)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--max-images", type=int, help="evaluate only the first N validation images")
+    p.add_argument("--crop", choices=["center", "crops"],
+                   help="center: shorter side resized, centre crop; crops: the built-in photos' fixed multi-scale "
+                        "crops (default: crops for builtin, center for every other source)")
+    p.add_argument("--usage-scales", metavar="SIDES",
+                   help="count usage over the images whole at these shorter sides, e.g. 64,128,256,512, or none "
+                        "(default: 64,128,256,512 for photos, none otherwise)")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader processes decoding the images")
     p.add_argument("--device", default="auto")
     p.add_argument("--lpips-weights", help="AlexNet weights file for LPIPS (default: torch's hub cache)")
     p.add_argument("--rfid-weights", help="InceptionV3 weights file for rFID (default: torch's hub cache)")
@@ -204,7 +213,7 @@ def _eval(argv: list[str]) -> None:
     a = _eval_parser().parse_args(argv[1:])
     evaluate_checkpoint(a.ckpt, data=a.data, out=a.out, size=a.size, batch_size=a.batch_size,
                         max_images=a.max_images, device=a.device, lpips_weights=a.lpips_weights,
-                        rfid_weights=a.rfid_weights)
+                        rfid_weights=a.rfid_weights, crop=a.crop, usage_scales=a.usage_scales, workers=a.workers)
 
 
 def _push(argv: list[str]) -> None:

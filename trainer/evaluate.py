@@ -5,8 +5,6 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 from vqexplore.errors import CheckpointError, ConfigError, MissingWeightsError
 from vqexplore.hub import METRICS_NAME, resolve
 from vqexplore.utils import write_atomic
@@ -31,19 +29,46 @@ def training_info(ckpt_dir: Path) -> dict:
             "commands": [meta["command"]] if meta.get("command") else []}
 
 
+def eval_protocol(ckpt_run_cfg: dict | None, *, data: str | None = None, size: int | None = None,
+                  max_images: int | None = None, crop: str | None = None, usage_scales: str | None = None,
+                  metrics: tuple[str, ...] | None = None):
+    """The protocol ``trainer eval`` measures under: the flags, else the run's data.val / data.size
+    (else the held-out photos at 64 px), through ``Protocol.for_source``."""
+    from vqexplore.protocol import DEFAULT_METRICS, Protocol
+
+    run_cfg = ckpt_run_cfg or {}
+    data = data or (run_cfg.get("data") or {}).get("val") or "photos"
+    size = size or (run_cfg.get("data") or {}).get("size") or 64
+    kw = {"metrics": tuple(metrics or (*DEFAULT_METRICS, "lpips", "rfid"))}
+    if usage_scales is not None:
+        text = usage_scales.strip().lower()
+        try:
+            kw["usage_scales"] = () if text in ("", "none", "0") else tuple(int(v) for v in text.split(","))
+        except ValueError:
+            raise ConfigError(f"--usage-scales takes shorter sides like 64,128,256,512 or none, got {usage_scales!r}") \
+                from None
+    protocol = Protocol.for_source(str(data), int(size), count=max_images, **kw)
+    if crop is not None and crop != protocol.crop:
+        protocol = Protocol(protocol.source, protocol.split, protocol.size, crop, protocol.count, protocol.metrics,
+                            protocol.usage_scales)
+    return protocol
+
+
 def evaluate_checkpoint(ckpt: str, *, data: str | None = None, out: str | None = None, size: int | None = None,
                         batch_size: int = 64, max_images: int | None = None, device: str = "auto",
                         lpips_weights: str | None = None, rfid_weights: str | None = None,
-                        update_card: bool = True, quiet: bool = False) -> tuple[dict, Path]:
-    """Evaluate a checkpoint (folder, run folder or Hub repo id); write metrics.json.
+                        update_card: bool = True, quiet: bool = False, crop: str | None = None,
+                        usage_scales: str | None = None, workers: int = 0) -> tuple[dict, Path]:
+    """Evaluate a checkpoint (folder, run folder or Hub repo id) under one evaluation protocol
+    (``vqexplore.protocol``); write metrics.json, which records the protocol, its key, the weights'
+    sha256 and the per-code counts (so the dashboard can show these numbers without measuring again).
 
     Returns (metrics, path written). LPIPS and rFID are computed when their pretrained weights
     are available offline; otherwise they are null and ``notes`` says why. Data, image size and
     metric weights default to the run's own config.yaml when the checkpoint belongs to a run.
     """
     import vqexplore
-    from vqexplore.data import describe_source, make_dataset
-    from vqexplore.metrics import evaluate
+    from vqexplore.protocol import cached_evaluation, evaluate_protocol, weights_hash
 
     from .distributed import pick_device
 
@@ -59,26 +84,35 @@ def evaluate_checkpoint(ckpt: str, *, data: str | None = None, out: str | None =
     if src.kind == "hub" and out is None:
         raise CheckpointError(f"{ckpt} is a Hub repo: pass --out FILE for its metrics")
     run_cfg = run_config(src.run_dir)  # the run's validated config, or the defaults
-    data = data or run_cfg.data.val
-    size = size or run_cfg.data.size
+    run_data = {"data": {"val": run_cfg.data.val, "size": run_cfg.data.size}} if src.run_dir else {}
+    protocol = eval_protocol(run_data, data=data, size=size, max_images=max_images, crop=crop,
+                             usage_scales=usage_scales)
     dev = pick_device(device)
 
     model = vqexplore.load(src.path, device=dev)
-    dataset = make_dataset(data, "val", size)
-    n = len(dataset) if max_images is None else min(max_images, len(dataset))
-    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(n)), batch_size=batch_size)
+    protocol.num_images()  # a source without images fails here, in one line
     lpips, rfid, notes = _metric_models(lpips_weights or run_cfg.eval.lpips_weights,
                                         rfid_weights or run_cfg.eval.rfid_weights, dev)
-    metrics = {"lpips": None, "rfid": None, **evaluate(model, loader, device=dev, lpips=lpips, rfid=rfid)}
+    if src.kind == "hub":
+        result = evaluate_protocol(model, protocol, lpips=lpips, rfid=rfid, batch_size=batch_size, device=dev,
+                                   workers=workers)
+    else:
+        # the dashboard's cache: the same (weights, protocol) is measured once, by whoever comes first
+        result = cached_evaluation(src.path, model, protocol, lpips=lpips, rfid=rfid, batch_size=batch_size,
+                                   workers=workers)
+    from vqexplore.data import describe_source
+
     info = training_info(src.path)
+    metrics = {k: v for k, v in result.metrics.items()}
     metrics.update({
-        "split": "val", "data": str(data), "data_description": describe_source(data), "image_size": size,
-        "checkpoint": str(ckpt), "step": src.step if src.step is not None else info.get("step"),
-        "notes": notes,
+        "split": protocol.split, "data": protocol.source, "data_description": describe_source(protocol.source),
+        "image_size": protocol.size, "checkpoint": str(ckpt),
+        "step": src.step if src.step is not None else info.get("step"), "notes": notes,
+        "weights_sha256": weights_hash(src.path), "code_counts": [int(c) for c in result.counts],
     })
     path = Path(out) if out else src.path / METRICS_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, json.dumps(metrics, indent=2) + "\n")
+    write_atomic(path, metrics_json(metrics))
     if update_card and out is None and src.kind != "hub":
         if info and not read_facts(src.path):
             write_facts(src.path, info)  # an older run checkpoint: its facts as training.json
@@ -88,6 +122,15 @@ def evaluate_checkpoint(ckpt: str, *, data: str | None = None, out: str | None =
             print(f"note: {note}", file=sys.stderr)
         print(_summary(src.name, metrics, path), file=sys.stderr)
     return metrics, path
+
+
+def metrics_json(metrics: dict) -> str:
+    """metrics.json's text: indented, the per-code counts on one line (K numbers)."""
+    rest = {k: v for k, v in metrics.items() if k != "code_counts"}
+    text = json.dumps(rest, indent=2)
+    if "code_counts" in metrics:
+        text = text[:-2] + ',\n  "code_counts": ' + json.dumps(metrics["code_counts"], separators=(",", ":")) + "\n}"
+    return text + "\n"
 
 
 def _metric_models(lpips_weights: str | None, rfid_weights: str | None, device) -> tuple:
@@ -117,4 +160,5 @@ def _summary(name: str, m: dict, path: Path) -> str:
             f"dead codes {m['dead_codes']}/{m['codebook_size']}, PSNR {m['psnr']:.3f} dB, SSIM {m['ssim']:.4f}"
             + (f", LPIPS {m['lpips']:.4f}" if m["lpips"] is not None else "")
             + (f", rFID {m['rfid']:.2f}" if m["rfid"] is not None else "")
-            + f" on {m['num_images']} val images -> {path}")
+            + f", {m['bits_per_pixel_entropy']:.3f} bits per pixel (entropy)"
+            + f" under {m['protocol_description']} -> {path}")

@@ -137,7 +137,8 @@ def run_sweep(folder: str | Path, *, out: str | Path | None = "docs/cpu_sweep.md
             text = text.rstrip("\n") + "\n\n" + NOTES_MARKER + out.read_text().split(NOTES_MARKER, 1)[1]
         out.write_text(text)
         # The rows as data beside the tables, for programs (the dashboard's rate-distortion preset).
-        rows = [{"name": name, "config": dict(cfg.model), "image_size": cfg.data.size, "metrics": metrics,
+        rows = [{"name": name, "config": dict(cfg.model), "image_size": cfg.data.size,
+                 "metrics": {k: v for k, v in metrics.items() if k != "code_counts"},
                  "seconds": round(seconds, 1)} for name, cfg, metrics, seconds in results]
         rows_file(out).write_text(json.dumps({"command": command, "rows": rows}, indent=1))
         print(f"wrote {out} and {rows_file(out)}", file=sys.stderr)
@@ -231,11 +232,12 @@ def _setup_lines(results: list[tuple[Config, dict, float]]) -> list[str]:
     """What every row shares (data, model body, optimiser, steps) and the total training time."""
     first, notes = results[0][0], results[0][1]
     t, d, m = first.train, first.data, first.model
+    protocol = notes.get("protocol_description") or f"the whole validation split ({notes.get('num_images')} images)"
     lines = [f"Setup (every row): data `{d.train}` at {d.size}x{d.size} "
              f"({notes.get('data_description', '')}), SimpleCNN hidden {m.hidden_dim}, "
              f"{m.n_resblocks} residual blocks, Adam lr {t.lr:g}, batch {t.batch_size}, {t.steps} steps, "
-             f"seed {t.seed}. Metrics on the whole validation split ({notes.get('num_images')} images) "
-             f"by `python -m trainer eval`. Training time, all rows: "
+             f"seed {t.seed}. Metrics by `python -m trainer eval` under one protocol: {protocol}. "
+             f"Training time, all rows: "
              f"{sum(_train_seconds(c) for c, _, _ in results) / 60:.1f} min (the trainer's clock; "
              f"startup, validation and evaluation excluded).", ""]
     skipped = sorted({n for _, metrics, _ in results for n in metrics.get("notes", [])})

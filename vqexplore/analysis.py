@@ -43,7 +43,7 @@ __all__ = [
     "default_epochs", "warm_up_projection",
     "weights_fingerprint", "cache_dir", "cached_projection",
     "receptive_field", "CodeGallery", "code_gallery", "decoded_tile",
-    "STUDY_COLUMNS", "describe_config", "comparison_row", "comparison_table",
+    "STUDY_COLUMNS", "describe_config", "comparison_row", "protocol_row", "comparison_table",
     "training_curves", "curve_groups", "ema_smooth", "most_used_codes", "sample_grids",
 ]
 
@@ -72,12 +72,15 @@ class UsageOverSteps:
 
 
 def usage_over_steps(run_dir: str | Path, images: Tensor, *, max_checkpoints: int | None = 24,
-                     loader: Callable | None = None, batch_size: int = 64) -> UsageOverSteps:
+                     loader: Callable | None = None, batch_size: int = 64,
+                     counter: Callable | None = None) -> UsageOverSteps:
     """Per-code usage of every checkpoint of a run on the same images: codes x steps.
 
     ``max_checkpoints`` keeps that many, evenly spread over the run (always the first and the
-    last). ``loader(path) -> VQModel`` defaults to :func:`vqexplore.load`. A run whose
-    checkpoints disagree on the codebook size raises ValueError.
+    last). ``loader(path) -> VQModel`` defaults to :func:`vqexplore.load`. ``counter(path, model)
+    -> (K,) counts`` replaces counting on ``images`` (e.g. the counts of an evaluation protocol,
+    ``vqexplore.protocol.cached_evaluation``). A run whose checkpoints disagree on the codebook
+    size raises ValueError.
     """
     from .models import load
 
@@ -91,7 +94,7 @@ def usage_over_steps(run_dir: str | Path, images: Tensor, *, max_checkpoints: in
     columns, steps = [], []
     for step, path in ckpts:
         model = loader(path)
-        counts = usage_counts(model, images, batch_size)
+        counts = np.asarray(counter(path, model)) if counter is not None else usage_counts(model, images, batch_size)
         if columns and counts.shape != columns[0].shape:
             raise ValueError(f"{path} has {counts.shape[0]} codes but earlier checkpoints of the run "
                              f"have {columns[0].shape[0]}")
@@ -219,7 +222,7 @@ def code_gallery(model: nn.Module, images: Tensor, code: int, *, max_patches: in
 
 _METRIC_COLUMNS = {k: METRIC[k].column for k in TABLE_METRICS}  # the registry: vqexplore.metricinfo
 STUDY_COLUMNS = ("checkpoint", "quantizer", "levels", "code dim", "codebook size", "l2 norm", "entropy reg",
-                 "ema", "remedy", *_METRIC_COLUMNS.values(), "metrics from")
+                 "ema", "remedy", *_METRIC_COLUMNS.values(), "bits/image", "bits/pixel", "metrics from")
 
 
 def comparison_row(name: str, model: nn.Module, *, checkpoint_dir: str | Path | None = None,
@@ -257,6 +260,21 @@ def comparison_row(name: str, model: nn.Module, *, checkpoint_dir: str | Path | 
     for key, column in _METRIC_COLUMNS.items():
         row[column] = METRIC[key].display(values.get(key))
     row["metrics from"] = " + ".join(sorted(sources)) if sources else "none"
+    return row
+
+
+def protocol_row(name: str, config: Mapping, metrics: Mapping, *, source: str = "") -> dict:
+    """One row of the comparison table from a checkpoint measured under an evaluation protocol
+    (``vqexplore.protocol.ProtocolResult.metrics``): every number from that one measurement, bits per
+    image and per pixel the entropy rate (tokens x the entropy of the token distribution)."""
+    row = {"checkpoint": name, **describe_config(config)}
+    for key, column in _METRIC_COLUMNS.items():
+        value = metrics.get(key)
+        value = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        row[column] = 100.0 * value if key == "usage" and value is not None else value
+    row["bits/image"] = metrics.get("bits_per_image_entropy")
+    row["bits/pixel"] = metrics.get("bits_per_pixel_entropy")
+    row["metrics from"] = source or f"protocol {metrics.get('protocol_key', '?')} ({metrics.get('num_images')} images)"
     return row
 
 

@@ -366,7 +366,11 @@ def model_card(config: dict, *, metrics: dict | None = None, dataset: str | None
     if dataset:
         body += ["## Training data", "", f"{dataset}", ""]
     if metric_rows:
-        body += ["## Evaluation", "", "| metric | value |", "|---|---:|", metric_rows, ""]
+        body += ["## Evaluation", ""]
+        if (metrics or {}).get("protocol_description"):
+            body += ["Measured under one evaluation protocol (`vqexplore.protocol`): "
+                     f"{metrics['protocol_description']}.", ""]
+        body += ["| metric | value |", "|---|---:|", metric_rows, ""]
     if command:
         body += ["## How it was made", "", "```", command, "```", ""]
     return ModelCard.from_template(data, template_str="---\n{{ card_data }}\n---\n\n" + "\n".join(body))

@@ -58,6 +58,10 @@ METRICS: tuple[Metric, ...] = (
     Metric("ssim", "SSIM", "SSIM", "", ".3f", True, help="structural similarity of the reconstructions"),
     Metric("lpips", "LPIPS", "LPIPS", "", ".3f", False, help="learned perceptual distance (AlexNet)"),
     Metric("rfid", "rFID", "rFID", "", ".2f", False, help="reconstruction FID (Inception features)"),
+    Metric("bits_per_image_entropy", "Bits per image (entropy)", "bits/image", "", ",.0f", None,
+           help="tokens per image x the entropy of the token distribution (bits): the rate of an ideal code"),
+    Metric("bits_per_pixel_entropy", "Bits per pixel (entropy)", "bits/pixel", "", ".3f", None,
+           help="bits per image / pixels per image"),
 )
 METRIC: dict[str, Metric] = {m.key: m for m in METRICS}
 BY_COLUMN: dict[str, Metric] = {m.column: m for m in METRICS}

@@ -156,7 +156,7 @@ def _lpips_backbone_urls() -> dict[str, str]:
 
 
 def _resolve_weights(weights_path: str | Path | None, filename: str, url: str, who: str,
-                     download: bool = True) -> Path:
+                     download: bool = True, network: bool = True) -> Path:
     """The weights file to read. Missing from torch's hub cache, it is downloaded there as usual
     when ``url`` can be reached (checked with a short timeout first, so offline never hangs);
     otherwise MissingWeightsError in one sentence. With ``download=False`` a reachable URL only
@@ -169,7 +169,7 @@ def _resolve_weights(weights_path: str | Path | None, filename: str, url: str, w
         return path
     folder = _hub_checkpoints_dir()
     path = folder / filename
-    if not path.is_file() and url_reachable(url):
+    if not path.is_file() and network and url_reachable(url):
         if not download:
             return path
         try:
@@ -197,7 +197,12 @@ def _load_state_dict(path: Path, who: str) -> dict:
     return state
 
 
+_ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"  # torchvision's IMAGENET1K_V1
+
+
 def _lpips_weights_file(net: str) -> tuple[str, str]:
+    if net == "alex":  # without importing torchvision (seconds), for a quick weights_status
+        return _ALEXNET_URL.rsplit("/", 1)[-1], _ALEXNET_URL
     urls = _lpips_backbone_urls()
     if net not in urls:
         raise ValueError(f"LPIPS net must be one of {', '.join(urls)}, got {net!r}")
@@ -206,8 +211,11 @@ def _lpips_weights_file(net: str) -> tuple[str, str]:
 
 
 def weights_status(lpips_weights_path: str | Path | None = None,
-                   rfid_weights_path: str | Path | None = None) -> dict[str, str | None]:
+                   rfid_weights_path: str | Path | None = None, *, network: bool = True) -> dict[str, str | None]:
     """Whether LPIPS (AlexNet) and rFID (InceptionV3) can run offline, without trying to run them.
+
+    network=False: only local files count (no reachability check of the download URLs; an app that never
+    downloads asks this way, in no time).
 
     Returns ``{"lpips": None | reason, "rfid": None | reason}``: None means the weights (and the
     package) are available; otherwise a one-sentence reason fit for a "LPIPS skipped: ..." note.
@@ -222,7 +230,7 @@ def weights_status(lpips_weights_path: str | Path | None = None,
     else:
         try:
             filename, url = _lpips_weights_file("alex")
-            _resolve_weights(lpips_weights_path, filename, url, "LPIPS", download=False)
+            _resolve_weights(lpips_weights_path, filename, url, "LPIPS", download=False, network=network)
             status["lpips"] = None
         except MissingWeightsError as e:
             status["lpips"] = str(e)
@@ -230,7 +238,8 @@ def weights_status(lpips_weights_path: str | Path | None = None,
         status["rfid"] = "rFID needs torchmetrics and torch-fidelity: pip install torchmetrics torch-fidelity."
     else:
         try:
-            _resolve_weights(rfid_weights_path, INCEPTION_WEIGHTS_FILE, INCEPTION_WEIGHTS_URL, "rFID", download=False)
+            _resolve_weights(rfid_weights_path, INCEPTION_WEIGHTS_FILE, INCEPTION_WEIGHTS_URL, "rFID", download=False,
+                             network=network)
             status["rfid"] = None
         except MissingWeightsError as e:
             status["rfid"] = str(e)

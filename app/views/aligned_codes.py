@@ -25,7 +25,7 @@ def render() -> None:
     ui.page("aligned_codes")
     picked = ui.require_selection()
     sample = cached.sample()
-    n = sample[0]
+    n = cached.sample_size()
 
     # Every selected checkpoint, and every step of the selected runs, can be A or B.
     choices: dict[str, str] = {}
@@ -66,7 +66,7 @@ def render() -> None:
 
     with ui.shown_errors():
         try:
-            with st.spinner(f"Matching codes on {n} validation images..."):
+            with st.spinner(f"Matching codes on the protocol's {n} images..."):
                 al, info = cached.alignment(path_a, sources.weights_stamp(path_a), path_b,
                                             sources.weights_stamp(path_b), sample)
         except ValueError as e:  # e.g. codebooks of different code dimensions
@@ -136,9 +136,9 @@ def render() -> None:
         run_dir = runs[run_label]
         ckpts = list_checkpoints(run_dir)
         with ui.shown_errors():
-            max_ckpts = st.slider("Checkpoints to use (spread over the run)", 2, min(24, len(ckpts)), min(8,
-                                                                                                          len(ckpts)),
-                                  key="align_max_ckpts")
+            # a slider needs a range: with two checkpoints both are used
+            max_ckpts = st.slider("Checkpoints to use (spread over the run)", 2, min(24, len(ckpts)),
+                                  min(8, len(ckpts)), key="align_max_ckpts") if len(ckpts) >= 3 else len(ckpts)
             with st.spinner(f"Aligning {max_ckpts} checkpoints..."):
                 followed = cached.aligned_run_usage(run_dir, tuple(s for s, _ in ckpts), sample, max_ckpts)
             follow = st.radio("Rows", ["aligned", "id"], horizontal=True, key="align_rows",

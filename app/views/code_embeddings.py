@@ -12,7 +12,7 @@ from vqexplore import plots
 
 def render() -> None:
     p, model, sample = ui.single_checkpoint_page("code_embeddings")
-    n = sample[0]
+    n = cached.sample_size()
     k = model.codebook_size
 
     viewstate.track("dims", "proj_dims", int, lambda v: v in (2, 3))

@@ -14,7 +14,7 @@ CLICKABLE_MAX = 4096  # codes drawn as clickable markers by default
 
 def render() -> None:
     p, model, sample = ui.single_checkpoint_page("code_inspector")
-    n = sample[0]
+    n = cached.sample_size()
     k = model.codebook_size
 
     with ui.shown_errors():
@@ -70,14 +70,18 @@ def render() -> None:
             max_patches = st.slider("Patches to show", 4, 64, 24, step=4, key="inspector_max")
             with st.spinner("Finding patches..."):
                 gallery = cached.code_gallery(p.path, stamp, code, sample, max_patches)
-            share = gallery.count / max(int(counts.sum()), 1)
+            used = int(counts[code])  # the protocol's count (the same as Codebook usage shows)
+            share = used / max(int(counts.sum()), 1)
             st.markdown(f"### Code {code}")
-            st.markdown(f"Used by **{gallery.count}** of {int(counts.sum())} tokens ({share:.2%}) in {n} "
-                        f"validation images.")
+            st.markdown(f"Used by **{used:,}** of {int(counts.sum()):,} tokens ({share:.2%}) under the protocol "
+                        f"({n} images); {gallery.count:,} of them in the {n} square images the patches come from.")
             st.image(ui.enlarge(gallery.tile, 6), caption="decoded tile: a 4 x 4 grid of this code",
                      width=96)
-            if gallery.count == 0:
+            if used == 0:
                 st.warning(f"Code {code} is dead on this sample: the encoder never maps a token to it.")
+            elif gallery.count == 0:
+                st.info(f"Code {code} is used only where the images are encoded whole at other sizes; "
+                        f"no patch of the square images maps to it.")
             else:
                 st.markdown(f"Receptive-field crops ({gallery.receptive_field} x {gallery.receptive_field} px, "
                             "the token's own 4 x 4 cell outlined), most typical first:")

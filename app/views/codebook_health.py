@@ -11,7 +11,7 @@ from vqexplore.health import FAR_FACTOR
 
 def render() -> None:
     p, model, sample = ui.single_checkpoint_page("codebook_health")
-    n = sample[0]
+    n = cached.sample_size()
 
     with ui.shown_errors():
         with st.spinner("Measuring distances between codes and encoder outputs..."):

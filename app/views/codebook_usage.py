@@ -12,7 +12,7 @@ from vqexplore.hub import list_checkpoints
 
 def render() -> None:
     p, model, sample = ui.single_checkpoint_page("codebook_usage")
-    n = sample[0]
+    n = cached.sample_size()
 
     with ui.shown_errors():
         with st.spinner("Counting codes..."):
@@ -24,7 +24,7 @@ def render() -> None:
             value = METRIC[key].format(shown[key])
             col.metric(METRIC[key].label, f"{value} / {stats.codebook_size:,}" if key == "dead_codes" else value,
                        help=METRIC[key].help)
-        st.caption(f"On {n} validation images ({int(counts.sum())} tokens).")
+        st.caption(f"Under the protocol above: {n} images, {int(counts.sum()):,} tokens counted.")
         st.plotly_chart(plots.usage_heatmap(counts, highlight=st.session_state.get(keys.INSPECT_CODE)),
                         width="stretch", key="usage_heatmap")
         st.plotly_chart(plots.usage_histogram(counts), width="stretch", key="usage_histogram")
@@ -44,8 +44,9 @@ def render() -> None:
                 "`runs/<name>/`, to see when codes die or revive).")
     else:
         with ui.shown_errors():
+            # a slider needs a range: with two checkpoints both are used
             max_ckpts = st.slider("Checkpoints to use (spread over the run)", 2, min(48, len(ckpts)),
-                                  min(12, len(ckpts)), key="run_max_ckpts")
+                                  min(12, len(ckpts)), key="run_max_ckpts") if len(ckpts) >= 3 else len(ckpts)
             with st.spinner(f"Counting codes in {max_ckpts} checkpoints..."):
                 over = cached.run_usage(run_dir, tuple(s for s, _ in ckpts), sample, max_ckpts)
             c1, c2 = st.columns(2)

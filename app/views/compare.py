@@ -12,7 +12,7 @@ def render() -> None:
     ui.page("compare")
     picked = ui.require_selection()
     sample = cached.sample()
-    n = sample[0]
+    n = cached.sample_size()
     with_lpips = cached.lpips_module() is not None
     VIEWS = {"table": "table and usage curves", "rd": "rate-distortion"}
     viewstate.track("view", "compare_view", str, lambda v: v in VIEWS)
@@ -26,6 +26,8 @@ def render() -> None:
                 stamp = sources.weights_stamp(p.path)
                 rows.append(cached.comparison_row(p.path, stamp, p.name, sample, with_lpips))
                 curves[p.name] = cached.usage_counts(p.path, stamp, sample)
+    # results read from disk need no model; load them now, off the page, for the next measurement
+    cached.warm_models([(p.path, sources.weights_stamp(p.path)) for p in picked])
 
     if rows and view == "table":
         table = analysis.comparison_table(rows)
@@ -36,7 +38,8 @@ def render() -> None:
         notes = []
         if not with_lpips:
             notes.append("LPIPS: " + (cached.weights_status().get("lpips") or "unavailable"))
-        notes.append("rFID is shown only where a checkpoint's metrics.json has it (`python -m trainer eval`).")
+        notes.append(f"Every number under the protocol above ({n} images); rFID needs many images: "
+                     f"`python -m trainer eval` (its metrics.json records the protocol).")
         st.caption(" · ".join(notes))
         st.download_button("Download table (CSV)", table.to_csv(index=False), "comparison.csv", "text/csv")
         if len(table) > 1:
@@ -49,22 +52,18 @@ def render() -> None:
         x = st.radio("x axis", ["fraction", "rank"], horizontal=True, key="curve_x",
                      format_func={"fraction": "rank / codebook size", "rank": "rank"}.get)
         st.plotly_chart(plots.usage_curves(curves, x=x), width="stretch", key="usage_curves")
-        st.caption(f"Counts on the same {n} validation images for every checkpoint; a curve that falls "
+        st.caption(f"Counts under the protocol above ({n} images) for every checkpoint; a curve that falls "
                    f"early means most codes go unused (codebook collapse).")
 
     if view == "rd":
-        from vqexplore.hub import read_metrics
         from vqexplore.ratedistortion import point_from_row, rate_distortion_table
 
         points = []
         for p, row in zip(picked, rows):
             with ui.shown_errors(f"{p.name}: "):
-                saved = read_metrics(p.path) or {}
-                # Rate and distortion come from where the row's numbers came from: metrics.json (its
-                # image size) or the live sample (the sidebar's).
-                size = int(saved.get("image_size") or sample[1]) if "perplexity" in saved else sample[1]
-                try:
-                    points.append(point_from_row(row, cached.model_of(p).config, size))
+                try:  # rate and distortion from the same evaluation as the table, at the protocol's size
+                    points.append(point_from_row(row, cached.config_of(p.path, sources.weights_stamp(p.path)),
+                                                  sample.size))
                 except ValueError as e:
                     st.warning(str(e))
         viewstate.track("sweep", "rd_sweep", lambda v: v == "1")
@@ -110,9 +109,9 @@ def render() -> None:
         st.caption("One point per checkpoint, coloured by quantizer (filled: the selected checkpoints, open: presets). "
                    "Entropy bits = tokens x the empirical entropy of the token distribution on the validation images "
                    "(log2 of the perplexity): what a downstream model that learned the code frequencies pays. "
-                   "Fixed bits = tokens x log2(codebook size). Numbers come from each checkpoint's metrics.json "
-                   "where it has one (its image size), else from the live sample; the sweep's from the rows file it "
-                   "writes beside its tables.")
+                   "Fixed bits = tokens x log2(codebook size). The selected checkpoints' numbers come from the "
+                   "protocol above; the presets' from their own evaluations (the sweep's rows file, each run's "
+                   "metrics.json).")
         st.dataframe(frame, hide_index=True, width="stretch",
                      column_config={c: st.column_config.NumberColumn(format="%.4f")
                                     for c in ("SSIM", "LPIPS", "bits/token (entropy)")} |

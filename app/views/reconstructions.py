@@ -12,6 +12,7 @@ from app import cached, keys, sources, ui, viewstate, widgets
 
 
 from vqexplore import plots
+from vqexplore.metricinfo import METRIC
 from vqexplore.data import load_image, tensor_to_image
 from vqexplore.errors import ImageError
 from vqexplore.reconstruct import prepare_image
@@ -29,7 +30,7 @@ def render() -> None:
     c1, c2, c3 = st.columns([2, 1, 2])
     source = c1.radio("Images", ["validation", "upload"], horizontal=True, key="recon_source",
                       format_func={"validation": "validation photos", "upload": "upload your own"}.get)
-    size = cached.sample()[1]
+    size = cached.sample().size
     mode = c2.radio("Size", ["64", "native"], horizontal=True, key="recon_mode",
                     format_func={"64": f"{size} x {size} crop", "native": "native (up to 512 x 512)"}.get)
     LAYERS = {"reconstruction": "reconstruction", "error": "|error|", "tokens": "token map"}
@@ -39,7 +40,9 @@ def render() -> None:
 
     images, names = [], []
     if source == "validation":
-        count = st.slider("Number of validation images", 1, 16, 4, key="recon_count")
+        available = min(16, cached.sample_size())
+        count = st.slider("Number of validation images", 1, available, min(4, available), key="recon_count") \
+            if available > 1 else 1
         batch = cached.validation_images(cached.sample())[:count]
         images = [prepare_image(tensor_to_image(x), mode, size=size) for x in batch]
         names = [f"val {i}" for i in range(len(images))]
@@ -72,6 +75,14 @@ def render() -> None:
             with st.spinner(f"Reconstructing with {label}..."):
                 results[label] = cached.reconstructions(p.path, sources.weights_stamp(p.path), key, tuple(images),
                                                         with_lpips)
+            # The checkpoint's numbers under the protocol (the same evaluation as Compare and Codebook
+            # usage); the numbers of the images shown are in the table below.
+            m = cached.evaluation_of(p, with_lpips).metrics
+            st.markdown(f"**{label}** · usage {METRIC['usage'].format(m['usage'])} · "
+                        f"PSNR {METRIC['psnr'].format(m['psnr'])} · SSIM {METRIC['ssim'].format(m['ssim'])}"
+                        + (f" · LPIPS {METRIC['lpips'].format(m['lpips'])}" if m.get("lpips") is not None else "")
+                        + f" · {m['bits_per_pixel_entropy']:.3f} bits/pixel",
+                        help=f"On all {m['num_images']} images of the protocol ({m['protocol_description']}).")
     done = [label for label in chosen if label in results]
     means = [{"checkpoint": label, "K": models[label].codebook_size,
               "PSNR (dB)": np.mean([r.psnr for r in results[label]]), "SSIM": np.mean([r.ssim for r in results[label]]),
