@@ -51,8 +51,6 @@ def evaluate_checkpoint(ckpt: str, *, data: str | None = None, out: str | None =
     for flag, value in (("--batch-size", batch_size), ("--max-images", max_images), ("--size", size)):
         if value is not None and value < 1:
             raise ConfigError(f"{flag} must be >= 1, got {value}")
-    if size is not None and size % 4:
-        raise ConfigError(f"--size must be a multiple of 4 (the tokenizers downsample by 4), got {size}")
     if out is not None and Path(out).is_dir():
         raise ConfigError(f"--out {out} is a folder; give a file name, e.g. --out {Path(out) / METRICS_NAME}")
     src = resolve(ckpt)
@@ -60,10 +58,12 @@ def evaluate_checkpoint(ckpt: str, *, data: str | None = None, out: str | None =
         raise CheckpointError(f"{ckpt} is a Hub repo: pass --out FILE for its metrics")
     run_cfg = run_config(src.run_dir) or {}
     data = data or (run_cfg.get("data") or {}).get("val") or "builtin"
-    size = size or (run_cfg.get("data") or {}).get("size") or 64
     dev = pick_device(device)
-
     model = vqexplore.load(src.path, device=dev)
+    if size is not None and size % model.downsample:
+        raise ConfigError(f"--size must be a multiple of {model.downsample} (this tokenizer's downsampling), "
+                          f"got {size}")
+    size = size or (run_cfg.get("data") or {}).get("size") or model.resolution or 64
     dataset = make_dataset(data, "val", size)
     n = len(dataset) if max_images is None else min(max_images, len(dataset))
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(n)), batch_size=batch_size)

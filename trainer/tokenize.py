@@ -101,7 +101,8 @@ def tokenize_dataset(ckpt: str, data: str, out: str | os.PathLike, *, split: str
                      max_images: int | None = None, progress: bool = True) -> dict:
     """Tokenize ``data`` with checkpoint ``ckpt`` into ``out`` (see the module docstring).
 
-    size: image side (default: the run's data.size when the checkpoint belongs to a run, else 64).
+    size: image side (default: the run's data.size when the checkpoint belongs to a run, else the
+    checkpoint's training resolution, else 64).
     max_images: only the first N items. Returns the final index (without ``image_ids``), with
     ``seconds`` and ``images_per_second`` of this call.
     """
@@ -113,11 +114,11 @@ def tokenize_dataset(ckpt: str, data: str, out: str | os.PathLike, *, split: str
     from .runfacts import run_config
 
     src = resolve(ckpt)
-    size = int(size or ((run_config(src.run_dir) or {}).get("data") or {}).get("size") or 64)
     if batch_size < 1:
         raise DataError(f"--batch-size must be >= 1, got {batch_size}")
     dev = pick_device(device)
     model = vqexplore.load(src.path, device=dev).eval()
+    size = int(size or ((run_config(src.run_dir) or {}).get("data") or {}).get("size") or model.resolution or 64)
     # Streaming: never decode the whole dataset into memory up front.
     dataset = make_dataset(data, split, size, seed=seed, in_memory=False)
     n = len(dataset) if max_images is None else min(int(max_images), len(dataset))

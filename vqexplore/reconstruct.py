@@ -29,7 +29,7 @@ class Reconstruction:
     """One image through one tokenizer.
 
     original, reconstruction, error_map, token_map: uint8 (H, W, 3) at the same size;
-    indices: (H/4, W/4) int64 code ids; psnr in dB, ssim in [-1, 1], lpips >= 0 (None when
+    indices: (H/f, W/f) int64 code ids (f = model.downsample); psnr in dB, ssim in [-1, 1], lpips >= 0 (None when
     its weights are unavailable); bits = num_tokens * log2(codebook_size).
     """
 
