@@ -31,7 +31,7 @@ log = logging.getLogger("vqexplore.dashboard")
 PAGES_DIR = Path(__file__).resolve().parent / "views"
 SAMPLE_SIZES = (16, 64, 256)
 DEFAULT_SAMPLE = 64
-IMAGE_SIZES = (32, 64)
+IMAGE_SIZES = (32, 64, 128, 256)  # all multiples of 16: every SimpleCNN and f16 VQGAN tokenizes them
 DEFAULT_IMAGE_SIZE = 64  # the study's resolution
 
 
@@ -335,6 +335,29 @@ def _add_source() -> None:
 
 def _keep(key: str) -> None:
     st.session_state[key] = st.session_state[f"w_{key}"]
+    if key == "image_size":
+        st.session_state["image_size_chosen"] = True
+
+
+def training_size(paths) -> int | None:
+    """The largest training resolution (config.json ``resolution``; 64 when not recorded) of the
+    local checkpoint or run folders ``paths``, as the nearest offered image size; None if none."""
+    from vqexplore.hub import CONFIG_NAME, read_config
+    from vqexplore.reconstruct import DEFAULT_RESOLUTION
+
+    sizes = []
+    for path in paths:
+        try:
+            folder = Path(path)
+            if not folder.is_dir():
+                continue  # a Hub repo id: not fetched for the sidebar
+            src = resolve(str(folder))
+            sizes.append(int(read_config(src.path / CONFIG_NAME).get("resolution") or DEFAULT_RESOLUTION))
+        except Exception:  # an unreadable checkpoint says so on the pages that open it
+            continue
+    if not sizes:
+        return None
+    return min(IMAGE_SIZES, key=lambda s: (abs(s - max(sizes)), -s))
 
 
 def _seed(key: str, default) -> None:
@@ -353,6 +376,12 @@ def sidebar() -> None:
     st.session_state["selected_sources"] = [k for k in st.session_state["selected_sources"] if k in opts]
     _seed("selected_sources", None)
     _seed("sample_size", DEFAULT_SAMPLE)
+    if "image_size_chosen" not in st.session_state:  # first run: an opening link's size is a choice
+        st.session_state["image_size_chosen"] = "size" in st.query_params
+    if not st.session_state["image_size_chosen"]:
+        # the image size follows the selected checkpoints' training resolution (256 for a published VQGAN)
+        trained = training_size(opts[k] for k in st.session_state["selected_sources"] if k in opts)
+        st.session_state["image_size"] = trained or st.session_state.get("image_size", DEFAULT_IMAGE_SIZE)
     _seed("image_size", DEFAULT_IMAGE_SIZE)
     with st.sidebar:
         st.multiselect("Checkpoints", list(opts), key="w_selected_sources", on_change=_keep,
@@ -368,8 +397,10 @@ def sidebar() -> None:
         st.selectbox("Validation images", SAMPLE_SIZES, key="w_sample_size", on_change=_keep, args=("sample_size",),
                      help="The fixed validation sample (built-in photos) every page measures on.")
         st.selectbox("Image size (pixels)", IMAGE_SIZES, key="w_image_size", on_change=_keep, args=("image_size",),
-                     help="Side of the validation crops. The study and the demo checkpoints use 64 "
-                          "(a checkpoint's metrics.json says the size it was evaluated at).")
+                     help="Side of the validation crops. Until you pick one it follows the selected checkpoints' "
+                          "training resolution (config.json 'resolution'): 64 for the study and the demo checkpoints, "
+                          "256 for the published VQGANs (a checkpoint's metrics.json says the size it was "
+                          "evaluated at).")
         if not opts:
             st.info(f"No checkpoints found in {checkpoint_root()}: add a folder above, or train one with "
                     f"`python -m trainer --cfg configs/cpu/<name>.yaml`.")

@@ -5,8 +5,9 @@ What is checked, exactly:
 - diffusers: a real ``diffusers.VQModel`` (random weights, attention in the encoder, decoder and
   middle) and its import give the same code indices and reconstructions (float32: 1e-5; float64:
   1e-6, the quantizer's float32 rounding). diffusers' VQModel is a port of taming's network, so
-  this also runs the taming layer arithmetic (GroupNorm eps, swish, right/bottom padding before the stride-2 convolution, nearest
-  upsampling, single-head attention) against code vqexplore did not write.
+  this also runs the taming layer arithmetic (GroupNorm eps, swish, right/bottom padding before
+  the stride-2 convolution, nearest upsampling, single-head attention) against code vqexplore did
+  not write.
 - LlamaGen and taming: their code cannot be installed here, so state dicts with the published key
   names and shapes (tests/helpers/published.py says which file each name comes from) import
   strictly and round-trip through ``vqexplore.load``; spot checks put published tensors where

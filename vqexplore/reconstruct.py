@@ -22,6 +22,27 @@ from .utils import eval_mode
 # the SimpleCNN decodes that in well under a second, and larger inputs are downscaled first.
 NATIVE_MAX_PIXELS = 512 * 512
 MODES = ("64", "native")
+DEFAULT_RESOLUTION = 64  # the study's size: SimpleCNN checkpoints that do not record theirs
+
+
+def native_resolution(model) -> int:
+    """The image side a tokenizer was trained at: config.json's ``resolution`` (the trainer and
+    the importers record it), else 64, the study's and the demo set's size."""
+    value = getattr(model, "config", {}).get("resolution")
+    return int(value) if value else DEFAULT_RESOLUTION
+
+
+def prepare_for(image: np.ndarray, model, mode: str = "train", *, max_pixels: int = NATIVE_MAX_PIXELS) -> np.ndarray:
+    """uint8 (H, W, 3) -> what ``model`` should see: "train" (also "64", its older name) = resize
+    and center crop to the model's training resolution (:func:`native_resolution`); "native" =
+    own resolution, downscaled to ``max_pixels``, sides cropped to a multiple of the model's
+    downsampling (4 for SimpleCNN, 16 for an f16 VQGAN)."""
+    f = int(getattr(model, "downsample", 4))
+    if mode in ("train", "64"):
+        return center_crop(image, native_resolution(model))
+    if mode == "native":
+        return fit_to_multiple(image, f, max_pixels=max_pixels)
+    raise ValueError(f"mode must be 'train' or 'native', got {mode!r}")
 
 
 @dataclass
