@@ -154,8 +154,9 @@ class Surgery:
                  + (f"{int(res.changed.sum())} pixels changed, all inside the {int(res.footprint.sum())} pixels the "
                     f"edited cells reach through the decoder (magenta: changed; darkened: the rest of that footprint)."
                     if decoder_is_local(model) else
-                    f"{int(res.changed.sum())} of {res.changed.size} pixels changed (magenta). This decoder's GroupNorm "
-                    f"and attention layers let every token reach the whole image, so the footprint is all of it."))
+                    f"{int(res.changed.sum())} of {res.changed.size} pixels changed (magenta). This decoder's "
+                    f"GroupNorm and attention layers let every token reach the whole image, so the footprint is "
+                    f"all of it."))
         return ((self.png_file(before), self.png_file(after)),
                 self.png_file(overlay.repeat(k, 0).repeat(k, 1)), notes)
 

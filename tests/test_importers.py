@@ -208,3 +208,18 @@ def test_convert_reads_the_architecture_from_shapes_alone():
     c = model.config
     assert (c["ch_mult"], c["num_res_blocks"], c["z_channels"], c["attn_resolutions"], model.downsample) == \
         ([1, 1, 2], 2, 8, [16], 4) and dropped == []
+
+
+def test_an_imported_checkpoint_opens_in_tokenize_and_the_projector(tmp_path):
+    """The importer's folder is an ordinary checkpoint: `trainer tokenize` and `trainer export
+    --projector` take it unchanged, at its recorded training resolution (32 here: 16 x 16 tokens)."""
+    _llamagen_ckpt(tmp_path / "vq.pt")
+    assert main(["import", "llamagen", str(tmp_path / "vq.pt"), "--out", str(tmp_path / "ckpt"),
+                 "--resolution", "32"]) == 0
+    assert main(["tokenize", "--ckpt", str(tmp_path / "ckpt"), "--data", "builtin", "--out", str(tmp_path / "tok"),
+                 "--split", "val", "--workers", "0", "--no-progress"]) == 0
+    index = json.loads((tmp_path / "tok" / "index.json").read_text())
+    assert index["size"] == 32 and index["grid"] == [16, 16] and index["config"]["arch"] == "vqgan"
+    assert main(["export", "--projector", "--ckpt", str(tmp_path / "ckpt"), "--out", str(tmp_path / "proj"),
+                 "--images", "4"]) == 0
+    assert len((tmp_path / "proj" / "codebook.tsv").read_text().splitlines()) == 64
