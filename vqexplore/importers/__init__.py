@@ -77,7 +77,12 @@ def _torch_load(path: Path) -> object:
 
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            try:
+                return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as e:  # files of torch < 1.6 (not zip) cannot be memory-mapped
+                if "mmap" not in str(e):
+                    raise
+                return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ImportError_(f"{path} cannot be read as weights only ({first[:200]}); vqexplore never unpickles "
@@ -98,7 +103,7 @@ def read_source(kind: str, src: str | Path) -> tuple[dict[str, torch.Tensor], di
                            f"({'e.g. vq_ds16_c2i.pt' if kind == 'llamagen' else 'e.g. last.ckpt'})")
     obj = _torch_load(src)
     if isinstance(obj, dict):
-        for key in ("model", "state_dict"):  # LlamaGen's "model", Lightning's "state_dict"
+        for key in ("model", "state_dict", "ema"):  # LlamaGen's "model" (else "ema"), Lightning's "state_dict"
             if isinstance(obj.get(key), dict):
                 obj = obj[key]
                 break
