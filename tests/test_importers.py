@@ -223,3 +223,30 @@ def test_an_imported_checkpoint_opens_in_tokenize_and_the_projector(tmp_path):
     assert main(["export", "--projector", "--ckpt", str(tmp_path / "ckpt"), "--out", str(tmp_path / "proj"),
                  "--images", "4"]) == 0
     assert len((tmp_path / "proj" / "codebook.tsv").read_text().splitlines()) == 64
+
+
+def test_a_lightning_checkpoint_naming_its_callback_classes_imports(tmp_path, monkeypatch):
+    """PyTorch Lightning 1.x keys ``callbacks`` by the callback's class, so taming's published
+    ``last.ckpt`` names ``pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint``. The
+    importer reads it with weights_only=True without Lightning installed (the class becomes an
+    inert name); any other class is still refused."""
+    import sys
+    import types
+
+    fake = types.ModuleType("pytorch_lightning.callbacks.model_checkpoint")
+
+    class ModelCheckpoint:
+        pass
+
+    ModelCheckpoint.__module__, ModelCheckpoint.__qualname__ = fake.__name__, "ModelCheckpoint"
+    fake.ModelCheckpoint = ModelCheckpoint
+    for name in ("pytorch_lightning", "pytorch_lightning.callbacks", fake.__name__):
+        monkeypatch.setitem(sys.modules, name, fake if name == fake.__name__ else types.ModuleType(name))
+    state = _taming_ckpt(tmp_path / "plain.ckpt")
+    torch.save({"state_dict": state, "callbacks": {ModelCheckpoint: {"best_model_score": torch.tensor(0.1),
+                                                                      "best_model_path": "x.ckpt"}}},
+               tmp_path / "last.ckpt")
+    for name in ("pytorch_lightning", "pytorch_lightning.callbacks", fake.__name__):
+        monkeypatch.delitem(sys.modules, name)  # Lightning is not installed where the import runs
+    import_checkpoint("taming", tmp_path / "last.ckpt", tmp_path / "out", resolution=32)
+    assert vqexplore.load(tmp_path / "out").codebook_size == 64

@@ -124,8 +124,8 @@ def tokenize_dataset(ckpt: str, data: str, out: str | os.PathLike, *, split: str
     n = len(dataset) if max_images is None else min(int(max_images), len(dataset))
     if n == 0:
         raise DataError(f"{data} has no {split} images to tokenize")
-    if size % model.downsample_factor:
-        raise DataError(f"--size {size} is not a multiple of {model.downsample_factor}, the model's downsampling")
+    if size % model.downsample:
+        raise DataError(f"--size {size} is not a multiple of {model.downsample}, the model's downsampling")
     ids = image_ids(dataset)[:n]
     index = _index(src, ckpt, model, data, split, size, seed, ids)
     out = Path(out)
@@ -154,7 +154,7 @@ def _index(src, ckpt: str, model, data: str, split: str, size: int, seed: int, i
     from vqexplore.data import describe_source
     from vqexplore.projection import weights_fingerprint
 
-    grid = [size // model.downsample_factor] * 2
+    grid = [size // model.downsample] * 2
     return {
         "format": FORMAT, "checkpoint": str(ckpt), "checkpoint_sha256": weights_fingerprint(src.path),
         "config": model.config, "codebook_size": model.codebook_size, "grid": grid,

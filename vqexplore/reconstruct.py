@@ -147,7 +147,7 @@ def reconstruct(model, images: list[np.ndarray], *, lpips=None, device: str | to
                     idx = out.indices[j].cpu().numpy()
                     results[i] = Reconstruction(
                         original=orig, reconstruction=rec, error_map=error_heatmap(orig, rec),
-                        token_map=colorize_tokens(idx, model.codebook_size, model.downsample_factor),
+                        token_map=colorize_tokens(idx, model.codebook_size, model.downsample),
                         indices=idx, num_tokens=int(idx.size), codebook_size=model.codebook_size,
                         psnr=float(p[j]), ssim=float(s[j]), lpips=None if lp is None else float(lp[j]))
     return results  # type: ignore[return-value]

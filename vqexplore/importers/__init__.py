@@ -70,13 +70,27 @@ class ImportResult:
 
 # -- reading ----------------------------------------------------------------------------------
 
+class _Inert:
+    """What a Lightning callback class in a checkpoint's ``callbacks`` dict becomes: a name only.
+    PyTorch Lightning 1.x keys that dict by the callback's class (``type(callback)``), so a taming
+    ``.ckpt`` refers to ``ModelCheckpoint`` even though no weight depends on it."""
+
+
+# Classes a published checkpoint may name outside its weights, read as _Inert (never imported or run).
+_INERT_GLOBALS = [f"{pkg}.callbacks.{mod}.{cls}" for pkg in ("pytorch_lightning", "lightning.pytorch")
+                  for mod, cls in (("model_checkpoint", "ModelCheckpoint"), ("early_stopping", "EarlyStopping"),
+                                   ("lr_monitor", "LearningRateMonitor"))]
+
+
 def _torch_load(path: Path) -> object:
     """``torch.load(weights_only=True)``: tensors and plain containers only, nothing executed
-    (argparse.Namespace, which LlamaGen's training script stores, is allowed: it only holds values)."""
+    (argparse.Namespace, which LlamaGen's training script stores, is allowed: it only holds values;
+    Lightning's callback classes, keys of a taming checkpoint's ``callbacks``, become :class:`_Inert`)."""
     import argparse
 
+    allowed = [argparse.Namespace] + [(_Inert, name) for name in _INERT_GLOBALS]
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        with torch.serialization.safe_globals(allowed):
             try:
                 return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
             except RuntimeError as e:  # files of torch < 1.6 (not zip) cannot be memory-mapped
