@@ -18,7 +18,7 @@ FROM python:3.11-slim
 # Extra package index for torch (empty: PyPI only).
 ARG TORCH_INDEX=""
 
-# PYTHONPATH: the source tree in WORKDIR is the project (the image's `pip install -e .`).
+# PYTHONPATH: the source tree in WORKDIR is the project (the image's stand-in for requirements.txt's `-e .`).
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -41,7 +41,9 @@ WORKDIR /home/app/vqexplore
 
 # Dependencies first: this layer is rebuilt only when requirements.txt changes.
 COPY requirements.txt .
-RUN pip install --no-cache-dir -r requirements.txt ${TORCH_INDEX:+--extra-index-url "$TORCH_INDEX"}
+# requirements.txt less its `-e .` line (the source is not copied yet; PYTHONPATH stands in for it).
+RUN sed '/^-e /d' requirements.txt > /tmp/requirements.txt \
+ && pip install --no-cache-dir -r /tmp/requirements.txt ${TORCH_INDEX:+--extra-index-url "$TORCH_INDEX"}
 
 # Owned by the runtime user: checkpoint writers may leave model.safetensors mode 0600, which
 # a non-root user could not read if root owned it.

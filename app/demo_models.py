@@ -14,10 +14,11 @@ import torch
 
 import vqexplore
 from vqexplore.hub import checkpoints_in, is_checkpoint_dir
+from vqexplore.runlayout import DEMO_CHECKPOINTS
 
 log = logging.getLogger("vqexplore.demo")
 
-DEFAULT_CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
+DEFAULT_CHECKPOINTS = DEMO_CHECKPOINTS
 EXTRA_MODEL_CACHE = 8         # typed Hub models kept in memory (demo models are always kept)
 
 

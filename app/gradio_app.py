@@ -30,45 +30,38 @@ gets one and the same refusal); typed checkpoints are Hub repo ids only, never s
 """
 from __future__ import annotations
 
-import importlib.util
-import sys
+# The project is installed (requirements.txt's `-e .` line, as a Hugging Face Space installs it):
+# `app`, `vqexplore` and `trainer` import as packages, whatever folder this file runs from.
+import base64
+import hashlib
+import io
+import logging
+import math
+import os
+import signal
+import weakref
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-# The one exception to "installed, never on sys.path by hand": a Hugging Face Space runs this file
-# as its app_file after installing requirements.txt only (the project itself is not installed
-# there), so an uninstalled checkout puts its own root on the path. Installed, this does nothing.
-if importlib.util.find_spec("vqexplore") is None:
-    sys.path.insert(0, str(ROOT))
+import gradio as gr
+from gradio.utils import get_upload_folder
+import numpy as np
+import torch
 
-import base64  # noqa: E402
-import hashlib  # noqa: E402
-import io  # noqa: E402
-import logging  # noqa: E402
-import math  # noqa: E402
-import os  # noqa: E402
-import signal  # noqa: E402
+from vqexplore.data import MAX_PIXELS, builtin_photos, load_image
+from vqexplore.errors import VQExploreError
+from vqexplore.hub import looks_like_repo_id
+from vqexplore.reconstruct import NATIVE_MAX_PIXELS, prepare_for, reconstruct
+from vqexplore.utils import write_atomic
 
-import gradio as gr  # noqa: E402
-from gradio.utils import get_upload_folder  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from vqexplore.data import MAX_PIXELS, builtin_photos, load_image  # noqa: E402
-from vqexplore.errors import VQExploreError  # noqa: E402
-from vqexplore.hub import looks_like_repo_id  # noqa: E402
-from vqexplore.reconstruct import NATIVE_MAX_PIXELS, prepare_for, reconstruct  # noqa: E402
-from vqexplore.utils import write_atomic  # noqa: E402
-
-from demo_models import (DEFAULT_CHECKPOINTS, EXTRA_MODEL_CACHE, Entry, LpipsProvider,  # noqa: E402,F401
+from app.demo_models import (DEFAULT_CHECKPOINTS, EXTRA_MODEL_CACHE, Entry, LpipsProvider,  # noqa: F401
                          ModelCache, demo_checkpoints)
 
 log = logging.getLogger("vqexplore.demo")
 
 MODE_CHOICES = [  # "64" (its historic value) = each checkpoint's training resolution
     ("training resolution, center crop (64 x 64 for the demo set; a 256-px tokenizer gets 256 x 256)", "64"),
-    (f"native resolution (sides a multiple of the tokenizer's downsampling: 4, or 16 for an f16 VQGAN; at most {NATIVE_MAX_PIXELS:,} pixels "
-     f"= {math.isqrt(NATIVE_MAX_PIXELS)} x {math.isqrt(NATIVE_MAX_PIXELS)}; larger images are downscaled)",
+    (f"native resolution (sides a multiple of the tokenizer's downsampling: 4, or 16 for an f16 VQGAN; "
+     f"at most {NATIVE_MAX_PIXELS:,} pixels = {math.isqrt(NATIVE_MAX_PIXELS)} x {math.isqrt(NATIVE_MAX_PIXELS)}; larger images are downscaled)",
      "native"),
 ]
 MAX_EXTRA_CHECKPOINTS = 4     # typed Hub repo ids per request
@@ -81,10 +74,20 @@ TABLE_HEADERS = ["checkpoint", "quantizer", "codebook size", "token grid", "toke
                  "PSNR (dB)", "SSIM", "LPIPS"]
 ERROR_MAP_NOTE = "mean absolute error per pixel: black = 0, yellow >= 0.5 of the range"
 
-# Tokenizer images are small (64 x 64): show them enlarged with crisp pixels.
+# Tokenizer images are small (64 x 64): show them enlarged with crisp (nearest-neighbour) pixels,
+# in the gallery's preview too, without the preview's blurred backdrop (a blur of the image itself
+# that would mix with the tokenizer's own blur). The gallery grows with its content (every
+# checkpoint visible, no scroll box) and captions wrap instead of being cut.
 CSS = """
 .pixelated img { image-rendering: pixelated; }
 #model-input img { width: 100%; height: 100%; object-fit: contain; }
+#results .preview { backdrop-filter: none !important; -webkit-backdrop-filter: none !important;
+                    background: var(--background-fill-primary) !important; }
+#results .grid-wrap { height: auto !important; max-height: none !important; overflow: visible !important; }
+#results .caption-label { white-space: normal !important; overflow: visible !important;
+                          text-overflow: clip !important; position: static !important; max-width: 100% !important;
+                          line-height: 1.25; }
+#results .thumbnail-lg { height: auto !important; flex-direction: column; }
 """
 
 
@@ -320,15 +323,17 @@ class Demo:
             except Exception as e:  # a bug: the log has the traceback, the visitor the names
                 log.exception("reconstructing %s with %s failed", name, entry.name)
                 raise gr.Error(f"{entry.name} could not reconstruct {name} ({w}x{h} pixels, "
-                               f"{type(e).__name__}); try the training-resolution mode or another checkpoint.") from None
+                               f"{type(e).__name__}); try the training-resolution mode or another "
+                               f"checkpoint.") from None
             grid = f"{r.indices.shape[0]}x{r.indices.shape[1]}"
             distinct = int(np.unique(r.indices).size)
             gallery += [
-                (png_file(r.reconstruction), f"{entry.name}: reconstruction, PSNR {_fmt(r.psnr, 2)} dB, SSIM {_fmt(r.ssim, 3)}"
-                                   + (f", LPIPS {_fmt(r.lpips, 3)}" if r.lpips is not None else "")),
-                (png_file(r.error_map), f"{entry.name}: error map ({ERROR_MAP_NOTE})"),
-                (png_file(r.token_map), f"{entry.name}: token map, {grid} = {r.num_tokens} tokens "
-                              f"({distinct} distinct of {r.codebook_size} codes), {r.bits:,.0f} bits"),
+                (png_file(r.reconstruction), f"{entry.name}: reconstruction, PSNR {_fmt(r.psnr, 2)} dB, "
+                                             f"SSIM {_fmt(r.ssim, 3)}"
+                                             + (f", LPIPS {_fmt(r.lpips, 3)}" if r.lpips is not None else "")),
+                (png_file(r.error_map), f"{entry.name}: |error| (black 0, yellow ≥ 0.5)"),
+                (png_file(r.token_map), f"{entry.name}: tokens, {grid}, {distinct} distinct of {r.codebook_size}, "
+                                        f"{r.bits:,.0f} bits"),
             ]
             rows.append([entry.name, getattr(model, "quantizer_type", "?"), r.codebook_size, grid, r.num_tokens,
                          round(r.bits, 1), round(r.psnr, 2), round(r.ssim, 4),
@@ -337,10 +342,15 @@ class Demo:
         sizes = "; ".join(f"{size} ({', '.join(names)})" for size, names in inputs.items()) if len(inputs) > 1 \
             else next(iter(inputs))
         notes.append(f"Input {original.shape[1]}x{original.shape[0]} -> model input {sizes} ({how}). "
-                     f"Bits per image = tokens x log2(codebook size).")
+                     f"Bits per image = tokens x log2(codebook size). Error map: {ERROR_MAP_NOTE}.")
         if self.lpips.reason:
             notes.append(f"LPIPS not shown: {self.lpips.reason}")
         return png_file(first), gallery, rows, "\n\n".join(notes)
+
+
+def clear_results():
+    """The result components once the input image changes: empty."""
+    return None, [], None, ""
 
 
 def _image_name(image) -> str:
@@ -404,7 +414,7 @@ def build_demo(entries: list[Entry] | None = None, *, preload: bool = False) -> 
                 table = gr.Dataframe(headers=TABLE_HEADERS, label="Numbers per checkpoint", interactive=False,
                                      elem_id="numbers")
                 notes = gr.Markdown(label="Notes", elem_id="notes")
-        from gradio_surgery import add_surgery  # app/ is on sys.path: this file's folder
+        from app.gradio_surgery import add_surgery
 
         add_surgery(demo_state, image, mode, names, png_file=png_file, sentence=_sentence,
                     modes=[value for _, value in MODE_CHOICES])
@@ -413,8 +423,20 @@ def build_demo(entries: list[Entry] | None = None, *, preload: bool = False) -> 
                         "type a Hub repo id above.")
         button.click(demo_state.run, inputs=[image, checkpoints, typed, mode],
                      outputs=[model_input, gallery, table, notes], api_name="reconstruct")
-    demo.vqexplore = demo_state  # tests and the benchmark reach the model cache through this
+        # Another photo (an upload or an example): the old results go, so nothing on screen belongs
+        # to an image that is no longer the input.
+        image.change(clear_results, inputs=None, outputs=[model_input, gallery, table, notes], api_name=False,
+                     queue=False)
+    _STATES[demo] = demo_state
     return demo
+
+
+_STATES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def state_of(demo) -> "Demo":
+    """The :class:`Demo` (checkpoints, model cache, handlers) behind a ``build_demo()`` app."""
+    return _STATES[demo]
 
 
 def configure_torch_threads(concurrency: int) -> int:
@@ -435,7 +457,7 @@ def main() -> None:
     threads = configure_torch_threads(concurrency)
     demo = build_demo(preload=True)
     log.info("demo checkpoints: %s; concurrency %d x %d torch thread(s)",
-             ", ".join(e.name for e in demo.vqexplore.entries) or "none", concurrency, threads)
+             ", ".join(e.name for e in state_of(demo).entries) or "none", concurrency, threads)
     demo.queue(default_concurrency_limit=concurrency, max_size=_env_int("VQEXPLORE_QUEUE_SIZE", 64))
     # SIGTERM (docker stop, a Space restart) closes the server like Ctrl-C does, so that Gradio's
     # shutdown deletes the uploads and result images instead of leaving them on disk.

@@ -29,7 +29,8 @@ def _scale(width: int, side: int = GRID_SIDE) -> int:
     return max(1, -(-side // width)) if width < side else 1
 
 
-def grid_picture(image: np.ndarray, indices: np.ndarray, cells: np.ndarray, corner: tuple[int, int] | None = None) -> np.ndarray:
+def grid_picture(image: np.ndarray, indices: np.ndarray, cells: np.ndarray,
+                 corner: tuple[int, int] | None = None) -> np.ndarray:
     """uint8 picture of ``image`` enlarged (nearest-neighbour) with the token grid's lines, the
     selected ``cells`` outlined in magenta and a pending box ``corner`` in cyan."""
     h, w = indices.shape
@@ -138,7 +139,8 @@ class Surgery:
             except (TypeError, ValueError):
                 raise gr.Error("Type a code id (a whole number).") from None
             if not 0 <= new_code < model.codebook_size:
-                raise gr.Error(f"Code {new_code} does not exist: {entry.name} has codes 0 to {model.codebook_size - 1}.")
+                raise gr.Error(f"Code {new_code} does not exist: "
+                               f"{entry.name} has codes 0 to {model.codebook_size - 1}.")
             how = f"code {new_code}"
         else:
             raise gr.Error(f"Unknown choice {pick!r}; pick 'nearest', 'nearest-any' or 'id'.")
@@ -193,7 +195,17 @@ def add_surgery(demo, image: gr.Image, mode: gr.Radio, names: list[str], *, png_
                                    elem_classes=["pixelated"], elem_id="surgery-changed")
                 notes = gr.Markdown(elem_id="surgery-notes")
     show.click(s.grid, inputs=[image, checkpoint, mode, cells], outputs=[grid, grid_note], api_name="surgery_grid")
-    grid.select(s.click, inputs=[image, checkpoint, mode, cells, select_mode, corner], outputs=[cells, grid, corner, grid_note],
+    grid.select(s.click, inputs=[image, checkpoint, mode, cells, select_mode, corner],
+                outputs=[cells, grid, corner, grid_note],
                 api_name=False)
     apply.click(s.apply, inputs=[image, checkpoint, mode, cells, pick, code], outputs=[slider, changed, notes],
                 api_name="surgery")
+    # Another image: the grid, the cells picked on it and the last edit belong to the old one.
+    image.change(clear_surgery, inputs=None, outputs=[grid, grid_note, cells, corner, slider, changed, notes],
+                 api_name=False, queue=False)
+
+
+def clear_surgery():
+    """What the surgery section shows once another image is picked: nothing of the old image (its
+    grid, its picked cells, its last edit), so a later Apply cannot use them."""
+    return None, "", "", "", None, None, ""

@@ -21,6 +21,8 @@ from typing import Any
 
 import streamlit as st
 
+from app import keys
+
 _INITIAL = "_url_initial"          # the query the session was opened with: {key: [values]}
 _TRACKED = "_url_tracked_now"      # page keys tracked during this run: {query key: session key}
 
@@ -49,21 +51,21 @@ def restore_global(options: list[str], sample_sizes, image_sizes) -> None:
     st.session_state["_url_applied"] = True
     picked = [c for c in query.get("ckpt", []) if c in options]
     if picked:
-        st.session_state["selected_sources"] = list(dict.fromkeys(picked))
+        st.session_state[keys.SELECTED_SOURCES] = list(dict.fromkeys(picked))
     unknown = [c for c in query.get("ckpt", []) if c not in options]
     if unknown:
         st.session_state["_url_unknown"] = unknown
     if query.get("focus") and query["focus"][-1] in options:
-        st.session_state["focus"] = query["focus"][-1]
+        st.session_state[keys.FOCUS] = query["focus"][-1]
     code = _as_int(query.get("code", []))
     if code is not None and code >= 0:
-        st.session_state["inspect_code"] = code
+        st.session_state[keys.INSPECT_CODE] = code
     n = _as_int(query.get("n", []), sample_sizes)
     if n is not None:
-        st.session_state["sample_size"] = n
+        st.session_state[keys.SAMPLE_SIZE] = n
     size = _as_int(query.get("size", []), image_sizes)
     if size is not None:
-        st.session_state["image_size"] = size
+        st.session_state[keys.IMAGE_SIZE] = size
 
 
 def unknown_checkpoints() -> list[str]:
@@ -93,13 +95,13 @@ def publish() -> None:
     """Write the current view state into the URL query (global keys + this run's tracked keys)."""
     state = st.session_state
     pairs: list[tuple[str, str | list[str]]] = []
-    if state.get("selected_sources"):
-        pairs.append(("ckpt", list(state["selected_sources"])))
-    if state.get("focus"):
-        pairs.append(("focus", str(state["focus"])))
-    if state.get("inspect_code") is not None:
-        pairs.append(("code", str(int(state["inspect_code"]))))
-    for key, query_key in (("sample_size", "n"), ("image_size", "size")):
+    if state.get(keys.SELECTED_SOURCES):
+        pairs.append(("ckpt", list(state[keys.SELECTED_SOURCES])))
+    if state.get(keys.FOCUS):
+        pairs.append(("focus", str(state[keys.FOCUS])))
+    if state.get(keys.INSPECT_CODE) is not None:
+        pairs.append(("code", str(int(state[keys.INSPECT_CODE]))))
+    for key, query_key in ((keys.SAMPLE_SIZE, "n"), (keys.IMAGE_SIZE, "size")):
         if state.get(key) is not None:
             pairs.append((query_key, str(state[key])))
     for query_key, session_key in state.get(_TRACKED, {}).items():

@@ -26,12 +26,17 @@ import tempfile
 import time
 from pathlib import Path
 
+from app.pages import PAGES as REGISTRY
+from vqexplore.hub import CONFIG_NAME
+from vqexplore.runlayout import DEMO_CHECKPOINTS
+
 REPO = Path(__file__).resolve().parent.parent
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
-PAGES = ["compare", "codebook_usage", "code_embeddings", "reconstructions", "code_inspector", "training"]
+PAGES = [p.key for p in REGISTRY]  # every page, in the navigation's order (app/pages.py)
+NAV_LABELS = {p.key: p.title for p in REGISTRY}
 
 
 def free_port() -> int:
@@ -41,7 +46,7 @@ def free_port() -> int:
 
 
 def find_big_checkpoint(min_codes: int = 16384) -> Path | None:
-    for cfg in sorted((REPO / "checkpoints").glob("*/config.json")):
+    for cfg in sorted(DEMO_CHECKPOINTS.glob(f"*/{CONFIG_NAME}")):
         try:
             if json.loads(cfg.read_text()).get("codebook_size", 0) >= min_codes:
                 return cfg.parent
@@ -137,8 +142,6 @@ def timed_visit(page, url: str) -> tuple[float, float | None]:
     return time.perf_counter() - t0 - 0.3, server_seconds(page)  # minus the quiet period that confirms the end
 
 
-NAV_LABELS = {"compare": "Compare", "codebook_usage": "Codebook usage", "code_embeddings": "Code embeddings",
-              "reconstructions": "Reconstructions", "code_inspector": "Code inspector", "training": "Training"}
 
 
 def timed_click(page, label: str) -> float:

@@ -31,6 +31,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from vqexplore.runlayout import DEMO_CHECKPOINTS
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -79,7 +81,7 @@ def stats(times: list[float]) -> tuple[float, float]:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoints", type=Path,
-                        default=Path(os.environ.get("VQEXPLORE_CHECKPOINTS") or ROOT / "checkpoints"),
+                        default=Path(os.environ.get("VQEXPLORE_CHECKPOINTS") or DEMO_CHECKPOINTS),
                         help="folder of checkpoint folders (default: the demo set)")
     parser.add_argument("--requests", type=int, default=20, help="timed requests per checkpoint")
     parser.add_argument("--warmup", type=int, default=3, help="untimed requests per checkpoint first")

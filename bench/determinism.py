@@ -22,6 +22,9 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
+from vqexplore.hub import WEIGHTS_NAME
+from vqexplore.runlayout import RunLayout
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -37,7 +40,7 @@ def train(out: Path, name: str, args, *extra: str) -> None:
 
 
 def weights(run: Path, step: int) -> dict:
-    return load_file(str(run / "checkpoints" / f"step-{step:08d}" / "model.safetensors"))
+    return load_file(str(RunLayout(run).checkpoint(step) / WEIGHTS_NAME))
 
 
 def max_diff(a: dict, b: dict) -> float:
@@ -45,7 +48,7 @@ def max_diff(a: dict, b: dict) -> float:
 
 
 def images_per_s(run: Path) -> float:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in RunLayout(run).metrics.read_text().splitlines() if line.strip()]
     rates = [r["images_per_s"] for r in rows if r.get("split") == "train" and "images_per_s" in r]
     return statistics.median(rates[1:] or rates)  # the first window holds the warm-up
 

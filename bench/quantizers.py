@@ -165,9 +165,12 @@ CASES = {
     "vqexplore SimVQ": (lambda k, d, e: Ours(SimVQ(k, d)), "naive VQ (full distance matrix)"),
     "vector_quantize_pytorch.VectorQuantize": (lambda k, d, e: VQPytorch(k, d), "naive VQ (full distance matrix)"),
     "naive VQ + entropy (full matrix)": (lambda k, d, e: NaiveVQ(k, d, e), None),
-    "vqexplore VQ + entropy": (lambda k, d, e: Ours(VectorQuantizer(k, d, entropy_reg=e)), "naive VQ + entropy (full matrix)"),
-    "vqexplore VQ + dead-code restart (every code, every step)": (lambda k, d, e: _restart_every_step(k, d), "vqexplore VQ"),
-    "vqexplore VQ + kmeans_init (its first step, once)": (lambda k, d, e: Ours(VectorQuantizer(k, d, kmeans_init=True)), "vqexplore VQ"),
+    "vqexplore VQ + entropy": (lambda k, d, e: Ours(VectorQuantizer(k, d, entropy_reg=e)),
+                               "naive VQ + entropy (full matrix)"),
+    "vqexplore VQ + dead-code restart (every code, every step)": (lambda k, d, e: _restart_every_step(k, d),
+                                                                  "vqexplore VQ"),
+    "vqexplore VQ + kmeans_init (its first step, once)": (
+        lambda k, d, e: Ours(VectorQuantizer(k, d, kmeans_init=True)), "vqexplore VQ"),
     "vqexplore VQ + rotation_trick": (lambda k, d, e: Ours(VectorQuantizer(k, d, rotation_trick=True)), "vqexplore VQ"),
     "vector_quantize_pytorch.LFQ": (lambda k, d, e: LFQPytorch(k, False), None, _LOG2),
     "vqexplore LFQ": (lambda k, d, e: Ours(LFQ(k)), "vector_quantize_pytorch.LFQ", _LOG2),
@@ -276,7 +279,7 @@ def main(argv=None) -> None:
                 [sys.executable, __file__, "--worker", case, "--k", str(k), "--tokens", str(n), "--dim", str(d),
                  "--repeats", str(args.repeats), "--entropy-reg", str(args.entropy_reg)],
                 capture_output=True, text=True)
-            line = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
+            line = [s for s in out.stdout.splitlines() if s.startswith("RESULT ")]
             if out.returncode or not line:
                 print(f"| {k} | {case} | failed: {(out.stderr.strip().splitlines() or ['?'])[-1]} | | | |", flush=True)
                 continue

@@ -1,6 +1,6 @@
 """Throughput of ``python -m trainer tokenize`` vs the model's bare encode (same model, same images).
 
-    python bench/tokenize_throughput.py                               # the study's model (hidden 256, VQ 16384 x 64), CPU
+    python bench/tokenize_throughput.py            # the study's model (hidden 256, VQ 16384 x 64), CPU
     python bench/tokenize_throughput.py --images 256 --rounds 2       # quicker
     python bench/tokenize_throughput.py --device cuda --images 20000 --batch 1024 --workers 12   # on a GPU
 
@@ -147,7 +147,8 @@ def run_rounds(a, model, images, ckpt: Path, data: str, work: Path, device) -> l
 def report(a, rows: list[dict], model, n: int, device) -> None:
     med = {k: statistics.median(row[k] for row in rows) for k in ("bare", "tokenize")}
     ratio = statistics.median(row["tokenize"] / row["bare"] for row in rows)
-    dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    cpu_name = f"CPU, {torch.get_num_threads()} threads"
+    dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name
     source = a.data or ("JPEG files" if a.format == "jpeg" else "a Downsampled ImageNet file")
     print(f"\n{n} images {a.size}x{a.size} from {source}, batch {a.batch}, {a.workers} loader workers, "
           f"hidden {model.config['hidden_dim']}, K={model.codebook_size}, {dev_name}, {a.rounds} rounds (medians)\n")

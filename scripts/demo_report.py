@@ -28,6 +28,8 @@ from vqexplore.data.corpus import photo_arrays
 from vqexplore.data.decode import _resize_shorter
 from vqexplore.encoding import usage_stats
 from vqexplore.metrics import psnr, ssim, to_unit
+from vqexplore.hub import CONFIG_NAME
+from vqexplore.runlayout import DEMO_CHECKPOINTS
 
 ROOT = Path(__file__).resolve().parents[1]
 USAGE_SCALES = (64, 128, 256, 512)
@@ -48,7 +50,8 @@ def measure(model, photos: list[np.ndarray]) -> dict:
             counts += code_counts(ids.flatten(), model.codebook_size)
             tokens += ids.numel()
     stats = usage_stats(counts)
-    return {"psnr": float(psnr(to_unit(recon), to_unit(x)).mean()), "ssim": float(ssim(to_unit(recon), to_unit(x)).mean()),
+    return {"psnr": float(psnr(to_unit(recon), to_unit(x)).mean()),
+            "ssim": float(ssim(to_unit(recon), to_unit(x)).mean()),
             "usage": stats.usage, "used": int((counts > 0).sum()), "tokens": tokens,
             "recon": recon, "inputs": x}
 
@@ -66,9 +69,10 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(ROOT / "docs"), help="folder for demo_set.md and demo_grid.png")
     a = p.parse_args(argv)
     folders = [Path(c) for c in a.ckpts] if a.ckpts else sorted(
-        d for d in (ROOT / "checkpoints").iterdir() if (d / "config.json").is_file())
+        d for d in DEMO_CHECKPOINTS.iterdir() if (d / CONFIG_NAME).is_file())
     names, photos = zip(*photo_arrays("val"))
-    lines = ["| checkpoint | quantizer | steps trained | PSNR (64 mode) | SSIM | codes used on the held-out photos | usage |",
+    lines = ["| checkpoint | quantizer | steps trained | PSNR (64 mode) | SSIM | codes used on the held-out photos | "
+             "usage |",
              "|---|---|---:|---:|---:|---:|---:|"]
     columns = None
     for folder in folders:

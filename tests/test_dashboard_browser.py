@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from test_dashboard import PAGES, build_fixture_tree, write_metrics
+from app.pages import PAGES as REGISTRY
+from helpers.dashboard import PAGES
+from test_dashboard import build_fixture_tree, write_metrics
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -98,9 +100,7 @@ def _no_exception(tab) -> None:
     assert tab.query_selector('[data-testid="stException"]') is None, tab.inner_text("body")[:2000]
 
 
-NAV_LABELS = {"compare": "Compare", "codebook_usage": "Codebook usage", "codebook_health": "Codebook health",
-              "code_embeddings": "Code embeddings",
-              "reconstructions": "Reconstructions", "code_inspector": "Code inspector", "training": "Training"}
+NAV_LABELS = {p.key: p.title for p in REGISTRY}  # the navigation's labels (app/pages.py)
 
 
 def test_every_page_renders(server, page):

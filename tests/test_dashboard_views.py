@@ -1,10 +1,9 @@
 """Dashboard views added for issue 12 through AppTest: aligned codes, view state in the URL query,
 token surgery on the Reconstructions page, rate-distortion on Compare; one navigation."""
-from pathlib import Path
 
-import numpy as np
 import pytest
 
+from helpers.dashboard import PAGES, open_page
 from test_dashboard import APP, REPO, TINY, _count, _charts, _ok, build_fixture_tree, tree  # noqa: F401
 
 
@@ -25,18 +24,16 @@ def _q(at, key: str) -> list[str]:
 
 
 def _open(at, page: str):
-    at.switch_page(f"views/{page}.py").run()
-    return at
+    return open_page(at, page)
 
 
 def test_one_navigation_no_pages_folder():
     # Streamlit runs a `pages/` folder beside the main script as an old-style multipage app until
     # st.navigation first runs: a fresh server's first request to /compare would show another
-    # sidebar. The views live in app/views/ and the dashboard's st.navigation lists every one.
-    assert not (REPO / "app" / "pages").exists()
-    listed = (REPO / "app" / "dashboard.py").read_text()
-    for view in sorted((REPO / "app" / "views").glob("*.py")):
-        assert f'"views/{view.name}"' in listed, view.name
+    # sidebar. The views live in app/views/, one render() each, and app.pages lists every one.
+    assert not (REPO / "app" / "pages").is_dir()
+    views = {v.stem for v in (REPO / "app" / "views").glob("*.py") if v.stem != "__init__"}
+    assert views == set(PAGES)
 
 
 def test_aligned_codes_two_steps_of_a_run(tree):
@@ -116,9 +113,10 @@ def test_reconstructions_swipe_and_token_surgery(tree):
     at.sidebar.multiselect(key="w_selected_sources").set_value(["vq-64", "vq-l2-128"]).run()
     _open(at, "reconstructions")
     _ok(at, "Reconstructions")
-    assert _count(at.main, "iframe") == 4 * 2  # one swipe per image and checkpoint
-    assert _count(at.main, "image") == 4 * 2  # error map + token map per image and checkpoint
-    assert any("drawn 4x (nearest-neighbour, 256 px wide)" in c.value for c in at.caption)
+    assert _count(at.main, "iframe") == 4 * 2  # one swipe (with its error map and token map) per image and checkpoint
+    assert _count(at.main, "image") == 0
+    assert any("drawn up to 4x (nearest-neighbour, at most 256 px wide" in c.value for c in at.caption)
+    assert at.select_slider(key="recon_per_row").value == 2  # both checkpoints on one row
     at.radio(key="recon_layer").set_value("tokens").run()
     assert any("token map (right)" in c.value for c in at.caption)
     # Surgery: no cells yet -> a hint, no result.
@@ -177,9 +175,10 @@ def test_compare_rate_distortion(tree):
     at.toggle(key="rd_sweep").set_value(True).run()
     _ok(at, "Compare checkpoints")
     frame = at.dataframe[0].value
-    from vqexplore.ratedistortion import points_from_sweep_table
+    from trainer.sweep import read_rows
+    from vqexplore.ratedistortion import points_from_sweep_rows
 
-    n_rows = len(points_from_sweep_table(REPO / "docs" / "cpu_sweep.md"))
+    n_rows = len(points_from_sweep_rows(read_rows(REPO / "docs" / "cpu_sweep.md")))
     assert n_rows >= 18 and (frame["set"] == "CPU sweep").sum() == n_rows and "vq-512" in set(frame["checkpoint"])
     assert _q(at, "view") == ["rd"] and _q(at, "sweep") == ["1"]
     again = _app({"ckpt": ["vq-64"], "view": "rd", "sweep": "1"})

@@ -163,7 +163,8 @@ def test_load_image_numpy_arrays():
 
 def test_load_image_bad_files_raise_one_clear_sentence(tmp_path):
     (tmp_path / "upload.png").write_bytes(os.urandom(2000))
-    with pytest.raises(ImageError, match=r"^upload\.png is not a readable image \(unrecognised format\); upload a JPEG"):
+    with pytest.raises(ImageError,
+                       match=r"^upload\.png is not a readable image \(unrecognised format\); upload a JPEG"):
         D.load_image(tmp_path / "upload.png")
     (tmp_path / "empty.jpg").write_bytes(b"")
     with pytest.raises(ImageError, match=r"empty\.jpg is not a readable image \(empty file\)"):
@@ -200,7 +201,8 @@ def test_load_image_truncated(tmp_path, fmt):
 def test_load_image_size_limits_without_touching_pil_globals(tmp_path):
     before = Image.MAX_IMAGE_PIXELS
     (tmp_path / "big.png").write_bytes(png_with_declared_size(7000, 7000))   # 49 MP > 40 MP
-    with pytest.raises(ImageError, match=r"big\.png is 7000x7000 pixels \(49\.0 megapixels\), more than the limit of 40\.0"):
+    with pytest.raises(ImageError,
+                       match=r"big\.png is 7000x7000 pixels \(49\.0 megapixels\), more than the limit of 40\.0"):
         D.load_image(tmp_path / "big.png")
     (tmp_path / "bomb.png").write_bytes(png_with_declared_size(100_000, 100_000))  # PIL's own bomb error
     with pytest.raises(ImageError, match=r"bomb\.png declares 10000\.0 megapixels.*decompression bomb"):

@@ -9,7 +9,6 @@ import io
 import os
 import shutil
 import struct
-import sys
 import time
 import zlib
 from pathlib import Path
@@ -46,12 +45,32 @@ def make_checkpoints(folder: Path) -> dict[str, Path]:
     return paths
 
 
+ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
+_lpips_file: list[Path] = []  # the weights the module's server computes LPIPS with
+
+
+def lpips_weights(torch_home: Path) -> Path:
+    """A stand-in for the download of torchvision's AlexNet weights (no network here): an AlexNet
+    ``features`` state dict with seeded random values, where torch's hub cache keeps the real
+    file. LPIPS reads only these tensors, so the demo computes a real (if uncalibrated) LPIPS."""
+    from torchvision.models import alexnet
+
+    torch.manual_seed(0)
+    state = {k: v for k, v in alexnet().state_dict().items() if k.startswith("features.")}
+    path = torch_home / "hub" / "checkpoints" / ALEXNET_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
+    return path
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """The demo on a free port with tiny checkpoints; yields (url, {name: checkpoint folder})."""
+    """The demo on a free port with tiny checkpoints and LPIPS weights in its TORCH_HOME; yields
+    (url, {name: checkpoint folder})."""
     tmp = tmp_path_factory.mktemp("gradio")
     checkpoints = make_checkpoints(tmp / "checkpoints")
-    proc, url, log_path = start_demo(tmp, tmp / "checkpoints")
+    _lpips_file[:] = [lpips_weights(tmp / "torch-home")]
+    proc, url, log_path = start_demo(tmp, tmp / "checkpoints", TORCH_HOME=str(tmp / "torch-home"))
     try:
         yield url, checkpoints
     finally:
@@ -166,10 +185,14 @@ def expected(path, checkpoint: Path, mode: str):
     from vqexplore.data import load_image
     from vqexplore.reconstruct import prepare_image, reconstruct
 
+    from vqexplore.metrics import LPIPS
+
     if checkpoint not in _models:
         _models[checkpoint] = vqexplore.load(checkpoint)
+    if "lpips" not in _models:
+        _models["lpips"] = LPIPS(weights_path=_lpips_file[0])
     prepared = prepare_image(load_image(path), mode)
-    [r] = reconstruct(_models[checkpoint], [prepared])
+    [r] = reconstruct(_models[checkpoint], [prepared], lpips=_models["lpips"])
     return prepared, r
 
 
@@ -191,7 +214,10 @@ def check_result(result, path, checkpoints: dict[str, Path], chosen: list[str], 
         assert row["bits"] == pytest.approx(r.bits, abs=0.1)
         assert row["PSNR (dB)"] == pytest.approx(r.psnr, abs=0.01)
         assert row["SSIM"] == pytest.approx(r.ssim, abs=1e-4)
-    assert "LPIPS" in notes  # computed, or said why not (no weights offline)
+        # computed with the weights in the server's TORCH_HOME: the library's value, in the caption too
+        assert r.lpips is not None and row["LPIPS"] == pytest.approx(r.lpips, abs=2e-4), (row, r.lpips)
+        assert f"LPIPS {r.lpips:.3f}"[:-1] in gallery[3 * i]["caption"]
+    assert "LPIPS not shown" not in notes, notes
 
 
 # ------------------------------------------------------------------------------------------
@@ -309,12 +335,8 @@ def test_browser_upload_shows_reconstructions(server, tmp_path):
 def test_demo_set_from_the_environment_and_models_loaded_once(tmp_path, monkeypatch):
     """In process: the checkpoint list follows VQEXPLORE_CHECKPOINTS / VQEXPLORE_HUB_REPOS, and
     each model is loaded once however many requests ask for it at the same time."""
-    sys.path.insert(0, str(APP.parent))
-    try:
-        import gradio_app
-    finally:
-        sys.path.remove(str(APP.parent))
     import vqexplore
+    from app import gradio_app
 
     checkpoints = make_checkpoints(tmp_path / "ckpts")
     (tmp_path / "ckpts" / "not-a-checkpoint").mkdir()
@@ -333,3 +355,34 @@ def test_demo_set_from_the_environment_and_models_loaded_once(tmp_path, monkeypa
         models = list(pool.map(lambda _: cache.get(source), range(16)))
     assert loads == [source] and all(m is models[0] for m in models)
     assert not models[0].training
+
+
+def test_lpips_is_computed_with_its_weights_and_said_missing_without(tmp_path, monkeypatch):
+    """In process: with the AlexNet weights in TORCH_HOME every row carries the library's LPIPS;
+    without them (and no download host: the network is mocked as unreachable) every row's LPIPS
+    is empty and the notes say which file is missing and where it goes."""
+    from app import gradio_app
+    import vqexplore
+    from vqexplore.data import load_image
+    from vqexplore.metrics import LPIPS
+    from vqexplore.reconstruct import prepare_image, reconstruct
+
+    monkeypatch.setattr("vqexplore.metrics.url_reachable", lambda url, timeout=3.0: False)  # offline
+    checkpoints = make_checkpoints(tmp_path / "ckpts")
+    entries = [gradio_app.Entry(name, str(path)) for name, path in checkpoints.items()]
+    image = tmp_path / "photo.png"
+    Image.fromarray(photo(64, 64, seed=4)).save(image)
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
+    _, _, rows, notes = gradio_app.Demo(entries).run(str(image), list(checkpoints), "", "64")
+    assert [row[-1] for row in rows] == [None] * len(checkpoints)
+    assert f"LPIPS not shown: LPIPS needs {ALEXNET_FILE} in {tmp_path / 'empty-torch-home'}" in notes, notes
+
+    weights = lpips_weights(tmp_path / "torch-home")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    _, _, rows, notes = gradio_app.Demo(entries).run(str(image), list(checkpoints), "", "64")
+    assert "LPIPS not shown" not in notes, notes
+    lpips = LPIPS(weights_path=weights)
+    for row, path in zip(rows, checkpoints.values()):
+        [r] = reconstruct(vqexplore.load(path), [prepare_image(load_image(image), "64")], lpips=lpips)
+        assert row[-1] == pytest.approx(r.lpips, abs=1e-4) and r.lpips > 0

@@ -55,7 +55,8 @@ def gray_checkpoint(folder: Path) -> None:
     """A valid checkpoint of a 1-channel tokenizer: the apps, which show RGB images, cannot use it."""
     from vqexplore import VQModel
 
-    VQModel(quantizer="vq", codebook_size=16, code_dim=4, hidden_dim=8, n_resblocks=1, in_channels=1).save_pretrained(folder)
+    VQModel(quantizer="vq", codebook_size=16, code_dim=4, hidden_dim=8, n_resblocks=1,
+            in_channels=1).save_pretrained(folder)
 
 
 def api(url: str, data: list, api_name: str = "reconstruct", timeout: float = 120) -> tuple[str, object]:
@@ -102,6 +103,9 @@ def server_path_cases(upload: Path, outside: Path) -> dict[str, dict]:
     link = upload / "link-to-secret.png"  # a link inside the upload folder to a file outside it
     if not link.is_symlink():
         link.symlink_to(outside / "secret.png")
+    sibling = upload.parent / f"{upload.name}-evil"  # named like the upload folder, beside it
+    sibling.mkdir(exist_ok=True)
+    (sibling / "secret.png").write_bytes((outside / "secret.png").read_bytes())
     return {
         "an image outside the upload folder": {"path": str(outside / "secret.png")},
         "a text file": {"path": str(outside / "notes.txt")},
@@ -111,6 +115,7 @@ def server_path_cases(upload: Path, outside: Path) -> dict[str, dict]:
         "relative path": {"path": "checkpoints/vq-4096/config.json"},
         "traversal out of the upload folder": {"path": str(upload / ".." / "server-files" / "secret.png")},
         "symlink in the upload folder": {"path": str(link)},
+        "sibling folder whose name starts with the upload folder's": {"path": str(sibling / "secret.png")},
         "http URL": {"url": "http://127.0.0.1:1/secret.png"},
         "file URL": {"url": f"file://{outside / 'secret.png'}"},
     }
@@ -228,7 +233,8 @@ def dashboard_tree(tmp_path, monkeypatch):
     from test_dashboard import build_fixture_tree
 
     paths = build_fixture_tree(tmp_path / "served")
-    for key, env in (("checkpoints", "VQEXPLORE_CHECKPOINTS"), ("runs", "VQEXPLORE_RUNS"), ("cache", "VQEXPLORE_CACHE_DIR")):
+    for key, env in (("checkpoints", "VQEXPLORE_CHECKPOINTS"), ("runs", "VQEXPLORE_RUNS"),
+                     ("cache", "VQEXPLORE_CACHE_DIR")):
         monkeypatch.setenv(env, str(paths[key]))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
@@ -256,6 +262,8 @@ def test_confined_dashboard_loads_nothing_outside_its_roots(dashboard_tree, tmp_
     monkeypatch.setenv("VQEXPLORE_CONFINE", parse_dockerfile().env.get("VQEXPLORE_CONFINE", ""))
     outside = tmp_path / "elsewhere"
     shutil.copytree(dashboard_tree["checkpoints"] / "vq-64", outside / "vq-64")
+    sibling = dashboard_tree["checkpoints"].parent / f"{dashboard_tree['checkpoints'].name}-evil"
+    shutil.copytree(dashboard_tree["checkpoints"] / "vq-64", sibling / "vq-64")
     cases = {
         "a valid checkpoint outside": str(outside / "vq-64"),
         "a system folder": "/etc",
@@ -263,6 +271,7 @@ def test_confined_dashboard_loads_nothing_outside_its_roots(dashboard_tree, tmp_
         "a missing path": "/no/such/folder",
         "traversal out of a root": str(dashboard_tree["checkpoints"] / ".." / ".." / "elsewhere" / "vq-64"),
         "home": "~",
+        "a sibling of the checkpoint root named like it": str(sibling / "vq-64"),
     }
     answers = {}
     for name, text in cases.items():
@@ -440,10 +449,15 @@ def _tiny(tmp: Path, *overrides: str) -> list[str]:
 TRAINER_CASES = {  # name -> (arguments made in a fresh tmp folder, exit code, phrase of the one error line)
     "binary YAML": (_binary_yaml, 2, "is not a text file"),
     "seed beyond 2^64": (lambda t: _tiny(t, f"train.seed={2 ** 64 + 1}"), 2, "train.seed: must lie in [0, 2^64)"),
-    "codebook of 10^9 codes": (lambda t: _tiny(t, "model.codebook_size=1000000000"), 2, "model.codebook_size: 1,000,000,000"),
+    "codebook of 10^9 codes": (lambda t: _tiny(t, "model.codebook_size=1000000000"), 2,
+                               "model.codebook_size: 1,000,000,000"),
+    # LFQ holds no codebook tensor, so only the 2^31 rule itself stops 2^32 codes
+    "LFQ of 2^32 codes": (lambda t: _tiny(t, "model.quantizer=lfq", f"model.codebook_size={2 ** 32}",
+                                          "model.code_dim=32"), 2, "model.codebook_size: must be at most 2^31"),
     "hidden_dim 10^6": (lambda t: _tiny(t, "model.hidden_dim=1000000"), 2, "model.hidden_dim: 1,000,000 makes"),
     "n_resblocks 10^6": (lambda t: _tiny(t, "model.n_resblocks=1000000"), 2, "model.n_resblocks: must be at most 256"),
-    "NaN commitment_weight": (lambda t: _tiny(t, "model.commitment_weight=.nan"), 2, "model.commitment_weight: must be"),
+    "NaN commitment_weight": (lambda t: _tiny(t, "model.commitment_weight=.nan"), 2,
+                              "model.commitment_weight: must be"),
     "0 x 0 training images": (lambda t: _tiny(t, "data.train=" + _npz_folder(
         t / "zero", "train_data_batch_1", np.zeros((32, 0), np.uint8))), 1, "0 x 0 pixels"),
     "empty validation npz": (lambda t: _tiny(t, "data.val=" + _npz_folder(
@@ -536,7 +550,8 @@ RESUME_CASES = {  # name -> (change before resuming, override given to --resume,
         "old checkpoint", "model.commitment_weight=0.5", "model.commitment_weight: differs from the run"),
     "other commitment_weight, config.yaml edited to agree": (
         "config.yaml agrees", "model.commitment_weight=0.5", "model.commitment_weight: differs from the run"),
-    "the data folder gained images": ("more images", "", "data.train: now gives 3 batches per epoch, the run being resumed had 1"),
+    "the data folder gained images": ("more images", "",
+                                      "data.train: now gives 3 batches per epoch, the run being resumed had 1"),
     "corrupt config.yaml, an older checkpoint": ("corrupt config.yaml, old checkpoint", "", "config.yaml is corrupt"),
 }
 

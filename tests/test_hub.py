@@ -104,3 +104,57 @@ def test_unknown_repo_gives_one_clear_error(hub, tmp_path):
     out = _run(code, env)
     assert out.stdout.startswith("ERR "), (out.stdout, out.stderr)
     assert "does-not-exist" in out.stdout
+
+
+# -- path confinement: vqexplore.hub.inside (the demo's upload folder, the dashboard's --confine) --
+
+def test_inside_accepts_the_root_and_what_lies_below_it(tmp_path):
+    from vqexplore.hub import inside
+
+    root = tmp_path / "gradio-tmp"
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "a" / "b" / "x.png").write_bytes(b"x")
+    assert inside(root, [root])                           # the root itself
+    assert inside(root / "a" / "b" / "x.png", [root])     # any depth below it
+    assert inside(root / "a" / ".." / "a" / "b", [root])  # `..` that stays inside
+    assert inside(str(root / "a") + os.sep, [str(root) + os.sep])  # trailing separators
+    assert inside("/etc/passwd", ["/"])                   # the filesystem root contains everything
+    assert inside(root / "a", [tmp_path / "elsewhere", root])  # any of several roots
+    assert not inside(root / "a", [])
+
+
+def test_inside_refuses_a_sibling_whose_name_starts_with_the_root(tmp_path):
+    """The bug this guards: a prefix comparison without the path separator takes
+    `gradio-tmp-evil/secret.png` (a sibling folder) for a file inside `gradio-tmp`."""
+    from vqexplore.hub import inside
+
+    root, evil = tmp_path / "gradio-tmp", tmp_path / "gradio-tmp-evil"
+    root.mkdir()
+    evil.mkdir()
+    (evil / "secret.png").write_bytes(b"x")
+    assert not inside(evil / "secret.png", [root])
+    assert not inside(evil, [root])
+    assert not inside(tmp_path / "gradio-tmpx", [root])  # also when it does not exist
+    assert not inside(tmp_path, [root])                   # the parent
+    assert not inside(root / ".." / "gradio-tmp-evil" / "secret.png", [root])  # `..` out of the root
+
+
+def test_inside_resolves_symlinks_and_home(tmp_path, monkeypatch):
+    from vqexplore.hub import inside
+
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    (outside / "secret.png").write_bytes(b"x")
+    (root / "link.png").symlink_to(outside / "secret.png")  # planted inside, points out
+    (root / "dirlink").symlink_to(outside)
+    assert not inside(root / "link.png", [root])
+    assert not inside(root / "dirlink" / "secret.png", [root])
+    (outside / "to-root").symlink_to(root)                  # a link outside that points in
+    assert inside(outside / "to-root", [root])
+    assert inside(tmp_path / "root-alias", [root]) is False  # missing path next to the root
+    (tmp_path / "root-alias").symlink_to(root)
+    assert inside(root / "x", [tmp_path / "root-alias"])     # a root given through a link
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert inside("~/root/x", [root]) and inside(root / "x", ["~/root"])
+    assert not inside("~/outside/secret.png", [root])

@@ -40,6 +40,28 @@ def test_nearest_code_chunk_boundaries_large():
         assert torch.equal(nearest_code(tokens, codebook, chunk), expected)
 
 
+def test_nearest_code_takes_any_float_dtype_and_searches_in_float32():
+    """bf16 / float64 tokens or codes are searched in float32, the answer of the float32 search."""
+    torch.manual_seed(2)
+    tokens, codebook = torch.randn(200, 8), torch.randn(50, 8)
+    for dtype in (torch.bfloat16, torch.float64):
+        t, c = tokens.to(dtype), codebook.to(dtype)
+        assert torch.equal(nearest_code(t, codebook), nearest_code(t.float(), codebook))
+        assert torch.equal(nearest_code(tokens, c), nearest_code(tokens, c.float()))
+
+
+def test_chunk_rows_bounds_the_distance_chunk():
+    """Tokens per chunk: the caller's chunk_size (at least 1); else ~4M distances on the CPU (16 MB),
+    ~16M on CUDA, never fewer than 256 rows, so memory is chunk x K whatever the token count."""
+    from vqexplore.quantizers.search import chunk_rows
+
+    assert chunk_rows(16384, 7) == 7 and chunk_rows(16384, 0) == 1
+    assert chunk_rows(16384, None) == 256 and chunk_rows(512, None) == 8192 and chunk_rows(1 << 20, None) == 256
+    assert chunk_rows(16384, None, "cpu") == 256 and chunk_rows(16384, None, torch.device("cpu")) == 256
+    assert chunk_rows(16384, None, "cuda") == 1024 and chunk_rows(1000, None, "cuda") == (1 << 24) // 1000
+    assert chunk_rows(0, None) == 1 << 22
+
+
 def test_vq_losses_and_straight_through_gradient_reaches_encoder():
     torch.manual_seed(0)
     encoder = torch.nn.Conv2d(3, 8, 1)

@@ -1,5 +1,5 @@
 """Rate-distortion points (vqexplore.ratedistortion): entropy in bits, points from comparison rows,
-evaluated runs and the CPU sweep's markdown tables (the real docs/cpu_sweep.md)."""
+evaluated runs and the CPU sweep's rows (the real docs/cpu_sweep.json)."""
 import json
 import math
 from pathlib import Path
@@ -11,8 +11,9 @@ import torch
 from vqexplore import VQModel, analysis
 from vqexplore.data import validation_batch
 from vqexplore.metrics import perplexity
+from trainer.sweep import read_rows
 from vqexplore.ratedistortion import (RD_COLUMNS, entropy_bits, point_from_metrics, point_from_row, points_from_runs,
-                                      points_from_sweep_table, rate_distortion_table, tokens_per_image)
+                                      points_from_sweep_rows, rate_distortion_table, tokens_per_image)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -64,7 +65,7 @@ def test_points_from_evaluated_runs(tmp_path):
 
 
 def test_points_from_the_cpu_sweep_table():
-    points = points_from_sweep_table(REPO / "docs" / "cpu_sweep.md")
+    points = points_from_sweep_rows(read_rows(REPO / "docs" / "cpu_sweep.json"), source="cpu_sweep.json")
     by_name = {p.name: p for p in points}
     configs = {p.stem for p in (REPO / "configs" / "cpu").glob("*.yaml") if not p.stem.startswith("default")}
     # One point per sweep row, named like its config: the study's 18 rows at least (rows added to
@@ -87,23 +88,20 @@ def test_points_from_the_cpu_sweep_table():
 
 
 def test_points_from_the_sweep_rows_file(tmp_path):
-    """The JSON the sweep writes beside its markdown wins over the tables."""
-    import json
-
-    (tmp_path / "sweep.md").write_text("VQ-VAE:\n\n| code dim | codebook size | perplexity |\n|---:|---:|---:|\n| 64 | 8 | 2.0 |\n")
+    """The rows the sweep writes beside its markdown, read by the trainer and passed in as data."""
     rows = [{"name": "vq-8", "config": {"quantizer": "vq", "codebook_size": 8, "code_dim": 64}, "image_size": 16,
              "metrics": {"perplexity": 4.0, "psnr": 12.5, "ssim": 0.25, "codebook_size": 8, "num_images": 3}}]
     (tmp_path / "sweep.json").write_text(json.dumps({"command": "x", "rows": rows}))
-    [p] = points_from_sweep_table(tmp_path / "sweep.md")
+    [p] = points_from_sweep_rows(read_rows(tmp_path / "sweep.md"), source="sweep.json")
     assert (p.name, p.tokens, p.entropy, p.psnr) == ("vq-8", 16, 2.0, 12.5) and p.source.startswith("sweep.json")
     (tmp_path / "sweep.json").write_text("{}")
     with pytest.raises(ValueError, match="rerun"):
-        points_from_sweep_table(tmp_path / "sweep.md")
+        read_rows(tmp_path / "sweep.md")
 
 
-def test_sweep_table_errors(tmp_path):
+def test_sweep_rows_errors(tmp_path):
     with pytest.raises(ValueError, match="trainer sweep"):
-        points_from_sweep_table(tmp_path / "missing.md")
-    (tmp_path / "empty.md").write_text("# nothing here\n")
-    with pytest.raises(ValueError, match="no sweep tables"):
-        points_from_sweep_table(tmp_path / "empty.md")
+        read_rows(tmp_path / "missing.md")
+    (tmp_path / "bad.json").write_text('{"rows": [{"name": "x"}]}')
+    with pytest.raises(ValueError, match="not a sweep's rows file"):
+        read_rows(tmp_path / "bad.json")

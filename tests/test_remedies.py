@@ -3,13 +3,13 @@ vector_quantize_pytorch's ``rotate_to``, k-means init and dead-code restart by b
 identical codebooks on every DDP rank (2 gloo processes)."""
 from __future__ import annotations
 
+import math
 import os
 import socket
 
 import pytest
 import torch
 import torch.multiprocessing as mp
-import torch.nn.functional as F
 
 from vqexplore import VQModel
 from vqexplore.errors import ConfigError
@@ -130,6 +130,12 @@ def test_dead_code_restart_revives_a_collapsed_codebook():
             opt.zero_grad()
             loss.backward()
             opt.step()
+        if restarts:
+            # The usage EMA follows the assignments: from 0 it sums to 512 tokens x (1 - 0.99^60)
+            # plus the restarts' grace bumps (2 x threshold each); never updated, it would hold
+            # the bumps alone and the restarts would collapse into one re-init at the first step.
+            assigned = 512 * (1 - 0.99 ** 60)
+            assert assigned - 1 < float(vq.usage_ema.sum()) < assigned + 10, float(vq.usage_ema.sum())
         vq.eval()
         used = torch.bincount(vq(_as_map(tokens)).indices.flatten(), minlength=k)
         dead = int((used == 0).sum())
@@ -137,6 +143,95 @@ def test_dead_code_restart_revives_a_collapsed_codebook():
             assert dead <= 4, dead
         else:
             assert dead >= k - 2, dead
+
+
+def _restart_scene(k: int = 6, threshold: float = 1.0, decay: float = 0.9):
+    """One live code (0) on a tight cluster of 32 tokens, k - 1 codes far away; every code
+    starts with the grace a k-means init gives (usage EMA = 2 x threshold)."""
+    tokens = 0.01 * torch.randn(32, 2, generator=torch.Generator().manual_seed(0))
+    vq = VectorQuantizer(k, 2, dead_code_threshold=threshold, ema_decay=decay)
+    with torch.no_grad():
+        vq.embedding.fill_(50.0)
+        vq.embedding[0] = 0.0
+        vq.usage_ema.fill_(2 * threshold)
+    return vq, _as_map(tokens.repeat(2, 1), side=8)
+
+
+def test_usage_ema_is_the_decayed_assignment_count():
+    """usage <- d * usage + (1 - d) * tokens assigned this step, code by code."""
+    vq, batch = _restart_scene()
+    d, expected = vq.ema_decay, vq.usage_ema.clone()
+    for _ in range(3):
+        counts = torch.bincount(vq(batch).indices.flatten(), minlength=vq.codebook_size).float()
+        expected = d * expected + (1 - d) * counts
+        assert torch.allclose(vq.usage_ema, expected, atol=1e-6), (vq.usage_ema, expected)
+    assert float(vq.usage_ema[0]) > 2 * vq.dead_code_threshold  # the live code's usage grew
+
+
+def test_a_code_that_wins_nothing_is_restarted_after_its_grace_and_only_then():
+    """Grace 2T decays below T after ceil(ln 2 / -ln d) steps (7 at d = 0.9): the far codes stay
+    put for 7 steps, move onto the data in the 8th; the live code is never touched; a
+    restarted code that still wins nothing is restarted again one grace period later."""
+    vq, batch = _restart_scene()
+    grace = math.ceil(math.log(2) / -math.log(vq.ema_decay))
+    assert grace == 7
+    history = []
+    for _ in range(3 * (grace + 1)):
+        vq(batch)
+        history.append(vq.embedding.detach().clone())
+    live, far = [h[0] for h in history], [h[1:] for h in history]
+    assert all(torch.equal(v, live[0]) for v in live), "the code in use was restarted"
+    for step in range(grace):
+        assert torch.equal(far[step], torch.full_like(far[step], 50.0)), f"restarted at step {step + 1}"
+    restarted = ~(far[grace] == 50.0).all(1)
+    assert restarted.all(), f"step {grace + 1}: only {int(restarted.sum())} of the far codes restarted"
+    assert far[grace].abs().max() < 0.1  # onto tokens of the batch
+    # Restarted codes sitting on the cluster share its tokens; those that win none die again.
+    counts = torch.bincount(vq(batch).indices.flatten(), minlength=vq.codebook_size)
+    changes = [i for i in range(grace + 1, len(history)) if not torch.equal(history[i][1:], history[i - 1][1:])]
+    if (counts[1:] == 0).any():
+        assert changes, "a restarted code that wins nothing was never restarted again"
+        assert changes[0] >= 2 * grace, changes  # not before its new grace has run out
+    assert int(vq.restart_steps) == len(history) + 1
+
+
+def test_restart_moves_at_most_one_code_per_token_and_grants_grace():
+    """More dead codes than tokens: as many codes as tokens move, each onto a distinct token, and
+    each starts at twice the threshold."""
+    torch.manual_seed(0)
+    tokens = torch.randn(64, 4)
+    vq = VectorQuantizer(256, 4, dead_code_threshold=0.5, ema_decay=0.99)
+    before = vq.embedding.detach().clone()
+    out = vq(_as_map(tokens, side=8))
+    moved = (vq.embedding.detach() != before).any(1)
+    assert int(moved.sum()) == 64
+    same = (vq.embedding.detach()[moved][:, None, :] == tokens[None]).all(-1)  # (moved codes, tokens)
+    assert (same.sum(1) == 1).all() and same.any(0).all()  # each on one token, every token used once
+    # the restarted codes got 2T before this step's EMA update; the others stayed at 0
+    counts = torch.bincount(out.indices.flatten(), minlength=256).float()
+    expected = 0.99 * torch.where(moved, 2 * 0.5, 0.0) + 0.01 * counts
+    assert torch.allclose(vq.usage_ema, expected, atol=1e-6)
+
+
+def test_restart_threshold_is_strict():
+    """Dead means usage < threshold: with decay 0.5 a code that wins nothing goes 2T -> T (still
+    alive, exactly at the threshold) -> T/2, and is restarted at the third step, not the second."""
+    vq, batch = _restart_scene(decay=0.5)
+    moved_at = []
+    for step in range(1, 4):
+        before = vq.embedding.detach().clone()
+        vq(batch)
+        if not torch.equal(vq.embedding.detach()[1:], before[1:]):
+            moved_at.append(step)
+    assert moved_at == [3], moved_at
+
+
+def test_a_single_dead_code_is_restarted():
+    """One live code and one that wins nothing: the lone dead code is restarted too."""
+    vq, batch = _restart_scene(k=2, decay=0.5)
+    for _ in range(3):
+        vq(batch)
+    assert float(vq.embedding[1].detach().abs().max()) < 0.1  # moved from 50 onto the data
 
 
 def test_dead_code_restart_is_reproducible_and_saved():
@@ -181,12 +276,13 @@ def _ddp_worker(rank: int, world: int, port: int, results) -> None:
         torch.manual_seed(rank)  # different initial codebooks and data on each rank
         # decay 0.5: the grace period after the init is ~1.4 steps, so restarts start at once
         vq = VectorQuantizer(256, 8, kmeans_init=True, dead_code_threshold=0.2, ema_decay=0.5)
-        snapshots = []
+        snapshots, batches = [], []
         for step in range(4):
             tokens = _clustered_tokens(128, 8, 8, seed=100 * rank + step)
             vq(_as_map(tokens))
             snapshots.append(vq.codebook_vectors().detach().clone())
-        results[rank] = (torch.stack(snapshots), vq.usage_ema.clone())
+            batches.append(tokens)
+        results[rank] = (torch.stack(snapshots), vq.usage_ema.clone(), torch.stack(batches))
     finally:
         torch.distributed.destroy_process_group()
 
@@ -195,8 +291,12 @@ def test_ddp_ranks_hold_the_same_codebook_after_init_and_restarts():
     manager = mp.Manager()
     results = manager.dict()
     mp.spawn(_ddp_worker, args=(2, _free_port(), results), nprocs=2, join=True)
-    (codes0, usage0), (codes1, usage1) = results[0], results[1]
+    (codes0, usage0, batches0), (codes1, usage1, _) = results[0], results[1]
     assert torch.equal(codes0, codes1)
     assert torch.equal(usage0, usage1)
-    # Restarts really happened after the init (the codebook changed between steps).
+    # Restarts really happened after the init (the codebook changed between steps)...
     assert not torch.equal(codes0[1], codes0[3])
+    # ...and every restarted code is a token of rank 0's batch of that step (broadcast from rank 0).
+    for step in range(1, 4):
+        changed = codes0[step][(codes0[step] != codes0[step - 1]).any(1)]
+        assert (changed[:, None, :] == batches0[step][None]).all(-1).any(1).all(), step

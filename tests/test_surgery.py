@@ -11,7 +11,8 @@ from vqexplore.surgery import (box_cells, cells_from_points, cells_mask, decode_
 
 def _model(quantizer="vq", hidden_dim=32, n_resblocks=2, seed=0):
     torch.manual_seed(seed)
-    cfg = dict(quantizer="fsq", levels=[5, 4, 3]) if quantizer == "fsq" else dict(quantizer=quantizer, codebook_size=64, code_dim=8)
+    cfg = dict(quantizer="fsq", levels=[5, 4, 3]) if quantizer == "fsq" else dict(quantizer=quantizer,
+                                                                                  codebook_size=64, code_dim=8)
     model = VQModel(**cfg, hidden_dim=hidden_dim, n_resblocks=n_resblocks).eval()
     if quantizer == "vq":
         with torch.no_grad():

@@ -147,7 +147,8 @@ def test_projector_export_is_read_by_tensorboard(capsys, ckpt, tmp_path):
     counts = analysis.usage_counts(model, validation_batch(n=16, size=32))
     port = _free_port()
     log = open(tmp_path / "tb.log", "wb")
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "tensorboard"), "--logdir", str(out), "--port", str(port),
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "tensorboard"), "--logdir", str(out), "--port",
+                             str(port),
                              "--host", "127.0.0.1", "--load_fast", "false"], stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}/data/plugin/projector"
     try:

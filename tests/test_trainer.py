@@ -266,6 +266,17 @@ def test_bf16_autocast_and_channels_last(tmp_path, capsys):
     assert rc == 0, err
     model = vqexplore.load(tmp_path / "runs" / "bf16")
     assert all(t.dtype == torch.float32 for t in model.state_dict().values() if t.is_floating_point())
+    # precision: bf16 really ran the forward in bf16: the same run in fp32 (seed, data, steps) ends
+    # with other weights, while a second bf16 run ends with the same ones.
+    runs = {}
+    for name, precision in (("fp32", "fp32"), ("bf16-again", "bf16")):
+        rc, _, err = _main(capsys, "--cfg", cfg, f"name={name}", f"train.precision={precision}")
+        assert rc == 0, err
+        runs[name] = vqexplore.load(tmp_path / "runs" / name).state_dict()
+    bf16 = model.state_dict()
+    assert all(torch.equal(bf16[k], runs["bf16-again"][k]) for k in bf16)
+    differing = [k for k in bf16 if bf16[k].is_floating_point() and not torch.equal(bf16[k], runs["fp32"][k])]
+    assert len(differing) > len(bf16) // 2, f"fp32 and bf16 runs differ only in {differing}"
 
 
 def test_nan_loss_stops_with_last_good_checkpoint(tmp_path, capsys):
@@ -388,8 +399,9 @@ def test_sweep_writes_tables(tmp_path, capsys):
     assert "| VQ | k-means init + dead-code restart 0.5 | no | 8 | 32 |" in text
     rows = json.loads(out.with_suffix(".json").read_text())["rows"]
     assert sorted(r["name"] for r in rows) == ["fsq-555", "vq-32", "vq-32-restart"]
-    from vqexplore.ratedistortion import points_from_sweep_table
+    from trainer.sweep import read_rows
+    from vqexplore.ratedistortion import points_from_sweep_rows
 
-    points = {p.name: p for p in points_from_sweep_table(out)}
+    points = {p.name: p for p in points_from_sweep_rows(read_rows(out))}
     assert points["vq-32-restart"].variant == "code dim 8, k-means init + dead-code restart 0.5"
     assert points["fsq-555"].codebook_size == 125

@@ -72,9 +72,11 @@ def test_train_save_load_and_analyse(tmp_path, capsys, name):
 @pytest.mark.parametrize("model, expected", [
     ({"quantizer": "lfq", "codebook_size": 1000, "code_dim": None}, "model.codebook_size: must be a power of two >= 2"),
     ({"quantizer": "bsq", "codebook_size": 64, "code_dim": 8}, "model.code_dim: 8 contradicts codebook_size=64"),
-    ({"quantizer": "vq", "entropy_loss_weight": 0.2}, "model.entropy_loss_weight: applies to quantizer='lfq' or 'bsq' only"),
+    ({"quantizer": "vq", "entropy_loss_weight": 0.2},
+     "model.entropy_loss_weight: applies to quantizer='lfq' or 'bsq' only"),
     ({"quantizer": "ibq", "diversity_gamma": 1.0}, "model.diversity_gamma: applies to quantizer='lfq' or 'bsq' only"),
-    ({"quantizer": "lfq", "codebook_size": 64, "code_dim": None, "diversity_gamma": -1}, "model.diversity_gamma: must be >= 0"),
+    ({"quantizer": "lfq", "codebook_size": 64, "code_dim": None, "diversity_gamma": -1},
+     "model.diversity_gamma: must be >= 0"),
 ])
 def test_config_errors_name_the_key(tmp_path, capsys, model, expected):
     cfg = write_config(tmp_path / "c.yaml", "bad", tmp_path / "runs", model=model)

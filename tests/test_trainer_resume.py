@@ -1,10 +1,7 @@
-"""A run SIGKILLed at random moments and resumed ends with the same weights as one never
+"""A run SIGKILLed between two checkpoints and resumed ends with the same weights as one never
 interrupted (CPU, fixed seed, one thread), and half-written checkpoints are never used."""
 from __future__ import annotations
 
-import os
-import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -39,67 +36,77 @@ def _start(cfg: Path, *extra: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _kill_during_training(proc: subprocess.Popen, run: Path, rng: random.Random, log: list,
-                          max_delay: float) -> bool:
-    """Wait until the process is training (metrics.jsonl has grown), then SIGKILL it after a
-    random delay in [0, max_delay]."""
-    metrics = run / "metrics.jsonl"
-    size0 = metrics.stat().st_size if metrics.exists() else 0
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and proc.poll() is None:
-        if metrics.exists() and metrics.stat().st_size > size0:
-            break
-        time.sleep(0.02)
-    delay = rng.uniform(0.0, max_delay)
-    time.sleep(delay)
+def test_latest_resumable_is_the_newest_checkpoint_with_trainer_state(tmp_path):
+    """Fast, in process: what --resume picks among complete, weights-only and half-written folders."""
+    from trainer import checkpoint as ckpt_io
+    from vqexplore import VQModel
+
+    run = tmp_path / "run"
+    assert ckpt_io.latest_resumable(run) is None  # no folder at all
+    model = VQModel(quantizer="vq", codebook_size=8, code_dim=4, hidden_dim=8, n_resblocks=1)
+    both = (ckpt_io.STATE_TENSORS, ckpt_io.STATE_JSON)
+    for step, files in ((2, both), (4, both), (6, (ckpt_io.STATE_JSON,)), (8, (ckpt_io.STATE_TENSORS,)), (10, ())):
+        folder = run / "checkpoints" / f"step-{step:08d}"
+        model.save_pretrained(folder)
+        for name in files:
+            (folder / name).write_text("{}")
+    (run / "checkpoints" / ".tmp-step-00000012-1").mkdir()
+    newest = run / "checkpoints" / "step-00000004"
+    assert ckpt_io.latest_resumable(run) == newest
+    assert ckpt_io.is_resumable(newest)
+    assert not any(ckpt_io.is_resumable(run / "checkpoints" / f"step-{s:08d}") for s in (6, 8, 10))
+    (newest / ckpt_io.STATE_JSON).unlink()
+    assert ckpt_io.latest_resumable(run) == run / "checkpoints" / "step-00000002"
+
+
+def _kill_after_checkpoint(proc: subprocess.Popen, run: Path, step: int) -> int:
+    """Wait until checkpoint ``step`` exists, freeze the process at once (SIGSTOP), note the newest
+    complete checkpoint, then SIGKILL it: the kill provably lands after that checkpoint and
+    before the run's end. Returns the newest checkpoint's step."""
+    target = run / "checkpoints" / f"step-{step:08d}"
+    deadline = time.monotonic() + 120
+    while not target.is_dir():
+        assert proc.poll() is None, f"the run ended before checkpoint {step}: {proc.communicate()[1][-3000:]}"
+        assert time.monotonic() < deadline, f"no checkpoint {step} after 120 s"
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGSTOP)
+    steps = [s for s, _ in list_checkpoints(run)]
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    steps = [s for s, _ in list_checkpoints(run)]
-    finished = bool(steps) and steps[-1] == STEPS  # the kill came too late to test anything
-    log.append((delay, steps, "too late" if finished else "killed mid-run"))
-    return not finished
+    assert steps and step <= steps[-1] < STEPS, f"waited for checkpoint {step}, found {steps} at the kill"
+    return steps[-1]
 
 
 def test_sigkill_and_resume_gives_identical_weights(tmp_path):
-    seed = int(os.environ.get("TEST_RESUME_SEED", random.randrange(1 << 30)))
-    rng = random.Random(seed)
-
+    """Killed twice (after checkpoint 10, then after checkpoint 26 of the resumed run), resumed
+    each time from the checkpoint that existed at the kill, it ends bit-exact with a run never
+    interrupted (fixed seed, one thread)."""
     # The uninterrupted reference, in this process.
     ref_cfg = write_config(tmp_path / "ref.yaml", "ref", tmp_path / "runs", **SECTIONS)
-    t0 = time.monotonic()
     assert cli.main(["--cfg", str(ref_cfg)]) == 0
-    train_seconds = time.monotonic() - t0
     reference = _weights(tmp_path / "runs" / "ref")
 
-    # The same run, SIGKILLed at a random moment of its training, then resumed.
     cfg = write_config(tmp_path / "killed.yaml", "killed", tmp_path / "runs", **SECTIONS)
     run = tmp_path / "runs" / "killed"
-    kills: list = []
-    # Anywhere in the first half of the time that the reference run took (shorter if
-    # this process happens to train faster and ends before the kill).
-    max_delay = 0.5 * train_seconds
-    for _ in range(3):
-        if _kill_during_training(_start(cfg), run, rng, kills, max_delay=max_delay):
-            break
-        shutil.rmtree(run)
-        max_delay /= 3
-    else:
-        raise AssertionError(f"could not kill the run before it ended: {kills}")
+    first = _kill_after_checkpoint(_start(cfg), run, 10)
+    second_run = _start(cfg, "--resume")
+    second = _kill_after_checkpoint(second_run, run, 26)
+    assert f"from step-{first:08d}" in second_run.stderr.read()
     # A leftover temporary folder (as a kill during a save leaves) must be ignored and removed.
-    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
     junk = run / "checkpoints" / ".tmp-step-00000099-12345"
     junk.mkdir()
     (junk / "config.json").write_text("{")
     final = _start(cfg, "--resume")
     out, err = final.communicate(timeout=180)
-    assert final.returncode == 0, f"seed {seed}, kills {kills}\n{err}"
+    assert final.returncode == 0, err
+    assert f"from step-{second:08d}" in err, err[-2000:]
     assert not junk.exists()
 
-    print(f"resume test: seed {seed}, kills (delay s, checkpoints left) {kills}")
+    print(f"resume test: killed after checkpoints {first} and {second}")
     resumed = _weights(run)
     assert resumed.keys() == reference.keys()
     for name in reference:
-        assert torch.equal(resumed[name], reference[name]), f"{name} differs (seed {seed}, kills {kills})"
+        assert torch.equal(resumed[name], reference[name]), f"{name} differs (killed after {first} and {second})"
 
     # metrics.jsonl holds each step once, in order, despite the kills.
     from vqexplore.hub import read_run_metrics

@@ -11,7 +11,6 @@ README's pictures in docs/screenshots/ (look at them before committing)."""
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -19,8 +18,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from app.pages import PAGES as REGISTRY
 from test_dashboard import tree_digest
 from test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, _free_port, _no_exception, wait_rendered
 
@@ -28,8 +29,8 @@ REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "tests" / "artifacts" / "views"
 DOCS = REPO / "docs" / "screenshots"
 DEMOS = ["vq-4096", "fsq-75555", "simvq-4096", "vq-4096-restart", "vq-l2-4096", "bsq-4096"]
-# The menu as app/dashboard.py declares it (st.Page titles, in order).
-NAV = re.findall(r'st\.Page\("views/[^"]+", title="([^"]+)"', (REPO / "app" / "dashboard.py").read_text())
+# The menu as app/pages.py declares it (titles, in order).
+NAV = [p.title for p in REGISTRY]
 
 
 def test_the_demo_set_is_committed():
@@ -149,7 +150,8 @@ def test_deep_links_show_one_navigation_on_a_fresh_server(env, browser, tmp_path
         assert tab.get_by_text("Page not found").count() == 0
         _wait_url(tab, lambda u: "ckpt=vq-4096" in u and "/compare" in u)
         _shot(tab, "navigation")
-        for path, title in (("/aligned_codes", "Aligned codes"), ("/training", "Training"), ("/", "Compare checkpoints")):
+        for path, title in (("/aligned_codes", "Aligned codes"), ("/training", "Training"),
+                            ("/", "Compare checkpoints")):
             other = _tab(browser)
             other.goto(f"{url}{path}")
             other.wait_for_selector(f"h1:has-text('{title}')", timeout=120_000)
@@ -164,7 +166,7 @@ def test_deep_links_show_one_navigation_on_a_fresh_server(env, browser, tmp_path
 
 
 def _swipe_state(frame) -> str:
-    return frame.locator("img.right").evaluate("img => img.style.clipPath")
+    return frame.locator(".layer.right").evaluate("el => el.style.clipPath")
 
 
 def test_reconstructions_are_large_and_swipe(server, browser):
@@ -173,7 +175,7 @@ def test_reconstructions_are_large_and_swipe(server, browser):
     tab.wait_for_selector("h1:has-text('Reconstructions')", timeout=120_000)
     _done(tab)
     _no_exception(tab)
-    assert tab.locator("iframe[title^='val 0: input vs']").count() == 3
+    assert tab.locator("iframe[title^='val 0: input vs']").count() == 3  # every selected checkpoint
     frame = tab.frame_locator("iframe[title='val 0: input vs vq-4096 reconstruction']")
     right = frame.locator("img.right")
     size = right.evaluate("img => [img.naturalWidth, img.clientWidth, getComputedStyle(img).imageRendering]")
@@ -191,7 +193,73 @@ def test_reconstructions_are_large_and_swipe(server, browser):
     tab.mouse.up()
     assert _swipe_state(frame).startswith("inset(0px 0px 0px 75")
     frame.locator("input[type=range]").fill("50")
-    _shot(tab, "reconstructions", clip={"x": 300, "y": 0, "width": 1200, "height": 1250})
+    _shot(tab, "reconstructions_swipe", clip={"x": 300, "y": 0, "width": 1200, "height": 1250})
+    tab.close()
+
+
+def _overlap(a: dict, b: dict, tol: float = 1.0) -> bool:
+    return (a["x"] + a["width"] - tol > b["x"] and b["x"] + b["width"] - tol > a["x"]
+            and a["y"] + a["height"] - tol > b["y"] and b["y"] + b["height"] - tol > a["y"])
+
+
+@pytest.mark.parametrize("mode", ["64", "native"])
+def test_six_reconstructions_never_overlap(server, browser, tmp_path, mode):
+    """The six demo checkpoints at 1440 x 900: no two swipe widgets overlap, none runs off the page,
+    every Flip button lies inside its own frame and works, and the checkpoints of one image swipe
+    and zoom together. Native mode: an uploaded 384 x 256 photo (drawn at its own size)."""
+    from PIL import Image
+
+    tab = browser.new_page(viewport={"width": 1440, "height": 900})
+    query = [("ckpt", d) for d in DEMOS] + [("size", "64"), ("n", "16"), ("count", "2"), ("mode", mode)]
+    tab.goto(f"{server}/reconstructions{_query(*query)}")
+    tab.wait_for_selector("h1:has-text('Reconstructions')", timeout=120_000)
+    _done(tab)
+    if mode == "native":
+        yy, xx = np.mgrid[0:256, 0:384]
+        photo = np.stack([xx % 97 * 2, yy % 61 * 4, (xx + yy) % 256], -1).astype(np.uint8)
+        Image.fromarray(photo).save(tmp_path / "wide.png")
+        tab.get_by_text("upload your own").click()
+        tab.locator("input[type=file]").set_input_files(str(tmp_path / "wide.png"))
+        tab.wait_for_selector("iframe[title^='wide.png: input vs']", timeout=120_000)
+        _done(tab)
+    _no_exception(tab)
+    first = "wide.png" if mode == "native" else "val 0"
+    frames = tab.locator("iframe[title*=': input vs']")
+    n = frames.count()
+    assert n == 6 * (1 if mode == "native" else 2)
+    time.sleep(1.0)  # iframes size themselves to their content
+    boxes = [frames.nth(i).bounding_box() for i in range(n)]
+    main = tab.locator('[data-testid="stMain"]').bounding_box()
+    for i, a in enumerate(boxes):
+        assert a["width"] > 100 and a["height"] > 100, a
+        assert a["x"] >= main["x"] - 1 and a["x"] + a["width"] <= min(1440, main["x"] + main["width"]) + 1, a
+        for b in boxes[i + 1:]:
+            assert not _overlap(a, b), (a, b)
+    titles = [frames.nth(i).get_attribute("title") for i in range(n)]
+    for title, box in zip(titles, boxes):
+        frame = tab.frame_locator(f"iframe[title='{title}']")
+        flip = frame.locator("button", has_text="Flip").bounding_box()
+        img = frame.locator(".frame").bounding_box()
+        for inner in (flip, img):  # inside its own iframe: nothing hidden under a neighbour
+            assert inner["x"] >= box["x"] - 1 and inner["x"] + inner["width"] <= box["x"] + box["width"] + 1
+            assert inner["y"] >= box["y"] - 1 and inner["y"] + inner["height"] <= box["y"] + box["height"] + 1
+        if mode == "native":
+            assert frame.locator("img.right").evaluate("i => i.naturalWidth") == 384
+    group = [t for t in titles if t.startswith(f"{first}: input vs")]
+    assert len(group) == 6
+    if mode == "64":
+        _shot(tab, "reconstructions", full_page=False)
+    lead = tab.frame_locator(f"iframe[title='{group[0]}']")
+    lead.locator("button", has_text="Flip").click()  # clickable, and every checkpoint of the image follows
+    lead.locator("button[data-testid=swipe-zoom-in]").click()
+    for title in group:
+        other = tab.frame_locator(f"iframe[title='{title}']")
+        deadline = time.time() + 10
+        while _swipe_state(other) != "inset(0px 0px 0px 0%)" and time.time() < deadline:
+            time.sleep(0.1)
+        assert _swipe_state(other) == "inset(0px 0px 0px 0%)", title
+        assert other.locator("[data-testid=swipe-zoom]").inner_text() == "2x", title
+        assert other.locator("img.right").evaluate("i => getComputedStyle(i).imageRendering") == "pixelated"
     tab.close()
 
 
@@ -246,9 +314,10 @@ def test_rate_distortion_with_the_sweep_preset(server, browser):
     legend = chart.locator(".legend").text_content()
     for name in ("VQ · selected", "FSQ · selected", "SimVQ · selected", "VQ · CPU sweep", "FSQ · CPU sweep"):
         assert name in legend
-    from vqexplore.ratedistortion import points_from_sweep_table
+    from trainer.sweep import read_rows
+    from vqexplore.ratedistortion import points_from_sweep_rows
 
-    rows = len(points_from_sweep_table(REPO / "docs" / "cpu_sweep.md"))
+    rows = len(points_from_sweep_rows(read_rows(REPO / "docs" / "cpu_sweep.md")))
     assert chart.locator(".scatterlayer .point").count() == len(DEMOS) + rows
     _shot(tab, "rate_distortion", clip={"x": 300, "y": 0, "width": 1200, "height": 1000})
     tab.close()

@@ -31,9 +31,10 @@ from vqexplore.utils import fsync_dir
 
 from . import runfacts
 from vqexplore.hub import CHECKPOINTS_DIR, EMA_DIR, WEIGHTS_NAME, checkpoint_dirname, list_checkpoints
+from vqexplore.runlayout import STATE
 
 STATE_TENSORS = "trainer_state.safetensors"
-STATE_JSON = "trainer_state.json"
+STATE_JSON = STATE
 TMP_PREFIX = ".tmp-"
 TRASH_PREFIX = ".trash-"
 

@@ -20,7 +20,7 @@ python -m trainer --cfg CONFIG.yaml [key=value ...] [--resume]
        torchrun --nproc-per-node N -m trainer --cfg CONFIG.yaml [key=value ...]"""
 
 DESCRIPTION = """\
-Train vector-quantized image autoencoders (VQ, FSQ, SimVQ) and publish them.
+Train vector-quantized image autoencoders ({quantizers}) and publish them.
 
 commands:
   (train)   --cfg FILE [key=value ...]   train the run <out_dir>/<name> described by FILE; overrides
@@ -46,10 +46,19 @@ Run `python -m trainer COMMAND --help` for a command's options. Errors you can f
 `error: ...` (exit 2 for a bad config, 1 otherwise)."""
 
 
+def _description() -> str:
+    """DESCRIPTION with every quantizer the library has (``vqexplore.models.QUANTIZERS``)."""
+    from vqexplore.describe import QUANTIZER_NAMES
+    from vqexplore.models import QUANTIZERS
+
+    return DESCRIPTION.format(quantizers=", ".join(QUANTIZER_NAMES.get(q, q) for q in QUANTIZERS))
+
+
 def _train_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m trainer", usage=USAGE, description=DESCRIPTION,
+    p = argparse.ArgumentParser(prog="python -m trainer", usage=USAGE, description=_description(),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cfg", metavar="FILE", help="YAML config (keys: trainer/config.py; model: keys: VQModel's docstring)")
+    p.add_argument("--cfg", metavar="FILE",
+                   help="YAML config (keys: trainer/config.py; model: keys: VQModel's docstring)")
     p.add_argument("--resume", action="store_true",
                    help="continue <out_dir>/<name> from its newest complete checkpoint (start if none)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.steps=200")
@@ -73,7 +82,8 @@ def _eval_parser() -> argparse.ArgumentParser:
 
 def _push_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m trainer push",
-                                description="Upload a checkpoint folder (weights, config, metrics, model card) to the Hub.")
+                                description="Upload a checkpoint folder (weights, config, metrics, model card) to the "
+                                            "Hub.")
     p.add_argument("--ckpt", required=True, help="checkpoint folder or run folder")
     p.add_argument("--repo", required=True, help="Hub repo id, user/name")
     p.add_argument("--private", action="store_true", help="create the repo as private")
@@ -116,7 +126,8 @@ def _tokenize_parser() -> argparse.ArgumentParser:
                                             "DIR/index.json (image ids, checkpoint sha256). Rerun to resume.")
     p.add_argument("--ckpt", required=True, help="checkpoint folder, run folder (newest checkpoint) or Hub repo id")
     p.add_argument("--data", required=True, help="builtin, an image folder, Downsampled ImageNet files or hf:<name>")
-    p.add_argument("--out", required=True, help="folder to write (a folder of an unfinished run of the same job resumes)")
+    p.add_argument("--out", required=True,
+                   help="folder to write (a folder of an unfinished run of the same job resumes)")
     p.add_argument("--split", default="train", choices=["train", "val"],
                    help="train: the trainer's epoch-0 crops (a pure function of --seed); val: centre crops")
     p.add_argument("--size", type=int, help="image size (default: the run's data.size, else 64)")

@@ -63,23 +63,9 @@ import yaml
 
 from vqexplore.data import NAMED_SOURCES
 from vqexplore.errors import ConfigError
+from vqexplore.models import ModelConfig  # the model: section's type (validated by VQModel)
 from vqexplore.typecheck import check_keywords, convert, unknown_key
 from vqexplore.utils import flatten
-
-
-class ModelConfig(dict):
-    """The ``model:`` section: every VQModel argument with its effective value (from
-    ``VQModel.check_config``), readable as attributes (``cfg.model.codebook_size``)."""
-
-    def __getattr__(self, key: str):
-        try:
-            return self[key]
-        except KeyError:
-            raise AttributeError(key) from None
-
-    def kwargs(self) -> dict:
-        """VQModel constructor arguments."""
-        return dict(self)
 
 
 @dataclass
@@ -158,7 +144,7 @@ def _check_model(raw: Any) -> ModelConfig:
     from vqexplore.models import VQModel
 
     try:
-        return ModelConfig(VQModel.check_config({} if raw is None else raw))
+        return VQModel.check_config({} if raw is None else raw)
     except ConfigError as e:
         raise e.under("model") from None
 
@@ -178,7 +164,8 @@ def from_dict(raw: Any) -> Config:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"the config must be a mapping with sections {', '.join(_SECTIONS)}, got {type(raw).__name__}")
+        raise ConfigError(f"the config must be a mapping with sections {', '.join(_SECTIONS)}, "
+                          f"got {type(raw).__name__}")
     top = {"name", "out_dir", *_SECTIONS}
     model, data = raw.get("model"), raw.get("data")
     size = data.get("size", DataConfig.size) if isinstance(data, dict) else DataConfig.size
@@ -221,7 +208,8 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             value = text
         if len(parts) == 1:
             if parts[0] in _SECTIONS:
-                raise ConfigError(f"override {item!r}: {parts[0]} is a section; set one of its keys, e.g. {parts[0]}.<key>=...")
+                raise ConfigError(f"override {item!r}: {parts[0]} is a section; set one of its keys, e.g. "
+                                  f"{parts[0]}.<key>=...")
             raw[parts[0]] = value
         else:
             section, sub = parts
@@ -244,7 +232,8 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
 def _check_data_source(key: str, source: str) -> None:
     source = source.strip()
     if not source:
-        raise ConfigError(f"{key}: empty; use 'builtin', 'photos', an image folder, the Downsampled ImageNet files or hf:<dataset>")
+        raise ConfigError(f"{key}: empty; use 'builtin', 'photos', an image folder, the Downsampled ImageNet files or "
+                          "hf:<dataset>")
     if source.lower() in NAMED_SOURCES:
         return
     if source.startswith("hf:"):
@@ -319,30 +308,53 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     overrides and validate. The run name defaults to the file's stem."""
     raw: dict = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"--cfg {path} does not exist; pass a YAML file such as configs/cpu/default.yaml")
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except UnicodeDecodeError:
-            raise ConfigError(f"--cfg {path} is not a text file (not UTF-8); pass a YAML config such as "
-                              f"configs/cpu/default.yaml") from None
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark else ""
-            raise ConfigError(f"{path} is not valid YAML{where}; fix the syntax") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path} must hold a mapping with sections {', '.join(_SECTIONS)}")
-        raw.setdefault("name", path.stem)
+        raw = read_yaml(path)
+        raw.setdefault("name", Path(path).stem)
     raw = apply_overrides(raw, overrides or [])
     return validate(from_dict(raw))
+
+
+def read_yaml(path: str | Path) -> dict:
+    """A config file parsed into a dict (the one YAML reader of configs and of a run's
+    config.yaml); one clear ConfigError when it is missing, not text, not YAML or not a mapping."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--cfg {path} does not exist; pass a YAML file such as configs/cpu/default.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"--cfg {path} is not a text file (not UTF-8); pass a YAML config such as "
+                          f"configs/cpu/default.yaml") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path} is not valid YAML{where}; fix the syntax") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping with sections {', '.join(_SECTIONS)}")
+    return raw
+
+
+def effective_dict(path: str | Path, overrides: list[str] | None = None) -> dict:
+    """What a config file amounts to (``Config.to_dict()``): read as ``load_config`` reads it, keys
+    and types checked, values not checked against this machine."""
+    raw = read_yaml(path)
+    raw.setdefault("name", Path(path).stem)
+    return from_dict(apply_overrides(raw, overrides or [])).to_dict()
+
+
+def read_run_config(path: str | Path) -> Config:
+    """A run's recorded config.yaml as a :class:`Config`: keys and types checked, values as the
+    run had them (not checked again: its data folder, say, may be gone since)."""
+    return from_dict(read_yaml(path))
 
 
 # Keys that may differ when a run is resumed (everything else must match the saved config).
 RESUMABLE_CHANGES = {
     "train.steps", "train.log_every", "train.val_every", "train.val_images", "train.grid_images",
-    "train.ckpt_every", "train.keep_last", "train.device", "train.threads", "train.deterministic", "train.compile", "train.channels_last",
-    "data.num_workers", "data.in_memory", "data.device_crops", "eval.lpips_weights", "eval.rfid_weights", "eval.batch_size",
+    "train.ckpt_every", "train.keep_last", "train.device", "train.threads", "train.deterministic", "train.compile",
+    "train.channels_last",
+    "data.num_workers", "data.in_memory", "data.device_crops", "eval.lpips_weights", "eval.rfid_weights",
+    "eval.batch_size",
     "out_dir",
 }
 

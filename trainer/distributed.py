@@ -47,7 +47,8 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError("train.device: cuda was asked for but no CUDA GPU is visible; use train.device=auto or cpu")
+            raise ConfigError("train.device: cuda was asked for but no CUDA GPU is visible; use train.device=auto or "
+                              "cpu")
         if device.index is None:
             device = torch.device("cuda", local_rank)
     if device.type == "mps" and not torch.backends.mps.is_available():

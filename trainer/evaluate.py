@@ -12,7 +12,7 @@ from vqexplore.hub import METRICS_NAME, resolve
 from vqexplore.utils import write_atomic
 
 from .checkpoint import STATE_JSON
-from .runfacts import read_facts, run_config, write_card, write_facts
+from .runfacts import default_image_size, read_facts, run_config, write_card, write_facts
 
 
 def training_info(ckpt_dir: Path) -> dict:
@@ -56,19 +56,19 @@ def evaluate_checkpoint(ckpt: str, *, data: str | None = None, out: str | None =
     src = resolve(ckpt)
     if src.kind == "hub" and out is None:
         raise CheckpointError(f"{ckpt} is a Hub repo: pass --out FILE for its metrics")
-    run_cfg = run_config(src.run_dir) or {}
-    data = data or (run_cfg.get("data") or {}).get("val") or "builtin"
+    run_cfg = run_config(src.run_dir)  # the run's validated config, or the defaults
+    data = data or run_cfg.data.val
     dev = pick_device(device)
     model = vqexplore.load(src.path, device=dev)
     if size is not None and size % model.downsample:
         raise ConfigError(f"--size must be a multiple of {model.downsample} (this tokenizer's downsampling), "
                           f"got {size}")
-    size = size or (run_cfg.get("data") or {}).get("size") or model.resolution or 64
+    size = size or default_image_size(src, model)
     dataset = make_dataset(data, "val", size)
     n = len(dataset) if max_images is None else min(max_images, len(dataset))
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(n)), batch_size=batch_size)
-    lpips, rfid, notes = _metric_models(lpips_weights or (run_cfg.get("eval") or {}).get("lpips_weights"),
-                                        rfid_weights or (run_cfg.get("eval") or {}).get("rfid_weights"), dev)
+    lpips, rfid, notes = _metric_models(lpips_weights or run_cfg.eval.lpips_weights,
+                                        rfid_weights or run_cfg.eval.rfid_weights, dev)
     metrics = {"lpips": None, "rfid": None, **evaluate(model, loader, device=dev, lpips=lpips, rfid=rfid)}
     info = training_info(src.path)
     metrics.update({

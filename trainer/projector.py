@@ -81,7 +81,7 @@ def export_projector(ckpt: str, out: str | os.PathLike, *, data: str = "builtin"
     from PIL import Image
 
     from .distributed import pick_device
-    from .runfacts import run_config
+    from .runfacts import default_image_size
 
     src = resolve(ckpt)
     out = Path(out)
@@ -93,7 +93,7 @@ def export_projector(ckpt: str, out: str | os.PathLike, *, data: str = "builtin"
                               f"(tensorboard --logdir reads every run below it)")
     dev = pick_device(device)
     model = vqexplore.load(src.path, device=dev).eval()
-    size = int(size or ((run_config(src.run_dir) or {}).get("data") or {}).get("size") or model.resolution or 64)
+    size = int(size or default_image_size(src, model))
     images = validation_batch(data, n=num_images, size=size)
     counts = usage_counts(model, images)
     vectors = model.codebook_vectors().detach().float().cpu().numpy()
@@ -122,5 +122,6 @@ def export_projector(ckpt: str, out: str | os.PathLike, *, data: str = "builtin"
         "}\n")
     write_atomic(out / CONFIG_NAME, lambda f: f.write(config.encode()))
     return {"out": str(out), "tensor_name": name, "codebook_size": int(vectors.shape[0]),
-            "code_dim": int(vectors.shape[1]), "used_codes": int((counts > 0).sum()), "num_images": int(images.shape[0]),
+            "code_dim": int(vectors.shape[1]), "used_codes": int((counts > 0).sum()),
+            "num_images": int(images.shape[0]),
             "tile_px": tile_px, "sprite_px": int(sheet.shape[0])}

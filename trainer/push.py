@@ -54,7 +54,8 @@ def push_checkpoint(ckpt: str, repo: str, *, private: bool = False, token: str |
         try:
             metrics = json.loads((src.path / METRICS_NAME).read_text())
         except json.JSONDecodeError:
-            raise CheckpointError(f"{src.path / METRICS_NAME} is not valid JSON; re-run `python -m trainer eval`") from None
+            raise CheckpointError(f"{src.path / METRICS_NAME} is not valid JSON; "
+                                  "re-run `python -m trainer eval`") from None
     config = json.loads((src.path / CONFIG_NAME).read_text())
     facts = card_kwargs(training_info(src.path))
     dataset = (metrics or {}).get("data_description") or facts["dataset"]

@@ -12,24 +12,34 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from vqexplore.errors import CheckpointError
-from vqexplore.hub import CHECKPOINTS_DIR, CONFIG_NAME, METRICS_NAME, model_card, read_config, read_metrics
+from vqexplore.errors import CheckpointError, VQExploreError
+from vqexplore.hub import CONFIG_NAME, METRICS_NAME, model_card, read_config, read_metrics
+from vqexplore.runlayout import FACTS as FACTS_NAME
+from vqexplore.runlayout import RunLayout
 from vqexplore.utils import write_atomic
 
-FACTS_NAME = "training.json"
 
+def run_config(run_dir: Path | None):
+    """The run's config (its config.yaml through the trainer's one reader, validated: a
+    ``trainer.config.Config``) when a checkpoint belongs to a run folder; else, or when the file
+    is unreadable or no longer valid, the defaults (``Config()``)."""
+    from .config import Config, read_run_config
 
-def run_config(run_dir: Path | None) -> dict | None:
-    """The run's config.yaml as a dict, when a checkpoint belongs to a run folder (else None)."""
-    import yaml
-
-    if run_dir is None or not (Path(run_dir) / "config.yaml").is_file():
-        return None
+    if run_dir is None or not RunLayout(run_dir).config.is_file():
+        return Config()
     try:
-        cfg = yaml.safe_load((Path(run_dir) / "config.yaml").read_text())
-    except yaml.YAMLError:
-        return None
-    return cfg if isinstance(cfg, dict) else None
+        return read_run_config(RunLayout(run_dir).config)
+    except VQExploreError:
+        return Config()
+
+
+def default_image_size(src, model) -> int:
+    """The image side a command uses when none is given: the run's data.size when the checkpoint
+    belongs to a run with a config, else the checkpoint's training resolution (config.json
+    ``resolution``: an imported 256-px tokenizer), else 64, the study's."""
+    if src.run_dir is not None and RunLayout(src.run_dir).config.is_file():
+        return int(run_config(src.run_dir).data.size)
+    return int(getattr(model, "resolution", None) or 64)
 
 
 def facts(*, name: str, data: str | None, step: int, command: str | None) -> dict:
@@ -66,8 +76,8 @@ def write_card(folder: str | Path, *, repo_id: str | None = None) -> None:
     kwargs = card_kwargs(read_facts(folder))
     kwargs["dataset"] = kwargs["dataset"] or (metrics or {}).get("data_description")
     # A run's checkpoint (runs/<name>/checkpoints/step-N) is named after the run.
-    kwargs["name"] = kwargs["name"] or (folder.parent.parent.name if folder.parent.name == CHECKPOINTS_DIR
-                                        else folder.name)
+    run = RunLayout.of_checkpoint(folder)
+    kwargs["name"] = kwargs["name"] or (run.root.name if run else folder.name)
     card = model_card(read_config(folder / CONFIG_NAME), metrics=metrics, repo_id=repo_id, **kwargs)
     write_atomic(folder / "README.md", str(card))
 

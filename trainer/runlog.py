@@ -7,7 +7,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from vqexplore.hub import RUN_METRICS_NAME, checkpoint_dirname
+from vqexplore.hub import RUN_METRICS_NAME
+from vqexplore.runlayout import RunLayout
 from vqexplore.utils import write_atomic
 
 
@@ -53,9 +54,8 @@ class RunLog:
 
         images = torch.cat([originals, reconstructions]).float().add(1).div(2).clamp(0, 1).cpu()
         grid = make_grid(images, nrow=originals.shape[0], padding=2, pad_value=1.0)
-        folder = self.run_dir / "samples"
-        folder.mkdir(exist_ok=True)
-        path = folder / f"{checkpoint_dirname(step)}.png"
+        path = RunLayout(self.run_dir).sample(step)
+        path.parent.mkdir(exist_ok=True)
         save_image(grid, path)
         self.tb.add_image("val/reconstructions", grid, step)
         return path

@@ -39,6 +39,34 @@ def sweep_configs(folder: str | Path) -> list[Path]:
 REMEDY_QUANTIZERS = ("lfq", "bsq", "ibq")
 
 
+def rows_file(out: str | Path) -> Path:
+    """The sweep's rows as data (name, model config, image size, metrics, seconds per row), written
+    beside its markdown ``out`` (``docs/cpu_sweep.md`` -> ``docs/cpu_sweep.json``)."""
+    return Path(out).with_suffix(".json")
+
+
+def read_rows(path: str | Path) -> list[dict]:
+    """The rows of a sweep's rows file (or of the one beside its markdown); ValueError, one line, if it
+    cannot be read."""
+    path = rows_file(path)
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))["rows"]
+        if not all(isinstance(r, dict) and isinstance(r.get("config"), dict) and "name" in r for r in rows):
+            raise TypeError("a row without name or config")
+    except OSError as e:
+        raise ValueError(f"{path} cannot be read ({e.strerror}); run `python -m trainer sweep configs/cpu`") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path} is not a sweep's rows file ({e}); rerun `python -m trainer sweep`") from None
+    return rows
+
+
+def remedy_rows(rows) -> dict[str, tuple[str, ...]]:
+    """Remedy (``vqexplore.health.REMEDIES``) -> names of the sweep's rows whose config tried it."""
+    from vqexplore.health import REMEDIES, remedies_of
+
+    return {r: tuple(row["name"] for row in rows if r in remedies_of(row["config"])) for r in REMEDIES}
+
+
 def table_of(cfg: Config) -> str:
     """The table a row belongs to: its quantizer's, with VQ's EMA rows apart (as in the study),
     and the collapse remedies (VQ with a remedy, LFQ, BSQ, IBQ) in a table of their own."""
@@ -108,8 +136,8 @@ def run_sweep(folder: str | Path, *, out: str | Path | None = "docs/cpu_sweep.md
         # The rows as data beside the tables, for programs (the dashboard's rate-distortion preset).
         rows = [{"name": name, "config": dict(cfg.model), "image_size": cfg.data.size, "metrics": metrics,
                  "seconds": round(seconds, 1)} for name, cfg, metrics, seconds in results]
-        out.with_suffix(".json").write_text(json.dumps({"command": command, "rows": rows}, indent=1))
-        print(f"wrote {out} and {out.with_suffix('.json')}", file=sys.stderr)
+        rows_file(out).write_text(json.dumps({"command": command, "rows": rows}, indent=1))
+        print(f"wrote {out} and {rows_file(out)}", file=sys.stderr)
     return text
 
 

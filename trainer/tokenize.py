@@ -111,14 +111,14 @@ def tokenize_dataset(ckpt: str, data: str, out: str | os.PathLike, *, split: str
     from vqexplore.hub import resolve
 
     from .distributed import pick_device
-    from .runfacts import run_config
+    from .runfacts import default_image_size
 
     src = resolve(ckpt)
     if batch_size < 1:
         raise DataError(f"--batch-size must be >= 1, got {batch_size}")
     dev = pick_device(device)
     model = vqexplore.load(src.path, device=dev).eval()
-    size = int(size or ((run_config(src.run_dir) or {}).get("data") or {}).get("size") or model.resolution or 64)
+    size = int(size or default_image_size(src, model))
     # Streaming: never decode the whole dataset into memory up front.
     dataset = make_dataset(data, split, size, seed=seed, in_memory=False)
     n = len(dataset) if max_images is None else min(int(max_images), len(dataset))

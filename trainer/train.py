@@ -26,7 +26,8 @@ from torch import Tensor
 from vqexplore import VQModel
 from vqexplore.data import describe_source, iter_batches, make_dataset, make_loader
 from vqexplore.errors import CheckpointError, ConfigError, DataError, VQExploreError
-from vqexplore.hub import CHECKPOINTS_DIR, EMA_DIR, RUN_METRICS_NAME, checkpoint_dirname, list_checkpoints
+from vqexplore.hub import CHECKPOINTS_DIR, EMA_DIR, checkpoint_dirname, list_checkpoints
+from vqexplore.runlayout import RunLayout
 from vqexplore.utils import eval_mode, write_atomic
 
 from . import checkpoint as ckpt_io
@@ -141,7 +142,7 @@ def check_resume(cfg: Config, ckpt: Path, saved: dict) -> None:
 
     recorded, where = saved.get("config"), ckpt / ckpt_io.STATE_JSON
     if recorded is None:
-        recorded, where = _saved_config_yaml(cfg.run_dir), cfg.run_dir / "config.yaml"
+        recorded, where = _saved_config_yaml(cfg.run_dir), RunLayout(cfg.run_dir).config
     conflicts = []
     if recorded is not None:
         try:
@@ -169,7 +170,7 @@ def _saved_config_yaml(run_dir: Path) -> dict | None:
     """``run_dir/config.yaml`` as a dict (None when absent); unreadable is one clear error."""
     import yaml
 
-    path = run_dir / "config.yaml"
+    path = RunLayout(run_dir).config
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
@@ -248,7 +249,7 @@ def _device_crops(stack, per_rank: int, size: int, seed: int, rank: int, start_s
 def build_model(cfg: Config, device: torch.device) -> tuple[VQModel, torch.optim.Optimizer]:
     """The model, initialised from ``train.seed``, and its Adam optimiser."""
     torch.manual_seed(cfg.train.seed)
-    model = VQModel(**cfg.model.kwargs()).to(device)
+    model = VQModel.from_config(cfg.model).to(device)  # validated once, by the config reader
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model, torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
@@ -359,10 +360,10 @@ class Run:
         run_dir, model = self.cfg.run_dir, self.model
         run_dir.mkdir(parents=True, exist_ok=True)
         if self.step == 0:  # a fresh start: forget metrics/events of an attempt that never checkpointed
-            for old in run_dir.glob("events.out.tfevents.*"):
+            for old in RunLayout(run_dir).events():
                 old.unlink()
-            (run_dir / RUN_METRICS_NAME).unlink(missing_ok=True)
-        write_atomic(run_dir / "config.yaml", self.cfg.to_yaml())
+            RunLayout(run_dir).metrics.unlink(missing_ok=True)
+        write_atomic(RunLayout(run_dir).config, self.cfg.to_yaml())
         t = self.t
         print(f"run {run_dir}: {sum(p.numel() for p in model.parameters()):,} parameters, "
               f"{self.cfg.model.quantizer} K={model.codebook_size} D={model.code_dim}, "

@@ -171,7 +171,8 @@ def align_codebooks(vectors_a, vectors_b, *, counts_a: np.ndarray | None = None,
     method = (f"Hungarian assignment on {rows.size} x {cols.size} codes{capped}"
               f"{' (live codes)' if counts_a is not None or counts_b is not None else ''}; "
               f"the other {a.shape[0] - int(exact.sum())} codes of A mapped to their nearest code of B")
-    return CodeAlignment(mapping, distance.astype(np.float32), exact, live_a, live_b, persists, float(threshold), method)
+    return CodeAlignment(mapping, distance.astype(np.float32), exact, live_a, live_b, persists, float(threshold),
+                         method)
 
 
 @torch.no_grad()
@@ -257,7 +258,8 @@ def aligned_usage_over_steps(run_dir: str | Path, images: Tensor, *, max_checkpo
         grid = encode_indices(model, images, batch_size)
         c = code_counts(torch.from_numpy(grid), model.codebook_size).numpy()
         if counts and c.shape != counts[0].shape:
-            raise ValueError(f"{path} has {c.shape[0]} codes but earlier checkpoints of the run have {counts[0].shape[0]}")
+            raise ValueError(f"{path} has {c.shape[0]} codes but earlier checkpoints of the run have "
+                             f"{counts[0].shape[0]}")
         steps.append(step)
         counts.append(c)
         vectors.append(model.codebook_vectors().detach().float().cpu().numpy())
@@ -269,7 +271,8 @@ def aligned_usage_over_steps(run_dir: str | Path, images: Tensor, *, max_checkpo
     # Walk backwards: align checkpoint s-1 (as A) to s (as B); the inverse of the one-to-one part
     # tells which earlier code each followed code was. Codes outside the assignment keep their id.
     for j in range(s - 2, -1, -1):
-        al = align_codebooks(vectors[j], vectors[j + 1], counts_a=counts[j], counts_b=counts[j + 1], max_exact=max_exact)
+        al = align_codebooks(vectors[j], vectors[j + 1], counts_a=counts[j], counts_b=counts[j + 1],
+                             max_exact=max_exact)
         persisting[j] = al.num_persisting
         agreement[j] = token_agreement(ids[j], ids[j + 1], al.mapping)
         back = np.arange(k)

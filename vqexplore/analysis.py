@@ -32,16 +32,19 @@ from .encoding import (EncodedSample, batches, device_of, encode_indices, encode
 from .hub import list_checkpoints, read_metrics, read_run_metrics
 from .projection import (PROJECTION_METHODS, Projection, cached_projection, default_epochs, default_seed,
                          encoder_outputs, project_codebook, warm_up_projection, weights_fingerprint)
+from .metricinfo import METRIC, TABLE_METRICS
+from .runlayout import EVAL_METRICS
 from .utils import cache_dir, eval_mode, flatten
 
 __all__ = [
-    "encode_indices", "usage_counts", "usage_stats", "EncodedSample", "encode_sample", "UsageOverSteps", "usage_over_steps",
+    "encode_indices", "usage_counts", "usage_stats", "EncodedSample", "encode_sample", "UsageOverSteps",
+    "usage_over_steps",
     "encoder_outputs", "Projection", "project_codebook", "PROJECTION_METHODS", "default_seed",
     "default_epochs", "warm_up_projection",
     "weights_fingerprint", "cache_dir", "cached_projection",
     "receptive_field", "CodeGallery", "code_gallery", "decoded_tile",
     "STUDY_COLUMNS", "describe_config", "comparison_row", "comparison_table",
-    "training_curves", "curve_groups",
+    "training_curves", "curve_groups", "ema_smooth", "most_used_codes", "sample_grids",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -220,12 +223,9 @@ def code_gallery(model: nn.Module, images: Tensor, code: int, *, max_patches: in
 # Comparison table in the study's layout
 # ---------------------------------------------------------------------------------------------
 
+_METRIC_COLUMNS = {k: METRIC[k].column for k in TABLE_METRICS}  # the registry: vqexplore.metricinfo
 STUDY_COLUMNS = ("checkpoint", "quantizer", "levels", "code dim", "codebook size", "l2 norm", "entropy reg",
-                 "ema", "remedy", "usage %", "perplexity", "dead codes", "PSNR", "SSIM", "LPIPS", "rFID", "metrics from")
-
-
-_METRIC_COLUMNS = {"usage": "usage %", "perplexity": "perplexity", "dead_codes": "dead codes",
-                   "psnr": "PSNR", "ssim": "SSIM", "lpips": "LPIPS", "rfid": "rFID"}
+                 "ema", "remedy", *_METRIC_COLUMNS.values(), "metrics from")
 
 
 def comparison_row(name: str, model: nn.Module, *, checkpoint_dir: str | Path | None = None,
@@ -247,7 +247,7 @@ def comparison_row(name: str, model: nn.Module, *, checkpoint_dir: str | Path | 
     sources = set()
     if values:
         n = saved.get("num_images")
-        sources.add(f"metrics.json ({n} images)" if n else "metrics.json")
+        sources.add(f"{EVAL_METRICS} ({n} images)" if n else EVAL_METRICS)
     live_keys = [k for k in _METRIC_COLUMNS if k not in values and k != "rfid" and (k != "lpips" or lpips is not None)]
     if live_keys and images is not None:
         need_recon = bool({"psnr", "ssim", "lpips"} & set(live_keys))
@@ -261,10 +261,7 @@ def comparison_row(name: str, model: nn.Module, *, checkpoint_dir: str | Path | 
                 values[k] = live[k]
         sources.add(f"live ({images.shape[0]} val images)")
     for key, column in _METRIC_COLUMNS.items():
-        value = values.get(key)
-        if key == "usage" and value is not None:
-            value = 100.0 * float(value)
-        row[column] = value
+        row[column] = METRIC[key].display(values.get(key))
     row["metrics from"] = " + ".join(sorted(sources)) if sources else "none"
     return row
 
@@ -317,3 +314,45 @@ def curve_groups(frame) -> dict[str, list[str]]:
     groups = {"losses": losses} if losses else {}
     groups.update({m: [m] for m in rest})
     return groups
+
+
+def ema_smooth(values: Sequence[float], weight: float) -> np.ndarray:
+    """TensorBoard's scalar smoothing: an exponential moving average with weight ``weight`` in
+    [0, 1) (0: no smoothing), debiased so the first points are not pulled towards 0
+    (``smoothed_i = ema_i / (1 - weight ** (i + 1))``). Non-finite values pass through unchanged."""
+    if not 0.0 <= weight < 1.0:
+        raise ValueError(f"smoothing weight must be in [0, 1), got {weight}")
+    v = np.asarray(values, dtype=np.float64)
+    out = v.copy()
+    if weight == 0.0:
+        return out
+    last, n = 0.0, 0
+    for i, x in enumerate(v):
+        if not np.isfinite(x):
+            continue
+        last = last * weight + (1.0 - weight) * x
+        n += 1
+        out[i] = last / (1.0 - weight ** n)
+    return out
+
+
+def most_used_codes(counts, n: int = 10) -> list[tuple[int, int]]:
+    """The ``n`` most used codes as (code id, count), most used first; codes never used (count 0)
+    are never listed, so a collapsed codebook may give fewer than ``n``."""
+    c = np.asarray(counts).reshape(-1)
+    order = np.argsort(-c, kind="stable")[:n]
+    return [(int(i), int(c[i])) for i in order if c[i] > 0]
+
+
+def sample_grids(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """(step, path) of the sample grids a run writes while training (``RunLayout.sample(step)``:
+    validation originals over their reconstructions), oldest first."""
+    from .runlayout import RunLayout, step_of
+
+    folder = RunLayout(run_dir).samples
+    found = []
+    for path in folder.glob("*.png") if folder.is_dir() else []:
+        step = step_of(path.stem)
+        if step is not None:
+            found.append((step, path))
+    return sorted(found)

@@ -19,20 +19,15 @@ from pathlib import Path
 
 from .describe import config_summary, describe_config
 from .errors import CheckpointError, HubError
+from .runlayout import CHECKPOINTS_DIR, EMA_DIR, EVAL_METRICS, RUN_METRICS, checkpoint_dirname, step_of  # noqa: F401
+from .metricinfo import METRIC, TABLE_METRICS
+from .runlayout import RunLayout
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-METRICS_NAME = "metrics.json"
-RUN_METRICS_NAME = "metrics.jsonl"
-EMA_DIR = "ema"  # step-N/ema/: the EMA of the weights, itself a checkpoint folder
-CHECKPOINTS_DIR = "checkpoints"
-_STEP_RE = re.compile(r"^step-(\d+)$")
+METRICS_NAME = EVAL_METRICS  # the run-folder and checkpoint-file names: vqexplore.runlayout
+RUN_METRICS_NAME = RUN_METRICS
 _REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-def checkpoint_dirname(step: int) -> str:
-    """The folder name of the checkpoint at ``step`` inside ``<run>/checkpoints/``."""
-    return f"step-{int(step):08d}"
 
 
 def is_checkpoint_dir(path: str | Path) -> bool:
@@ -51,9 +46,9 @@ def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
     found = []
     if base.is_dir():
         for child in base.iterdir():
-            m = _STEP_RE.match(child.name)
-            if m and child.is_dir() and is_checkpoint_dir(child):
-                found.append((int(m.group(1)), child))
+            step = step_of(child.name)
+            if step is not None and child.is_dir() and is_checkpoint_dir(child):
+                found.append((step, child))
     return sorted(found)
 
 
@@ -132,13 +127,15 @@ def resolve(source: str | Path, *, revision: str | None = None, token: str | boo
                               + "; pick one of the listed checkpoints or type a Hub repo id")
     if path.exists():
         if not path.is_dir():
-            raise CheckpointError(f"{path} is a file; pass the checkpoint folder that holds {CONFIG_NAME} and {WEIGHTS_NAME}")
+            raise CheckpointError(f"{path} is a file; pass the checkpoint folder that holds {CONFIG_NAME} and "
+                                  f"{WEIGHTS_NAME}")
         if is_checkpoint_dir(path):
-            m = _STEP_RE.match(path.name)
+            step = step_of(path.name)
             # runs/<name>/checkpoints/step-N/ belongs to a run; checkpoints/vq-512/ does not.
-            run_dir = path.parent.parent if (m and path.parent.name == CHECKPOINTS_DIR) else None
-            label = f"{run_dir.name}@{int(m.group(1))}" if (m and run_dir) else path.name
-            return Source("checkpoint", path, label, run_dir, int(m.group(1)) if m else None)
+            run = RunLayout.of_checkpoint(path)
+            run_dir = run.root if run else None
+            label = f"{run_dir.name}@{step}" if run_dir else path.name
+            return Source("checkpoint", path, label, run_dir, step)
         ckpts = list_checkpoints(path)
         if ckpts:
             step, newest = ckpts[-1]
@@ -146,13 +143,15 @@ def resolve(source: str | Path, *, revision: str | None = None, token: str | boo
             return Source("run", newest, run_dir.name, run_dir, step)
         if (path / CONFIG_NAME).exists() or (path / WEIGHTS_NAME).exists():
             missing = WEIGHTS_NAME if (path / CONFIG_NAME).exists() else CONFIG_NAME
-            raise CheckpointError(f"{path / missing} is missing: a checkpoint folder needs {CONFIG_NAME} and {WEIGHTS_NAME}")
+            raise CheckpointError(f"{path / missing} is missing: a checkpoint folder needs {CONFIG_NAME} and "
+                                  f"{WEIGHTS_NAME}")
         raise CheckpointError(f"{path} is not a checkpoint: expected {CONFIG_NAME} + {WEIGHTS_NAME}, "
                               f"or a run folder with {CHECKPOINTS_DIR}/step-N/ inside")
     if looks_like_repo_id(text):
         local = _download(text, revision=revision, token=token)
         return Source("hub", local, text, None, None, repo_id=text)
-    raise CheckpointError(f"{text} does not exist; pass a checkpoint folder, a run folder or a Hub repo id like user/name")
+    raise CheckpointError(f"{text} does not exist; pass a checkpoint folder, a run folder or a Hub repo id like "
+                          "user/name")
 
 
 def _download(repo_id: str, *, revision: str | None, token: str | bool | None) -> Path:
@@ -199,7 +198,8 @@ def url_reachable(url: str, timeout: float = 3.0) -> bool:
     import socket
     from urllib.parse import urlparse
 
-    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")):
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
+                                       "all_proxy")):
         return True
     parsed = urlparse(url)
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
@@ -237,7 +237,8 @@ def check_safetensors(path: str | Path) -> dict:
                 raise ValueError("header length beyond the end of the file")
             header = json.loads(f.read(n))
     except FileNotFoundError:
-        raise CheckpointError(f"{path} is missing: a checkpoint folder needs {CONFIG_NAME} and {WEIGHTS_NAME}") from None
+        raise CheckpointError(f"{path} is missing: a checkpoint folder needs {CONFIG_NAME} "
+                              f"and {WEIGHTS_NAME}") from None
     except (ValueError, UnicodeDecodeError, struct.error) as e:
         raise CheckpointError(f"{path} is not a valid safetensors file ({e}); re-save or re-download it") from None
     end = 0
@@ -261,9 +262,11 @@ def read_config(path: str | Path) -> dict:
     try:
         cfg = json.loads(path.read_text())
     except FileNotFoundError:
-        raise CheckpointError(f"{path} is missing: a checkpoint folder needs {CONFIG_NAME} and {WEIGHTS_NAME}") from None
+        raise CheckpointError(f"{path} is missing: a checkpoint folder needs {CONFIG_NAME} "
+                              f"and {WEIGHTS_NAME}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path} is not valid JSON ({e}); the checkpoint is corrupt, re-save or re-download it") from None
+        raise CheckpointError(f"{path} is not valid JSON ({e}); the checkpoint is corrupt, "
+                              "re-save or re-download it") from None
     if not isinstance(cfg, dict):
         raise CheckpointError(f"{path} must hold a JSON object of VQModel arguments")
     return cfg
@@ -300,10 +303,7 @@ def read_run_metrics(run_dir: str | Path) -> list[dict]:
     return rows
 
 
-_METRIC_NAMES = {
-    "usage": "Codebook usage", "perplexity": "Perplexity", "dead_codes": "Dead codes",
-    "psnr": "PSNR", "ssim": "SSIM", "lpips": "LPIPS", "rfid": "rFID",
-}
+_METRIC_NAMES = {k: METRIC[k].label for k in TABLE_METRICS}  # the registry: vqexplore.metricinfo
 
 
 def model_card(config: dict, *, metrics: dict | None = None, dataset: str | None = None,
@@ -318,7 +318,8 @@ def model_card(config: dict, *, metrics: dict | None = None, dataset: str | None
 
     name = name or (repo_id.split("/")[-1] if repo_id else "vqexplore-tokenizer")
     hub_dataset = dataset.removeprefix("hf:") if dataset else None
-    hub_dataset = hub_dataset if hub_dataset and looks_like_repo_id(hub_dataset) and not Path(hub_dataset).exists() else None
+    is_hub = hub_dataset and looks_like_repo_id(hub_dataset) and not Path(hub_dataset).exists()
+    hub_dataset = hub_dataset if is_hub else None
     eval_results = []
     for key, label in _METRIC_NAMES.items():
         value = (metrics or {}).get(key)

@@ -13,7 +13,8 @@ LPIPS and rFID need pretrained weights: they are read from an explicit ``weights
 torch's hub cache (``torch.hub.get_dir()/checkpoints/``), downloaded there as usual when missing
 and the download host answers within a few seconds; offline,
 :class:`vqexplore.errors.MissingWeightsError` says which file to put where. The weights are read
-with ``torch.load(weights_only=True)``: tensors only, no code. :func:`weights_status` reports that up front, so callers can skip a metric with a note.
+with ``torch.load(weights_only=True)``: tensors only, no code. :func:`weights_status` reports that up front,
+so callers can skip a metric with a note.
 
 Codebook metrics work on a (K,) int64 count of how often each code was chosen:
 :func:`code_counts`, :func:`codebook_usage`, :func:`perplexity`, :func:`dead_codes`,
@@ -140,7 +141,7 @@ def ssim(x: Tensor, y: Tensor, data_range: float = 1.0, win_size: int = 7) -> Te
 
 def _hub_checkpoints_dir() -> Path:
     """Where torch.hub / torchvision cache downloaded weights (follows TORCH_HOME)."""
-    return Path(torch.hub.get_dir()) / "checkpoints"
+    return Path(torch.hub.get_dir()) / "checkpoints"  # torch.hub cache, not a run folder
 
 
 def _lpips_backbone_urls() -> dict[str, str]:

@@ -7,6 +7,7 @@ SimpleCNN, 2^(len(ch_mult) - 1) for the VQGAN: 16 for the published f16 models);
 """
 from __future__ import annotations
 
+import contextvars
 import inspect
 import json
 import math
@@ -112,7 +113,8 @@ class VQModel(
         # Every argument as passed (first statement: nothing else is in this scope yet).
         passed = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         super().__init__()
-        cfg = self.check_config(passed)
+        checked = _CHECKED.get()  # from_config(): the config was validated once, by its reader
+        cfg = checked if checked is not None and checked == passed else self.check_config(passed)
         self._config = cfg  # what config.json records: effective sizes, not None defaults
         self.quantizer_type = cfg["quantizer"]
         self.quantizer = _build_quantizer(cfg)
@@ -136,7 +138,20 @@ class VQModel(
         cfg = {name: p.default for name, p in params.items() if name != "self"}
         cfg.update(check_keywords(config, {name: hints[name] for name in cfg}, "VQModel"))
         _check_values(cfg)
-        return cfg
+        return ModelConfig(cfg)
+
+    @classmethod
+    def from_config(cls, config: "ModelConfig") -> "VQModel":
+        """A model from a config :meth:`check_config` has already validated (a trainer config's
+        ``model:`` section, a checkpoint's config.json as read by :meth:`_load_source`): it is not
+        checked a second time."""
+        if not isinstance(config, ModelConfig):
+            config = cls.check_config(config)
+        token = _CHECKED.set(config)
+        try:
+            return cls(**config)
+        finally:
+            _CHECKED.reset(token)
 
     # -- uniform codebook access -------------------------------------------------------
     @property
@@ -217,16 +232,22 @@ class VQModel(
         downloads go through :func:`vqexplore.hub.resolve` instead) and config values, which
         override config.json's. ``strict=False`` is not offered: a partial load is an error.
         """
+        overrides = {k: v for k, v in kwargs.items() if k in config_fields()}
+        return cls._load_source(resolve(model_id, revision=revision, token=token), map_location, overrides)
+
+    @classmethod
+    def _load_source(cls, src, map_location: str | torch.device = "cpu", overrides: dict | None = None) -> "VQModel":
+        """Load a resolved checkpoint folder: config.json parsed and validated once, the weights
+        file's header checked against it before anything is allocated, then a strict load."""
         from safetensors.torch import load_file
 
-        src = resolve(model_id, revision=revision, token=token)
         cfg_path, weights_path = src.path / CONFIG_NAME, src.path / WEIGHTS_NAME
         cfg = read_config(cfg_path)
         unknown = sorted(set(cfg) - set(config_fields()))
         if unknown:
             raise CheckpointError(f"{cfg_path} has unknown field(s) {', '.join(unknown)}; "
                                   f"VQModel accepts {', '.join(config_fields())}")
-        cfg.update({k: v for k, v in kwargs.items() if k in config_fields()})
+        cfg.update(overrides or {})
         header = check_safetensors(weights_path)
         try:
             cfg = cls.check_config(cfg)
@@ -236,7 +257,7 @@ class VQModel(
         # for any size, the weights file's header says what is really there.
         _check_header(cfg, header, cfg_path, weights_path)
         try:
-            model = cls(**cfg)
+            model = cls.from_config(cfg)
             state = load_file(str(weights_path), device=str(map_location))
         except (MemoryError, RuntimeError) as e:
             if isinstance(e, RuntimeError) and "memory" not in str(e).lower():
@@ -455,7 +476,7 @@ def _check_header(cfg: dict, header: dict, cfg_path: Path, weights_path: Path) -
     """The tensors a checked config's model holds (built on the meta device: shapes, no memory)
     against a safetensors header: same names, same shapes, numeric kinds that convert."""
     with torch.device("meta"):
-        expected = VQModel(**cfg).state_dict()
+        expected = VQModel.from_config(cfg).state_dict()
     stored = {k: v for k, v in header.items() if k != "__metadata__"}
     missing = sorted(set(expected) - set(stored))
     extra = sorted(set(stored) - set(expected))
@@ -509,6 +530,25 @@ def _check_binary(cfg: dict) -> None:
         cfg[name] = default if cfg[name] is None else cfg[name]
 
 
+class ModelConfig(dict):
+    """A validated model config (:meth:`VQModel.check_config`): every VQModel argument with its
+    effective value, readable as attributes (``cfg.codebook_size``). The one type a trainer
+    config's ``model:`` section and a checkpoint's config.json become."""
+
+    def __getattr__(self, key: str):
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def kwargs(self) -> dict:
+        """VQModel constructor arguments."""
+        return dict(self)
+
+
+_CHECKED: contextvars.ContextVar = contextvars.ContextVar("vqexplore_checked_config", default=None)
+
+
 def config_fields() -> tuple[str, ...]:
     """Names of the VQModel constructor arguments (the keys config.json may hold)."""
     return tuple(p for p in inspect.signature(VQModel.__init__).parameters if p != "self")
@@ -525,7 +565,6 @@ def load(source: str | Path, *, device: str | torch.device = "cpu", revision: st
     The source is resolved first (a Hub repo is downloaded once, with a fast failure when the
     Hub is unreachable) and config.json checked, so every problem is one CheckpointError."""
     src = resolve(source, revision=revision, token=token, local_roots=local_roots)
-    read_config(src.path / CONFIG_NAME)  # a clear error before the mixin parses it
-    model = VQModel.from_pretrained(src.path, map_location=device)
+    model = VQModel._load_source(src, device)  # config.json read and validated once, there
     model.source = src
     return model

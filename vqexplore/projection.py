@@ -96,7 +96,8 @@ def _cache_umap_kernels() -> None:
                 old = getattr(module, name)
                 if not hasattr(old, "py_func") or old.targetoptions.get("cache"):
                     return
-                opts = {k: v for k, v in old.targetoptions.items() if k in ("parallel", "fastmath", "nogil", "error_model")}
+                opts = {k: v for k, v in old.targetoptions.items() if k in ("parallel", "fastmath", "nogil",
+                                                                            "error_model")}
                 new = numba.njit(cache=True, locals=dict(getattr(old, "locals", {}) or {}), **opts)(old.py_func)
                 setattr(module, name, new)
 
@@ -110,7 +111,7 @@ def _cache_umap_kernels() -> None:
 
 
 def _umap(x: np.ndarray, n_neighbors: int, min_dist: float, seed: int | None, n_epochs: int | None,
-          init: str | None = None) -> np.ndarray:
+          init: str | None = None, dims: int = 2) -> np.ndarray:
     import warnings
 
     _cache_umap_kernels()
@@ -124,7 +125,7 @@ def _umap(x: np.ndarray, n_neighbors: int, min_dist: float, seed: int | None, n_
     ids, dists = _exact_knn(x, k)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # n_jobs/random_state and disconnected-vertex notes
-        reducer = umap.UMAP(n_neighbors=k, min_dist=min_dist, n_components=2, metric="euclidean",
+        reducer = umap.UMAP(n_neighbors=k, min_dist=min_dist, n_components=dims, metric="euclidean",
                             precomputed_knn=(ids, dists), random_state=seed, n_epochs=n_epochs,
                             init=init, low_memory=True)
         return reducer.fit_transform(x).astype(np.float32)
@@ -156,8 +157,9 @@ def default_epochs(num_points: int) -> int | None:
 
 def project_codebook(vectors: np.ndarray | Tensor, method: str = "umap", *, latents: np.ndarray | None = None,
                      n_neighbors: int = 15, min_dist: float = 0.1, seed: int | None = 0,
-                     n_epochs: int | None = None) -> Projection:
-    """2-D layout of (K, D) codebook vectors, optionally with (M, D) encoder outputs.
+                     n_epochs: int | None = None, dims: int = 2) -> Projection:
+    """2-D (or, ``dims=3``, 3-D) layout of (K, D) codebook vectors, optionally with (M, D) encoder
+    outputs: ``codes`` (K, dims), ``latents`` (M, dims).
 
     method "umap": UMAP (umap-learn) with exact neighbours from scikit-learn (``precomputed_knn``),
     codes and latents fitted together; "pca": the codes' first two principal components, latents
@@ -171,25 +173,30 @@ def project_codebook(vectors: np.ndarray | Tensor, method: str = "umap", *, late
     lat = None if latents is None else np.asarray(latents, dtype=np.float32)
     if lat is not None and (lat.ndim != 2 or lat.shape[1] != codes.shape[1]):
         raise ValueError(f"latents must be (M, {codes.shape[1]}), got {lat.shape}")
+    if dims not in (2, 3):
+        raise ValueError(f"dims must be 2 or 3, got {dims}")
     t0 = time.perf_counter()
     params = {"n_neighbors": n_neighbors, "min_dist": min_dist, "seed": seed, "n_epochs": n_epochs} \
         if method == "umap" else {}
-    if codes.shape[1] == 1:  # a 1-D codebook: lay it out on a line
-        codes2 = np.concatenate([codes, np.zeros_like(codes)], axis=1)
-        lat2 = None if lat is None else np.concatenate([lat, np.zeros_like(lat)], axis=1)
-    elif method == "pca" or codes.shape[1] == 2:
+    if codes.shape[1] < dims:  # a 1-D (or 2-D, for 3-D) codebook: pad the missing axes with zeros
+        pad = dims - codes.shape[1]
+        codes2 = np.concatenate([codes, np.zeros((codes.shape[0], pad), codes.dtype)], axis=1)
+        lat2 = None if lat is None else np.concatenate([lat, np.zeros((lat.shape[0], pad), lat.dtype)], axis=1)
+        if codes.shape[1] == dims - 1 and method == "umap":
+            method, params = "pca", {"note": f"codes are {codes.shape[1]}-D: shown as they are"}
+    elif method == "pca" or codes.shape[1] == dims:
         mean = codes.mean(0, keepdims=True)
         # Principal axes from the SVD of the centred codebook (numpy only: no sklearn import).
         _, _, vt = np.linalg.svd(codes - mean, full_matrices=False)
-        axes = vt[:2].T
+        axes = vt[:dims].T
         codes2 = (codes - mean) @ axes
         lat2 = None if lat is None else (lat - mean) @ axes
         if method == "umap":
             method = "pca"  # 2-D codes need no UMAP; say what was actually done
-            params = {"note": "codes are 2-D: shown as they are (PCA rotation)"}
+            params = {"note": f"codes are {dims}-D: shown as they are (PCA rotation)"}
     else:
         both = codes if lat is None else np.concatenate([codes, lat])
-        emb = _umap(both, n_neighbors, min_dist, seed, n_epochs)
+        emb = _umap(both, n_neighbors, min_dist, seed, n_epochs, dims=dims)
         codes2, lat2 = emb[:codes.shape[0]], (None if lat is None else emb[codes.shape[0]:])
     return Projection(codes2.astype(np.float32), None if lat2 is None else lat2.astype(np.float32),
                       method, params, time.perf_counter() - t0)
@@ -219,7 +226,7 @@ def _images_digest(images: Tensor) -> str:
 def cached_projection(checkpoint_dir: str | Path, model: nn.Module, method: str = "umap", *,
                       images: Tensor | None = None, max_latents: int = 2048, n_neighbors: int = 15,
                       min_dist: float = 0.1, seed: int | None = 0, n_epochs: int | None = None,
-                      cache: Path | None = None, encoded: EncodedSample | None = None) -> Projection:
+                      cache: Path | None = None, encoded: EncodedSample | None = None, dims: int = 2) -> Projection:
     """:func:`project_codebook` of ``model`` (loaded from ``checkpoint_dir``), kept on disk.
 
     The key is the sha256 of the weights file plus the method, its parameters and (when encoder
@@ -232,6 +239,8 @@ def cached_projection(checkpoint_dir: str | Path, model: nn.Module, method: str 
                  "n_neighbors": n_neighbors, "min_dist": min_dist, "seed": seed, "n_epochs": n_epochs}
     if images is not None:
         key_parts.update(images=_images_digest(images), max_latents=max_latents)
+    if dims != 2:  # 2-D keys stay as they were, so existing caches remain valid
+        key_parts["dims"] = dims
     key = hashlib.sha256(json.dumps(key_parts, sort_keys=True).encode()).hexdigest()[:32]
     folder = (cache or cache_dir()) / "projections"
     path = folder / f"{key}.npz"
@@ -248,7 +257,7 @@ def cached_projection(checkpoint_dir: str | Path, model: nn.Module, method: str 
     with torch.no_grad():
         vectors = model.codebook_vectors().detach().float().cpu().numpy()
     proj = project_codebook(vectors, method, latents=latents, n_neighbors=n_neighbors,
-                            min_dist=min_dist, seed=seed, n_epochs=n_epochs)
+                            min_dist=min_dist, seed=seed, n_epochs=n_epochs, dims=dims)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         arrays = {"codes": proj.codes, "meta": np.array(json.dumps(

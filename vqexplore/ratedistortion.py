@@ -9,24 +9,22 @@ Two rates per checkpoint, both in bits per image:
 
 Distortion: PSNR / SSIM (LPIPS where its weights exist) on the same images. Points come from
 :func:`vqexplore.analysis.comparison_row` rows (the Compare page's table), from evaluated run
-folders (:func:`points_from_runs`), or from the CPU sweep's markdown tables
-(:func:`points_from_sweep_table`, ``docs/cpu_sweep.md``).
+folders (:func:`points_from_runs`), or from a sweep's rows passed in as data (:func:`points_from_sweep_rows`).
 """
 from __future__ import annotations
 
-import json
 import math
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .describe import remedy
+from .describe import QUANTIZER_NAMES, remedy
+from .runlayout import EVAL_METRICS
 
 __all__ = ["RatePoint", "entropy_bits", "tokens_per_image", "point_from_row", "point_from_metrics",
-           "points_from_runs", "points_from_sweep_table", "rate_distortion_table", "RD_COLUMNS"]
+           "points_from_runs", "points_from_sweep_rows", "rate_distortion_table", "RD_COLUMNS"]
 
 RD_COLUMNS = ("checkpoint", "quantizer", "variant", "codebook size", "image size", "tokens", "bits/token (entropy)",
               "bits (fixed)", "bits (entropy)", "PSNR", "SSIM", "LPIPS", "source")
@@ -108,15 +106,15 @@ def _variant(config: Mapping) -> str:
     return ", ".join(parts) or "plain"
 
 
-_QUANTIZER_NAMES = {"vq": "VQ", "fsq": "FSQ", "simvq": "SimVQ", "lfq": "LFQ", "bsq": "BSQ", "ibq": "IBQ"}
 
 
 def _number(value) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else None
 
 
 def point_from_metrics(name: str, config: Mapping, metrics: Mapping, *, image_size: int | None = None,
-                       source: str = "metrics.json") -> RatePoint:
+                       source: str = EVAL_METRICS) -> RatePoint:
     """A point from a checkpoint's config (config.json) and its metrics (``metrics.json`` of
     ``trainer eval``: perplexity, psnr, ssim, lpips, image_size, codebook_size). ``image_size``
     overrides the one in ``metrics`` (default 64 when neither has it)."""
@@ -128,7 +126,7 @@ def point_from_metrics(name: str, config: Mapping, metrics: Mapping, *, image_si
     if k < 1:
         raise ValueError(f"{name}: the codebook size is unknown")
     n = metrics.get("num_images")
-    return RatePoint(name, _QUANTIZER_NAMES.get(config.get("quantizer", "vq"), str(config.get("quantizer"))),
+    return RatePoint(name, QUANTIZER_NAMES.get(config.get("quantizer", "vq"), str(config.get("quantizer"))),
                      _variant(config), k, size, tokens_per_image(size), math.log2(perplexity),
                      _number(metrics.get("psnr")), _number(metrics.get("ssim")), _number(metrics.get("lpips")),
                      f"{source} ({n} images)" if n else source)
@@ -163,114 +161,17 @@ def points_from_runs(runs_root: str | Path) -> list[RatePoint]:
             continue
         try:
             points.append(point_from_metrics(run.name, read_config(path / "config.json"), metrics,
-                                             source=f"{run.name} step {step} metrics.json"))
+                                             source=f"{run.name} step {step} {EVAL_METRICS}"))
         except Exception:  # a half-written or foreign folder: not a point
             continue
     return points
 
 
-_TABLE_TITLES = (  # (title prefix, quantizer, config extras)
-    ("VQ-VAE with EMA", "vq", {"ema_update": True}),
-    ("VQ-VAE", "vq", {}),
-    ("FSQ-VAE", "fsq", {}),
-    ("SimVQ-VAE", "simvq", {}),
-)
-
-
-def _cells(line: str) -> list[str]:
-    return [c.strip() for c in line.strip().strip("|").split("|")]
-
-
-def points_from_sweep_table(path: str | Path) -> list[RatePoint]:
-    """Points of the rows ``python -m trainer sweep`` wrote: from the JSON it writes beside the
-    markdown (``docs/cpu_sweep.json``: name, model config, image size, metrics of every row), or,
-    for a table written before that file existed, from the markdown tables themselves (one per row
-    of the VQ, FSQ, SimVQ and EMA tables, image size and number of validation images from its
-    "Setup" line). A file without either raises ValueError."""
-    path = Path(path)
-    rows_file = path.with_suffix(".json")
-    if rows_file.is_file():
-        try:
-            rows = json.loads(rows_file.read_text(encoding="utf-8"))["rows"]
-            return [point_from_metrics(r["name"], r["config"], r["metrics"], image_size=r["image_size"],
-                                       source=rows_file.name) for r in rows]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"{rows_file} is not a sweep's rows file ({e}); rerun `python -m trainer sweep`") from None
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ValueError(f"{path} cannot be read ({e.strerror}); run `python -m trainer sweep configs/cpu`") from None
-    m = re.search(r"at (\d+)x(\d+)", text)
-    size = int(m.group(1)) if m else 64
-    m = re.search(r"validation split \((\d+) images\)", text)
-    source = f"{path.name} ({m.group(1)} images)" if m else path.name
-    points: list[RatePoint] = []
-    lines = text.splitlines()
-    title = None
-    i = 0
-    while i < len(lines):
-        line = lines[i].strip()
-        if line.endswith(":") and not line.startswith("|"):
-            title = line
-        if line.startswith("|") and i + 1 < len(lines) and set(lines[i + 1].strip()) <= set("|-: "):
-            header = _cells(line)
-            i += 2
-            rows = []
-            while i < len(lines) and lines[i].strip().startswith("|"):
-                rows.append(dict(zip(header, _cells(lines[i]))))
-                i += 1
-            kind = next((t for t in _TABLE_TITLES if title and title.startswith(t[0])), None)
-            if kind is None or "perplexity" not in header:
-                continue
-            for row in rows:
-                points.append(_sweep_point(row, kind, size, source))
-            continue
-        i += 1
-    if not points:
-        raise ValueError(f"{path} holds no sweep tables (VQ-VAE:, FSQ-VAE:, ...); "
-                         f"write them with `python -m trainer sweep configs/cpu`")
-    return points
-
-
-def _float(text: str | None) -> float | None:
-    try:
-        return float(str(text).rstrip("%"))
-    except (TypeError, ValueError):
-        return None
-
-
-def _sweep_point(row: Mapping[str, str], kind: tuple, size: int, source: str) -> RatePoint:
-    _, quantizer, extra = kind
-    config: dict = {"quantizer": quantizer, **extra}
-    if "code dim" in row:
-        config["code_dim"] = int(row["code dim"])
-    config["codebook_size"] = int(row["codebook size"])
-    if row.get("l2 norm") == "yes":
-        config["l2_norm"] = True
-    ent = re.match(r"yes \(([\d.e-]+)\)", row.get("entropy reg", ""))
-    if ent:
-        config["entropy_reg"] = float(ent.group(1))
-    if "levels" in row:
-        config["levels"] = [int(v) for v in row["levels"].strip("[]").split(",")]
-    name = _sweep_name(config)
-    metrics = {"perplexity": _float(row.get("perplexity")), "psnr": _float(row.get("PSNR")),
-               "ssim": _float(row.get("SSIM")), "lpips": _float(row.get("LPIPS")),
-               "codebook_size": config["codebook_size"]}
-    return point_from_metrics(name, config, metrics, image_size=size, source=source)
-
-
-def _sweep_name(config: Mapping) -> str:
-    """The configs/cpu row name a config corresponds to (vq-512, vq-d8-2048, fsq-888, ...)."""
-    q, k = config["quantizer"], config["codebook_size"]
-    if q == "fsq":
-        return "fsq-" + "".join(str(v) for v in config.get("levels", []))
-    if q == "simvq":
-        return f"simvq-{k}"
-    prefix = "vq-ema" if config.get("ema_update") else "vq-l2" if config.get("l2_norm") else \
-        "vq-entropy" if config.get("entropy_reg") else "vq"
-    if config.get("code_dim") not in (None, 64):
-        prefix += f"-d{config['code_dim']}"
-    return f"{prefix}-{k}"
+def points_from_sweep_rows(rows: Iterable[Mapping], source: str = "sweep") -> list[RatePoint]:
+    """Points of a sweep's rows, given as data (each: ``name``, model ``config``, ``image_size``,
+    ``metrics``; ``python -m trainer sweep`` writes them, ``trainer.sweep.read_rows`` reads them)."""
+    return [point_from_metrics(r["name"], r["config"], r["metrics"], image_size=r["image_size"], source=source)
+            for r in rows]
 
 
 def rate_distortion_table(points: Iterable[RatePoint]):

@@ -78,7 +78,8 @@ def edit_tokens(indices: np.ndarray, cells, code: int, codebook_size: int | None
 
 
 @torch.no_grad()
-def nearest_codes(model: nn.Module, code: int, k: int = 5, *, among: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def nearest_codes(model: nn.Module, code: int, k: int = 5, *, among: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` codes nearest to ``code`` in the codebook (euclidean distance between
     ``model.codebook_vectors()`` rows), ``code`` itself excluded; ``among``: a boolean (K,) mask
     (e.g. ``counts > 0``, the codes the encoder uses) to choose from. Ties go to the lower id.

@@ -32,7 +32,8 @@ __all__ = [
     "MAX_PIXELS", "FIT_MAX_PIXELS", "IN_MEMORY_BUDGET", "IMAGE_EXTENSIONS",
     "BUILTIN_TRAIN_PHOTOS", "BUILTIN_VAL_PHOTOS", "PHOTOS_DIR", "PHOTOS_VAL", "NAMED_SOURCES",
     "load_image", "image_to_tensor", "tensor_to_image", "center_crop", "fit_to_multiple",
-    "builtin_photos", "BuiltinPhotos", "photo_names", "photo_arrays", "PhotoCorpus", "PhotoStack", "ImageFolderDataset", "DownsampledImageNet", "HFImageDataset",
+    "builtin_photos", "BuiltinPhotos", "photo_names", "photo_arrays", "PhotoCorpus", "PhotoStack",
+    "ImageFolderDataset", "DownsampledImageNet", "HFImageDataset",
     "make_dataset", "describe_source", "EpochSampler", "make_loader", "iter_batches",
     "validation_batch",
 ]

@@ -9,7 +9,8 @@ no crop); ``size != s`` resizes.
 
 Storage: in RAM when all the split's files fit ``IN_MEMORY_BUDGET`` (val: 50k images, 614 MB),
 else memory-mapped: each file is converted once into a plain ``.npy`` file under
-``vqexplore.utils.cache_dir()`` (``$VQEXPLORE_CACHE_DIR``, default ``~/.cache/vqexplore``), keyed by its path, size and mtime, and
+``vqexplore.utils.cache_dir()`` (``$VQEXPLORE_CACHE_DIR``, default ``~/.cache/vqexplore``), keyed by its path,
+size and mtime, and
 that file is mapped with ``np.load(mmap_mode="r")``. Memory mapping keeps a *global* shuffle
 cheap (the page cache is shared by all loader workers and ranks on a node) where per-file lazy
 loading would either thrash or restrict shuffling to within one file.

@@ -74,7 +74,8 @@ class _HypercubeEntropy(torch.autograd.Function):
         alpha, rows, n = ctx.alpha, ctx.rows, tokens.shape[0]
         log_eps = math.log(ENTROPY_EPS)
         # dH/dp_k = -log(max(p_k, eps)) - [p_k >= eps]  (the clamp passes no gradient below eps)
-        v = (-(avg.clamp_min(ENTROPY_EPS).log()) - (avg >= ENTROPY_EPS).to(avg.dtype)) * (grad_codebook * ctx.grad_scale)
+        v = (-(avg.clamp_min(ENTROPY_EPS).log()) - (avg >= ENTROPY_EPS).to(avg.dtype))
+        v = v * (grad_codebook * ctx.grad_scale)
         w = grad_sample / n
         grad_tokens = torch.empty_like(tokens)
         for start in range(0, n, rows):
@@ -141,7 +142,8 @@ class LFQ(Quantizer):
         super().__init__()
         k = int(codebook_size)
         if k < 2 or k & (k - 1):
-            raise ValueError(f"codebook_size must be a power of two >= 2 for {type(self).__name__}, got {codebook_size!r}")
+            raise ValueError(f"codebook_size must be a power of two >= 2 for {type(self).__name__}, got "
+                             f"{codebook_size!r}")
         self.codebook_size, self.code_dim = k, k.bit_length() - 1
         self.entropy_loss_weight, self.diversity_gamma = float(entropy_loss_weight), float(diversity_gamma)
         self.commitment_weight, self.entropy_temperature = float(commitment_weight), float(entropy_temperature)
