@@ -61,7 +61,8 @@ log = logging.getLogger("vqexplore.demo")
 MODE_CHOICES = [  # "64" (its historic value) = each checkpoint's training resolution
     ("training resolution, center crop (64 x 64 for the demo set; a 256-px tokenizer gets 256 x 256)", "64"),
     (f"native resolution (sides a multiple of the tokenizer's downsampling: 4, or 16 for an f16 VQGAN; "
-     f"at most {NATIVE_MAX_PIXELS:,} pixels = {math.isqrt(NATIVE_MAX_PIXELS)} x {math.isqrt(NATIVE_MAX_PIXELS)}; larger images are downscaled)",
+     f"at most {NATIVE_MAX_PIXELS:,} pixels = {math.isqrt(NATIVE_MAX_PIXELS)} x {math.isqrt(NATIVE_MAX_PIXELS)}; "
+     f"larger images are downscaled)",
      "native"),
 ]
 MAX_EXTRA_CHECKPOINTS = 4     # typed Hub repo ids per request
