@@ -90,8 +90,8 @@ def test_an_imported_256px_vqgan_opens_on_every_dashboard_page(tree):
                 tab.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
                 if name == "codebook_usage":
                     assert "K=16384" in body or "16,384" in body, body[:1000]
-                if name == "reconstructions":  # 256 px images, 16 x 16 = 256 tokens each
-                    assert "256 tokens" in body, body[:2000]
+                if name == "reconstructions":  # 256 px crops (each 16 x 16 = 256 tokens)
+                    assert "256 x 256 crop" in body, body[:2000]
             # The sidebar's image size followed the checkpoints' training resolution (the page's link says it).
             assert "size=256" in tab.url, tab.url
             browser.close()
