@@ -346,6 +346,8 @@ class Demo:
                      f"Bits per image = tokens x log2(codebook size). Error map: {ERROR_MAP_NOTE}.")
         if self.lpips.reason:
             notes.append(f"LPIPS not shown: {self.lpips.reason}")
+        else:
+            notes.append("LPIPS: AlexNet features (the `lpips` package), lower is closer to the input.")
         return png_file(first), gallery, rows, "\n\n".join(notes)
 
 

@@ -81,7 +81,10 @@ def main(argv=None) -> int:
         columns = columns or [m["inputs"]]
         columns.append(m["recon"])
         trained = _steps(folder)
-        lines.append(f"| {folder.name} | {vqexplore.describe.config_summary(model.config)} | {trained} | "
+        summary = vqexplore.describe.config_summary(model.config)
+        if (adversarial := read_facts(folder).get("adversarial")):  # the VQGAN stage (trainer export)
+            summary += f" · {adversarial}"
+        lines.append(f"| {folder.name} | {summary} | {trained} | "
                      f"{m['psnr']:.2f} dB | {m['ssim']:.4f} | {m['used']:,} of {model.codebook_size:,} "
                      f"({m['tokens']:,} tokens) | {m['usage']:.1%} |")
         print(lines[-1], flush=True)
@@ -97,8 +100,11 @@ def main(argv=None) -> int:
 
 def _steps(folder: Path) -> str:
     """Training steps of the checkpoint, from its training.json ("?" when it has none)."""
-    step = read_facts(folder).get("step")
-    return f"{step:,}" if isinstance(step, int) else "?"
+    facts = read_facts(folder)
+    step, start = facts.get("step"), facts.get("init_from")
+    if not isinstance(step, int):
+        return "?"
+    return f"{step:,} after {Path(start).name}" if start else f"{step:,}"
 
 
 if __name__ == "__main__":

@@ -136,13 +136,21 @@ def test_help_documents_the_commands(capsys):
 
 
 def test_shipped_configs_are_valid():
-    cpu = sweep_configs(ROOT / "configs" / "cpu")
+    cpu_all = sweep_configs(ROOT / "configs" / "cpu")
+    # The VQGAN stage's CPU row (the 256-px rows' twin, configs/imagenet256) is part of the sweep too.
+    vqgan = [p for p in cpu_all if p.name.startswith("vqgan-")]
+    assert [p.name for p in vqgan] == ["vqgan-vq-l2-1024.yaml"]
+    cpu = [p for p in cpu_all if p not in vqgan]
     study = sorted((ROOT / "configs" / "imagenet64").glob("*.yaml"))
     # The study's 18 rows, then 11 remedy rows (VQ-16384 remedies with and without l2, LFQ, BSQ, IBQ).
     assert len(cpu) == 29 and len(study) == 29
     load_config(ROOT / "configs" / "cpu" / "default.yaml")
-    for path in cpu:
+    for path in cpu_all:
         load_config(path)
+    from trainer.sweep import table_of
+
+    assert [table_of(load_config(p)) for p in vqgan] == ["vqgan"]
+    assert "vqgan" not in {table_of(load_config(p)) for p in cpu}
     for path in study:
         cfg = load_config(path, ["data.train=builtin", "data.val=builtin"])
         assert (cfg.train.batch_size, cfg.train.lr, cfg.train.steps) == (256, 4e-4, 500_000)
@@ -157,6 +165,16 @@ def test_shipped_configs_are_valid():
     # at quarter width, the study-size set for a GPU at half width), and the story's six quantizers.
     for folder, (hidden, batch, steps) in (("demo", (64, 32, 6000)), ("demo-gpu", (128, 256, 8000))):
         demo = sorted((ROOT / "configs" / folder).glob("*.yaml"))
+        # The VQGAN stage's demo: one of the MSE demos fine-tuned with the discriminator (its own recipe).
+        gan = [p for p in demo if load_config(p).loss.gan]
+        demo = [p for p in demo if p not in gan]
+        assert [p.name for p in gan] == (["simvq-4096-gan.yaml"] if folder == "demo" else [])
+        for path in gan:
+            cfg = load_config(path)
+            start = ROOT / cfg.train.init_from
+            assert (start.parent.name, cfg.data.train, cfg.data.size, cfg.loss.lpips_weight) == \
+                ("checkpoints", "photos", 64, 0.0)
+            assert dict(load_config(ROOT / "configs" / folder / f"{start.name}.yaml").model) == dict(cfg.model)
         assert len(demo) == 6
         kinds = []
         for path in demo:

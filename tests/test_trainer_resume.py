@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -24,11 +25,17 @@ SECTIONS = dict(model={"ema_update": True, "kmeans_init": True, "dead_code_thres
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:
-    """The final checkpoint's weights and its weight EMA's (prefixed ``ema/``)."""
+    """The final checkpoint's weights and its weight EMA's (prefixed ``ema/``), and the
+    discriminator's and both optimizers' state (prefixed ``disc/``, ``state/``) when there is one."""
     step, folder = list_checkpoints(run)[-1]
     assert step == STEPS
     ema = {f"ema/{k}": v for k, v in load_file(str(folder / "ema" / "model.safetensors")).items()}
-    return {**load_file(str(folder / "model.safetensors")), **ema}
+    extra = {}
+    if (folder / "discriminator.safetensors").is_file():
+        extra.update({f"disc/{k}": v for k, v in load_file(str(folder / "discriminator.safetensors")).items()})
+        extra.update({f"state/{k}": v for k, v in load_file(str(folder / "trainer_state.safetensors")).items()
+                      if k.startswith(("optimizer.", "disc_optimizer."))})
+    return {**load_file(str(folder / "model.safetensors")), **ema, **extra}
 
 
 def _start(cfg: Path, *extra: str) -> subprocess.Popen:
@@ -113,3 +120,31 @@ def test_sigkill_and_resume_gives_identical_weights(tmp_path):
 
     steps = [r["step"] for r in read_run_metrics(run) if r["split"] == "train"]
     assert steps == list(range(2, STEPS + 1, 2)), steps
+
+
+# The VQGAN stage: the discriminator (weights, BatchNorm statistics), its Adam state and the
+# adversarial step (from step 6, with taming's adaptive weight) have to survive the kill too; the
+# kill lands after checkpoint 10 (4 adversarial steps in), on 2 CPU threads.
+GAN_SECTIONS = {**SECTIONS, "train": {**SECTIONS["train"], "threads": 2},
+                "loss": {"adv_weight": 0.5, "disc_start": 6, "adaptive_weight": True,
+                         "disc_width": 8, "disc_layers": 2, "disc_loss": "hinge"}}
+
+
+@pytest.mark.timeout(1800)  # three trainer runs; minutes each on a loaded 2-core machine
+def test_sigkill_and_resume_with_the_discriminator_active_is_bit_exact(tmp_path):
+    ref_cfg = write_config(tmp_path / "ref.yaml", "ref", tmp_path / "runs", **GAN_SECTIONS)
+    assert cli.main(["--cfg", str(ref_cfg)]) == 0
+    reference = _weights(tmp_path / "runs" / "ref")
+    assert any(k.startswith("disc/") for k in reference) and any(k.startswith("state/disc_") for k in reference)
+
+    cfg = write_config(tmp_path / "killed.yaml", "killed", tmp_path / "runs", **GAN_SECTIONS)
+    run = tmp_path / "runs" / "killed"
+    first = _kill_after_checkpoint(_start(cfg), run, 10)
+    final = _start(cfg, "--resume")
+    out, err = final.communicate(timeout=600)
+    assert final.returncode == 0, err
+    assert f"from step-{first:08d}" in err, err[-2000:]
+    resumed = _weights(run)
+    assert resumed.keys() == reference.keys()
+    for name in reference:
+        assert torch.equal(resumed[name], reference[name]), f"{name} differs (killed after {first})"

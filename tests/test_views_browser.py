@@ -28,7 +28,7 @@ from test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, _free_port, _no_exce
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "tests" / "artifacts" / "views"
 DOCS = REPO / "docs" / "screenshots"
-DEMOS = ["vq-4096", "fsq-75555", "simvq-4096", "vq-4096-restart", "vq-l2-4096", "bsq-4096"]
+DEMOS = ["vq-4096", "fsq-75555", "simvq-4096", "vq-4096-restart", "vq-l2-4096", "bsq-4096", "simvq-4096-gan"]
 # The menu as app/pages.py declares it (titles, in order).
 NAV = [p.title for p in REGISTRY]
 
@@ -248,6 +248,9 @@ def test_six_reconstructions_never_overlap(server, browser, tmp_path, mode):
     group = [t for t in titles if t.startswith(f"{first}: input vs")]
     assert len(group) == 6
     if mode == "64":
+        frames.first.scroll_into_view_if_needed()
+        tab.mouse.wheel(0, -60)  # the first row's caption in view too
+        time.sleep(0.5)
         _shot(tab, "reconstructions", full_page=False)
     lead = tab.frame_locator(f"iframe[title='{group[0]}']")
     lead.locator("button", has_text="Flip").click()  # clickable, and every checkpoint of the image follows

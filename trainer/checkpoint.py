@@ -5,7 +5,10 @@
 - ``config.json``, ``model.safetensors``, ``README.md``: the ``save_pretrained`` format that
   ``vqexplore.load`` reads (weights and buffers, e.g. EMA codebook statistics);
 - ``trainer_state.safetensors``: the optimizer's tensors (Adam moments and step counts) and the
-  torch RNG states;
+  torch RNG states (and the discriminator optimizer's, prefixed ``disc_optimizer.``);
+- ``discriminator.safetensors``: the VQGAN stage's discriminator (weights and BatchNorm
+  statistics), only in runs that train one; never exported (``vqexplore.load`` reads the
+  tokenizer only);
 - ``trainer_state.json``: everything else (step, data position, optimizer param_groups, elapsed
   time, the command that made the run).
 
@@ -35,6 +38,7 @@ from vqexplore.runlayout import STATE
 
 STATE_TENSORS = "trainer_state.safetensors"
 STATE_JSON = STATE
+DISC_WEIGHTS = "discriminator.safetensors"
 TMP_PREFIX = ".tmp-"
 TRASH_PREFIX = ".trash-"
 
@@ -48,24 +52,27 @@ def _fsync_file(path: Path) -> None:
 # Optimizer and RNG state <-> (tensors, JSON), without pickle
 # ---------------------------------------------------------------------------------------------
 
-def optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    """optimizer.state_dict() split into safetensors-able tensors and JSON-able values."""
+def optimizer_to_flat(optimizer: torch.optim.Optimizer,
+                      prefix: str = "optimizer") -> tuple[dict[str, torch.Tensor], dict]:
+    """optimizer.state_dict() split into safetensors-able tensors (named ``prefix.<id>.<key>``)
+    and JSON-able values."""
     sd = optimizer.state_dict()
     tensors, scalars = {}, {}
     for pid, pstate in sd["state"].items():
         for key, value in pstate.items():
             if isinstance(value, torch.Tensor):
-                tensors[f"optimizer.{pid}.{key}"] = value.detach().cpu().contiguous()
+                tensors[f"{prefix}.{pid}.{key}"] = value.detach().cpu().contiguous()
             else:
                 scalars[f"{pid}.{key}"] = value
     groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in sd["param_groups"]]
     return tensors, {"param_groups": groups, "scalars": scalars}
 
 
-def optimizer_from_flat(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+def optimizer_from_flat(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict,
+                        prefix: str = "optimizer") -> None:
     state: dict[int, dict] = {}
     for name, value in tensors.items():
-        if not name.startswith("optimizer."):
+        if not name.startswith(prefix + "."):
             continue
         _, pid, key = name.split(".", 2)
         state.setdefault(int(pid), {})[key] = value
@@ -102,13 +109,15 @@ def restore_rng(tensors: dict[str, torch.Tensor]) -> None:
 # ---------------------------------------------------------------------------------------------
 
 def save_checkpoint(run_dir: Path, step: int, model, optimizer, state: dict, *,
-                    run_facts: dict | None = None, keep_last: int | None = None, ema_model=None) -> Path:
+                    run_facts: dict | None = None, keep_last: int | None = None, ema_model=None,
+                    disc=None, disc_optimizer=None) -> Path:
     """Write ``<run>/checkpoints/step-N/`` atomically and keep the newest ``keep_last``.
 
     ``run_facts`` (``runfacts.facts``) go to ``training.json``; the model card is made from them.
 
     ``ema_model`` (an EMA of the weights) is saved inside it as ``step-N/ema/``, itself a
-    checkpoint folder that ``vqexplore.load`` opens like any other."""
+    checkpoint folder that ``vqexplore.load`` opens like any other. ``disc`` and ``disc_optimizer``
+    (the VQGAN stage's discriminator) go to ``discriminator.safetensors`` and the trainer state."""
     root = Path(run_dir) / CHECKPOINTS_DIR
     root.mkdir(parents=True, exist_ok=True)
     final = root / checkpoint_dirname(step)
@@ -117,7 +126,7 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, state: dict, *,
         shutil.rmtree(tmp)
     tmp.mkdir()
     try:
-        _write_checkpoint(tmp, model, optimizer, state, step, run_facts, ema_model)
+        _write_checkpoint(tmp, model, optimizer, state, step, run_facts, ema_model, disc, disc_optimizer)
     except BaseException as e:  # disk full, read-only, interrupted: leave no half-written folder
         shutil.rmtree(tmp, ignore_errors=True)
         # safetensors reports a failed write as its own error type: make it the OSError it is
@@ -136,7 +145,7 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, state: dict, *,
 
 
 def _write_checkpoint(tmp: Path, model, optimizer, state: dict, step: int, run_facts: dict | None,
-                      ema_model) -> None:
+                      ema_model, disc=None, disc_optimizer=None) -> None:
     card = runfacts.card_kwargs(run_facts or {})
     model.save_pretrained(tmp, model_card_kwargs=card)
     if run_facts:
@@ -145,8 +154,12 @@ def _write_checkpoint(tmp: Path, model, optimizer, state: dict, step: int, run_f
         ema_model.save_pretrained(tmp / EMA_DIR, model_card_kwargs=card)
     tensors, opt_meta = optimizer_to_flat(optimizer)
     tensors.update(rng_tensors())
-    save_file(tensors, str(tmp / STATE_TENSORS))
     meta = {**state, "step": int(step), "optimizer": opt_meta, "saved_at": time.time()}
+    if disc is not None:
+        save_file({k: v.detach().cpu().contiguous() for k, v in disc.state_dict().items()}, str(tmp / DISC_WEIGHTS))
+        disc_tensors, meta["disc_optimizer"] = optimizer_to_flat(disc_optimizer, "disc_optimizer")
+        tensors.update(disc_tensors)
+    save_file(tensors, str(tmp / STATE_TENSORS))
     (tmp / STATE_JSON).write_text(json.dumps(meta, indent=1))
     for f in tmp.rglob("*"):
         if f.is_file():
@@ -197,10 +210,11 @@ def read_training_state(ckpt: Path) -> dict:
     return meta
 
 
-def load_training_state(ckpt: Path, model, optimizer, ema_model=None) -> dict:
+def load_training_state(ckpt: Path, model, optimizer, ema_model=None, disc=None, disc_optimizer=None) -> dict:
     """Load weights, optimizer and RNG from a checkpoint into ``model``/``optimizer`` (and the
     weight EMA into ``ema_model``: the checkpoint's ``ema/`` folder, or the weights themselves when
-    the run had no EMA before); returns the JSON state (step, data position, ...)."""
+    the run had no EMA before; the discriminator into ``disc``/``disc_optimizer``); returns the
+    JSON state (step, data position, ...)."""
     from vqexplore.hub import check_safetensors
 
     ckpt = Path(ckpt)
@@ -224,5 +238,17 @@ def load_training_state(ckpt: Path, model, optimizer, ema_model=None) -> dict:
             raise CheckpointError(f"{ema_file} cannot be resumed ({e}); delete the checkpoint to resume "
                                   f"from the one before") from None
     optimizer_from_flat(optimizer, tensors, meta["optimizer"])
+    if disc is not None:
+        disc_file = ckpt / DISC_WEIGHTS
+        if not disc_file.is_file() or "disc_optimizer" not in meta:
+            raise CheckpointError(f"{ckpt} holds no discriminator ({DISC_WEIGHTS}) although the run trains one; "
+                                  f"resume with the run's own config (loss.adv_weight)")
+        try:
+            check_safetensors(disc_file)
+            disc.load_state_dict(load_file(str(disc_file)))
+            optimizer_from_flat(disc_optimizer, tensors, meta["disc_optimizer"], "disc_optimizer")
+        except (OSError, RuntimeError, ValueError) as e:
+            raise CheckpointError(f"{disc_file} cannot be resumed ({e}); delete the checkpoint to resume "
+                                  f"from the one before") from None
     restore_rng(tensors)
     return meta

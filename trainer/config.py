@@ -19,11 +19,14 @@ reference study's hyper-parameters)::
     train:
       batch_size: 256            # global batch (split evenly across DDP processes)
       lr: 4.0e-4                 # Adam, peak learning rate
+      betas: [0.9, 0.999]        # Adam's betas
       lr_schedule: constant      # constant | cosine (from lr down to min_lr at the last step)
       warmup_steps: 0            # linear warm-up from 0 to lr over these first steps
       min_lr: 0.0                # the cosine schedule's final learning rate
       grad_clip: 0.0             # clip the global gradient norm to this (0 = off)
       ema_decay: 0.0             # keep an EMA of the weights (e.g. 0.999), saved as step-N/ema (0 = off)
+      init_from: null            # start from a trained tokenizer's weights (checkpoint/run folder or Hub id;
+                                 # its model must equal model:), e.g. to fine-tune it with the VQGAN stage
       steps: 500000
       seed: 0
       precision: fp32            # fp32 | bf16 (autocast; on CUDA also TF32 for float32 matmuls)
@@ -38,6 +41,20 @@ reference study's hyper-parameters)::
       grid_images: 8             # reconstruction grid (PNG + TensorBoard)
       ckpt_every: 10000          # 0 = only at the end
       keep_last: 3
+    loss:                        # the VQGAN stage (the defaults: MSE only, the study's loss)
+      recon: mse                 # mse | l1 reconstruction loss
+      recon_weight: 1.0
+      lpips_weight: 0.0          # perceptual loss (LPIPS, VGG16 trunk); > 0 needs vgg16-397923af.pth
+      lpips_weights: null        # local copy of vgg16-397923af.pth (else torch's hub cache)
+      lpips_random: false        # a random VGG trunk (tests and benchmarks only: a meaningless loss)
+      adv_weight: 0.0            # adversarial loss weight; > 0 adds a PatchGAN discriminator
+      disc_start: 0              # the step at which the adversarial loss and discriminator training start
+      disc_loss: hinge           # hinge | non-saturating
+      adaptive_weight: false     # taming's adaptive weight (gradient-norm ratio at the decoder's last layer)
+      disc_lr: 1.0e-4            # the discriminator's own Adam
+      disc_betas: [0.5, 0.9]
+      disc_width: 64             # PatchGAN: channels of the first layer ...
+      disc_layers: 3             # ... and number of stride-2 layers
     eval:
       lpips_weights: null        # local AlexNet weights file for LPIPS (else torch's hub cache)
       rfid_weights: null         # local InceptionV3 weights file for rFID
@@ -45,7 +62,7 @@ reference study's hyper-parameters)::
 
 ``key=value`` overrides on the command line (``train.steps=200 model.levels=[8,5,5,5]``) go
 through the same validation. Every problem is a :class:`ConfigError` naming the key. The trainer
-owns ``data:``, ``train:`` and ``eval:``; ``model:`` belongs to ``VQModel``, so a new VQModel
+owns ``data:``, ``train:``, ``loss:`` and ``eval:``; ``model:`` belongs to ``VQModel``, so a new VQModel
 argument is a valid key here, type-checked from its annotation, without being declared again.
 """
 from __future__ import annotations
@@ -82,11 +99,13 @@ class DataConfig:
 class TrainConfig:
     batch_size: int = 256
     lr: float = 4e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     lr_schedule: str = "constant"
     warmup_steps: int = 0
     min_lr: float = 0.0
     grad_clip: float = 0.0
     ema_decay: float = 0.0
+    init_from: str | None = None
     steps: int = 500_000
     seed: int = 0
     precision: str = "fp32"
@@ -104,6 +123,33 @@ class TrainConfig:
 
 
 @dataclass
+class LossConfig:
+    recon: str = "mse"
+    recon_weight: float = 1.0
+    lpips_weight: float = 0.0
+    lpips_weights: str | None = None
+    lpips_random: bool = False
+    adv_weight: float = 0.0
+    disc_start: int = 0
+    disc_loss: str = "hinge"
+    adaptive_weight: bool = False
+    disc_lr: float = 1e-4
+    disc_betas: list[float] = field(default_factory=lambda: [0.5, 0.9])
+    disc_width: int = 64
+    disc_layers: int = 3
+
+    @property
+    def gan(self) -> bool:
+        """Whether the run trains a discriminator (adversarial weight > 0)."""
+        return self.adv_weight > 0
+
+    @property
+    def plain(self) -> bool:
+        """The study's loss (MSE + quantizer losses): the lean train_step, no VQGAN stage."""
+        return self.recon == "mse" and self.recon_weight == 1.0 and not self.lpips_weight and not self.gan
+
+
+@dataclass
 class EvalConfig:
     lpips_weights: str | None = None
     rfid_weights: str | None = None
@@ -117,6 +163,7 @@ class Config:
     model: ModelConfig = field(default_factory=lambda: _check_model({}))
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     @property
@@ -125,13 +172,14 @@ class Config:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "out_dir": self.out_dir, "model": self.model.kwargs(),
-                **{key: asdict(getattr(self, key)) for key in ("data", "train", "eval")}}
+                **{key: asdict(getattr(self, key)) for key in ("data", "train", "loss", "eval")}}
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
 
 
-_SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "eval": EvalConfig}  # in file order
+_SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "loss": LossConfig,
+             "eval": EvalConfig}  # in file order
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
@@ -280,6 +328,7 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"train.lr_schedule: must be constant or cosine, got {t.lr_schedule!r}")
     if t.warmup_steps < 0:
         raise ConfigError(f"train.warmup_steps: must be >= 0 (0 turns warm-up off), got {t.warmup_steps}")
+    _check_betas("train.betas", t.betas)
     if not (math.isfinite(t.min_lr) and 0 <= t.min_lr <= t.lr):
         raise ConfigError(f"train.min_lr: must lie in [0, train.lr={t.lr:g}], got {t.min_lr}")
     if not (math.isfinite(t.grad_clip) and t.grad_clip >= 0):
@@ -293,6 +342,10 @@ def validate(cfg: Config) -> Config:
     if not re.match(r"^(auto|cpu|mps|cuda(:\d+)?)$", t.device):
         raise ConfigError(f"train.device: must be auto, cpu, cuda, cuda:N or mps, got {t.device!r}")
 
+    if t.init_from is not None and not t.init_from.strip():
+        raise ConfigError("train.init_from: empty; name a checkpoint folder, a run folder or a Hub repo id, or null")
+    _check_loss(cfg.loss)
+
     e = cfg.eval
     for key in ("lpips_weights", "rfid_weights"):
         path = getattr(e, key)
@@ -301,6 +354,36 @@ def validate(cfg: Config) -> Config:
     if e.batch_size < 1:
         raise ConfigError(f"eval.batch_size: must be >= 1, got {e.batch_size}")
     return cfg
+
+
+def _check_betas(key: str, betas: list[float]) -> None:
+    if len(betas) != 2 or not all(math.isfinite(b) and 0 <= b < 1 for b in betas):
+        raise ConfigError(f"{key}: must be two numbers in [0, 1) (Adam's beta1, beta2), got {betas}")
+
+
+def _check_loss(loss: LossConfig) -> None:
+    from vqexplore.gan import GAN_LOSSES
+
+    if loss.recon not in ("mse", "l1"):
+        raise ConfigError(f"loss.recon: must be mse or l1, got {loss.recon!r}")
+    for key in ("recon_weight", "lpips_weight", "adv_weight"):
+        value = getattr(loss, key)
+        if not (math.isfinite(value) and value >= 0):
+            raise ConfigError(f"loss.{key}: must be a number >= 0 (0 turns it off), got {value}")
+    if loss.disc_start < 0:
+        raise ConfigError(f"loss.disc_start: must be >= 0, got {loss.disc_start}")
+    if loss.disc_loss not in GAN_LOSSES:
+        raise ConfigError(f"loss.disc_loss: must be {' or '.join(GAN_LOSSES)}, got {loss.disc_loss!r}")
+    if not (math.isfinite(loss.disc_lr) and loss.disc_lr > 0):
+        raise ConfigError(f"loss.disc_lr: must be a positive number, got {loss.disc_lr}")
+    _check_betas("loss.disc_betas", loss.disc_betas)
+    if not 1 <= loss.disc_width <= 1024:
+        raise ConfigError(f"loss.disc_width: must lie in [1, 1024], got {loss.disc_width}")
+    if not 1 <= loss.disc_layers <= 6:
+        raise ConfigError(f"loss.disc_layers: must lie in [1, 6], got {loss.disc_layers}")
+    if loss.lpips_weights is not None and not Path(loss.lpips_weights).expanduser().is_file():
+        raise ConfigError(f"loss.lpips_weights: {loss.lpips_weights} does not exist; point it at a copy of "
+                          f"torchvision's VGG16 weights file vgg16-397923af.pth or set it to null")
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
@@ -354,7 +437,7 @@ RESUMABLE_CHANGES = {
     "train.ckpt_every", "train.keep_last", "train.device", "train.threads", "train.deterministic", "train.compile",
     "train.channels_last",
     "data.num_workers", "data.in_memory", "data.device_crops", "eval.lpips_weights", "eval.rfid_weights",
-    "eval.batch_size",
+    "eval.batch_size", "loss.lpips_weights",
     "out_dir",
 }
 

@@ -44,6 +44,7 @@ def export_checkpoint(ckpt: str, to: str, weights: str = "live") -> tuple[Path, 
     facts = training_info(src.path)
     if facts:
         facts["name"] = dest.name  # an exported checkpoint is known by its folder (checkpoints/vq-512)
+        facts.update(_recipe_facts(src.path))
         # The commands after training, once each: how this very folder was made.
         commands = [c for c in facts.get("commands", [])
                     if not c.startswith(("python -m trainer eval ", "python -m trainer export "))]
@@ -56,6 +57,27 @@ def export_checkpoint(ckpt: str, to: str, weights: str = "live") -> tuple[Path, 
         (dest / FACTS_NAME).unlink(missing_ok=True)
     write_card(dest)
     return dest, chosen
+
+
+def _recipe_facts(step_dir: Path) -> dict:
+    """What the run's recorded config says beyond the model: the weights it started from
+    (``init_from``) and its VQGAN stage (``adversarial``, in words), when it had them."""
+    try:
+        config = json.loads((step_dir / STATE_JSON).read_text()).get("config") or {}
+    except (OSError, ValueError):
+        return {}
+    out = {}
+    if (init := (config.get("train") or {}).get("init_from")):
+        out["init_from"] = init
+    loss = config.get("loss") or {}
+    if loss.get("adv_weight"):
+        weight = f"taming's adaptive weight x {loss['adv_weight']:g}" if loss.get("adaptive_weight") \
+            else f"weight {loss['adv_weight']:g}"
+        out["adversarial"] = (f"PatchGAN {loss.get('disc_loss', 'hinge')} loss, {weight}, from step "
+                              f"{loss.get('disc_start', 0):,}")
+    if loss.get("lpips_weight"):
+        out["perceptual"] = f"LPIPS (VGG16) x {loss['lpips_weight']:g}"
+    return out
 
 
 def _choose_weights(step_dir: Path, weights: str) -> str:

@@ -1,11 +1,13 @@
 """One training step and the running window of losses and code counts between two log rows.
 
-``train_step`` is what ``bench/train_step.py`` times against a bare PyTorch loop: keep it lean.
+``train_step`` (the study's MSE loss) and ``vqgan_train_step`` (the VQGAN stage: perceptual and
+adversarial losses, a generator and a discriminator step) are what ``bench/train_step.py`` times
+against bare PyTorch loops: keep them lean.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +20,8 @@ class StepOutput:
     recon_loss: Tensor           # MSE(reconstruction, images) (detached scalar)
     losses: dict[str, Tensor]    # the quantizer's named losses (detached scalars)
     indices: Tensor              # (B, h, w) code ids
+    extras: dict[str, Tensor] = field(default_factory=dict)  # VQGAN stage: perceptual_loss, gen_loss,
+    #                              disc_loss, logits_real, logits_fake, adaptive_weight (detached scalars)
 
 
 def train_step(model, optimizer: torch.optim.Optimizer, images: Tensor,
@@ -41,6 +45,82 @@ def train_step(model, optimizer: torch.optim.Optimizer, images: Tensor,
                       out.indices)
 
 
+@dataclass
+class GANStage:
+    """What the VQGAN stage adds to a step: the loss settings (``trainer.config.LossConfig``), the
+    perceptual loss (None when its weight is 0) and the discriminator (``disc``: what the D step
+    runs, DDP-wrapped when distributed; ``disc_module``: the module itself) with its optimiser
+    (None when the adversarial weight is 0)."""
+
+    loss: object
+    perceptual: torch.nn.Module | None = None
+    disc: torch.nn.Module | None = None
+    disc_module: torch.nn.Module | None = None
+    disc_optimizer: torch.optim.Optimizer | None = None
+
+
+def vqgan_train_step(model, optimizer: torch.optim.Optimizer, images: Tensor, stage: GANStage, adversarial: bool,
+                     autocast_dtype: torch.dtype | None = None, grad_clip: float = 0.0) -> StepOutput:
+    """One generator step, then (when ``adversarial``) one discriminator step.
+
+    Generator: ``recon_weight * recon + lpips_weight * LPIPS + quantizer losses [+ w * G(D(x_hat))]``
+    where ``w`` is ``adv_weight`` or taming's adaptive weight; the discriminator's weights get no
+    gradient from it. Discriminator: its hinge or non-saturating loss on ``D(x)`` and
+    ``D(sg[x_hat])`` (the same reconstruction), with its own Adam. ``grad_clip`` clips each
+    network's gradient norm. ``adversarial`` is False before ``loss.disc_start``: no
+    discriminator is run at all then.
+    """
+    from vqexplore.gan import adaptive_weight, discriminator_loss, generator_loss, last_layer
+
+    cfg = stage.loss
+    extras: dict[str, Tensor] = {}
+    with torch.autocast(images.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        out = model(images)
+        recon = out.reconstruction
+        if cfg.recon == "l1":
+            recon_loss = F.l1_loss(recon.float(), images.float())
+        else:
+            recon_loss = F.mse_loss(recon.float(), images.float())
+        nll = cfg.recon_weight * recon_loss
+        if stage.perceptual is not None:
+            perceptual = stage.perceptual(recon, images)
+            nll = nll + cfg.lpips_weight * perceptual
+            extras["perceptual_loss"] = perceptual.detach()
+        loss = nll + sum(out.losses.values())
+        if adversarial:
+            disc = stage.disc_module
+            disc.requires_grad_(False)  # the generator's loss trains the generator only
+            try:
+                g_loss = generator_loss(disc(recon), cfg.disc_loss)
+            finally:
+                disc.requires_grad_(True)
+            if cfg.adaptive_weight:
+                weight = adaptive_weight(nll, g_loss, last_layer(model), cfg.adv_weight)
+            else:
+                weight = torch.tensor(cfg.adv_weight, device=images.device)
+            loss = loss + weight * g_loss
+            extras.update(gen_loss=g_loss.detach(), adaptive_weight=weight)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    if adversarial:
+        fake = recon.detach()
+        with torch.autocast(images.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            logits_real, logits_fake = stage.disc(images), stage.disc(fake)
+            d_loss = discriminator_loss(logits_real, logits_fake, cfg.disc_loss)
+        stage.disc_optimizer.zero_grad(set_to_none=True)
+        d_loss.backward()
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(stage.disc_module.parameters(), grad_clip)
+        stage.disc_optimizer.step()
+        extras.update(disc_loss=d_loss.detach(), logits_real=logits_real.detach().float().mean(),
+                      logits_fake=logits_fake.detach().float().mean())
+    return StepOutput(loss.detach(), recon_loss.detach(), {k: v.detach() for k, v in out.losses.items()},
+                      out.indices, extras)
+
+
 class Window:
     """Running sums of the losses and code counts between two log rows, kept on the device so
     that a step never waits for the host."""
@@ -48,28 +128,31 @@ class Window:
     def __init__(self, codebook_size: int, device: torch.device):
         self.counts = torch.zeros(codebook_size, dtype=torch.long, device=device)
         self.sums: dict[str, Tensor] = {}
+        self.steps: dict[str, int] = {}  # steps that logged each key (the VQGAN's from loss.disc_start on)
         self.reset()
 
     def reset(self) -> None:
         self.sums.clear()
+        self.steps.clear()
         self.counts.zero_()
         self.n, self.images, self.t0 = 0, 0, time.perf_counter()
 
     def add(self, out: StepOutput, images: int) -> None:
         for key, value in (("loss", out.loss), ("recon_loss", out.recon_loss),
-                           *((f"{k}_loss", v) for k, v in out.losses.items())):
+                           *((f"{k}_loss", v) for k, v in out.losses.items()), *out.extras.items()):
             self.sums[key] = self.sums[key] + value if key in self.sums else value.clone()
+            self.steps[key] = self.steps.get(key, 0) + 1
         self.counts += torch.bincount(out.indices.flatten(), minlength=self.counts.numel())
         self.n += 1
         self.images += images
 
     def finite(self) -> bool:
         """False if any loss since the last reset was NaN or infinite (they propagate into the sum)."""
-        return "loss" not in self.sums or bool(torch.isfinite(self.sums["loss"]))
+        return all(bool(torch.isfinite(self.sums[k])) for k in ("loss", "disc_loss") if k in self.sums)
 
     def summary(self) -> dict:
         """Mean losses, and codebook usage / perplexity of the codes chosen in the window."""
-        means = {k: float(v) / max(self.n, 1) for k, v in self.sums.items()}
+        means = {k: float(v) / max(self.steps.get(k, 0), 1) for k, v in self.sums.items()}
         return {**means, **_code_stats(self.counts)}
 
 

@@ -69,7 +69,10 @@ def remedy_rows(rows) -> dict[str, tuple[str, ...]]:
 
 def table_of(cfg: Config) -> str:
     """The table a row belongs to: its quantizer's, with VQ's EMA rows apart (as in the study),
-    and the collapse remedies (VQ with a remedy, LFQ, BSQ, IBQ) in a table of their own."""
+    the collapse remedies (VQ with a remedy, LFQ, BSQ, IBQ) in a table of their own, and the
+    VQGAN stage's rows (VQGAN architecture or adversarial loss) in theirs."""
+    if cfg.model.get("arch", "simplecnn") == "vqgan" or cfg.loss.gan:
+        return "vqgan"
     if cfg.model.quantizer in REMEDY_QUANTIZERS or remedy(cfg.model):
         return "remedies"
     if cfg.model.quantizer == "vq":
@@ -179,6 +182,9 @@ TABLES = {
                  "the plain VQ rows of the table above repeated as the baseline; \"x plain\" is the usage "
                  "over plain VQ's with the same l2 norm):",
                  ("quantizer", "remedy", "l2 norm", "code dim", "codebook size")),
+    "vqgan": ("VQGAN stage (its own model and recipe, in the row's config: VQGAN encoder/decoder and a PatchGAN "
+              "discriminator; the setup line above does not apply):",
+              ("quantizer", "l2 norm", "code dim", "codebook size")),
 }
 METRIC_HEADER = "usage | perplexity | PSNR | SSIM | LPIPS | rFID |"
 METRIC_ALIGN = "---:|---:|---:|---:|---:|---:|"

@@ -38,7 +38,7 @@ from .runfacts import facts
 from .runlock import RunLock
 from .runlog import RunLog
 from .recipe import WeightEMA, learning_rate, set_learning_rate
-from .step import StepOutput, Window, train_step
+from .step import GANStage, StepOutput, Window, train_step, vqgan_train_step
 
 
 class TrainingDiverged(VQExploreError):
@@ -57,6 +57,11 @@ def train(cfg: Config, *, resume: bool = False, command: str | None = None) -> P
 
 def train_model(cfg: Config, *, resume: bool = False, command: str | None = None) -> VQModel:
     """:func:`train`, returning the trained model (every process holds the same weights)."""
+    return train_run(cfg, resume=resume, command=command).model
+
+
+def train_run(cfg: Config, *, resume: bool = False, command: str | None = None) -> "Run":
+    """:func:`train`, returning the finished :class:`Run` (its model, optimiser, discriminator)."""
     if cfg.train.threads:
         # On a busy or small CPU, fewer threads than cores avoids OpenMP spin-waiting.
         torch.set_num_threads(cfg.train.threads)
@@ -78,14 +83,17 @@ def train_model(cfg: Config, *, resume: bool = False, command: str | None = None
         resume_from, saved = open_run(cfg, d, resume)
         data = load_data(cfg, d, device)
         model, optimizer = build_model(cfg, device)
-        run = Run(cfg, d, device, command, model, optimizer, data)
+        if cfg.train.init_from and resume_from is None:
+            init_weights(model, cfg.train.init_from, cfg)
+        stage = build_gan_stage(cfg, device)
+        run = Run(cfg, d, device, command, model, optimizer, data, stage)
         if resume_from is not None:
             run.restore(resume_from, saved)
         elif resume and d.main:
             print(f"--resume: {cfg.run_dir} has no checkpoint yet; starting from step 0", file=sys.stderr)
         run.loop()
         run.finish()
-        return model
+        return run
     finally:
         if lock is not None:
             lock.release()
@@ -252,7 +260,46 @@ def build_model(cfg: Config, device: torch.device) -> tuple[VQModel, torch.optim
     model = VQModel.from_config(cfg.model).to(device)  # validated once, by the config reader
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    return model, torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
+    return model, torch.optim.Adam(model.parameters(), lr=cfg.train.lr, betas=tuple(cfg.train.betas))
+
+
+def init_weights(model: VQModel, source: str, cfg: Config) -> None:
+    """``train.init_from``: copy a trained tokenizer's weights and buffers into ``model``; its
+    model config must be the run's (every key its config.json records)."""
+    import vqexplore
+
+    src = vqexplore.load(source)
+    ours = dict(cfg.model)
+    for key, value in src.config.items():
+        if ours.get(key) != value:
+            raise ConfigError(f"train.init_from: {source} has model.{key} = {value!r}, the config says "
+                              f"{ours.get(key)!r}; set model.{key} to {value!r} or start from another checkpoint")
+    with torch.no_grad():
+        model.load_state_dict(src.state_dict())
+
+
+def build_gan_stage(cfg: Config, device: torch.device) -> GANStage | None:
+    """The VQGAN stage's perceptual loss and PatchGAN discriminator with its own Adam (None for the
+    study's MSE loss). The discriminator is initialised from ``train.seed + 1`` in a forked RNG, so
+    the generator's random stream is the same with or without it."""
+    loss = cfg.loss
+    if loss.plain:
+        return None
+    from vqexplore.gan import PatchDiscriminator, PerceptualLoss
+
+    stage = GANStage(loss)
+    if loss.lpips_weight > 0:
+        stage.perceptual = PerceptualLoss(loss.lpips_weights, pretrained_backbone=not loss.lpips_random).to(device)
+    if loss.gan:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.train.seed + 1)
+            disc = PatchDiscriminator(cfg.model.in_channels, loss.disc_width, loss.disc_layers)
+        disc = disc.to(device)
+        if cfg.train.channels_last:
+            disc = disc.to(memory_format=torch.channels_last)
+        stage.disc = stage.disc_module = disc
+        stage.disc_optimizer = torch.optim.Adam(disc.parameters(), lr=loss.disc_lr, betas=tuple(loss.disc_betas))
+    return stage
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,9 +310,9 @@ class Run:
     """One training run in progress: what the loop reads and the state it advances."""
 
     def __init__(self, cfg: Config, d: Dist, device: torch.device, command: str | None,
-                 model: VQModel, optimizer: torch.optim.Optimizer, data: Data):
+                 model: VQModel, optimizer: torch.optim.Optimizer, data: Data, stage: GANStage | None = None):
         self.cfg, self.t, self.d, self.device, self.command = cfg, cfg.train, d, device, command
-        self.model, self.optimizer, self.data = model, optimizer, data
+        self.model, self.optimizer, self.data, self.stage = model, optimizer, data, stage
         self.step, self.elapsed = 0, 0.0      # elapsed: training seconds (validation, saving excluded)
         self.last_val: dict | None = None     # the newest validation row
         self.last_val_ema: dict | None = None  # ... of the weight EMA (train.ema_decay > 0)
@@ -280,8 +327,10 @@ class Run:
                               f"being resumed had {per_epoch} ({ckpt / ckpt_io.STATE_JSON}); its data changed, "
                               f"so its position in the data cannot be kept: restore the data or start a new run "
                               f"with name=...")
+        disc = self.stage.disc_module if self.stage else None
         state = ckpt_io.load_training_state(ckpt, self.model, self.optimizer,
-                                            ema_model=self.ema.model if self.ema else None)
+                                            ema_model=self.ema.model if self.ema else None, disc=disc,
+                                            disc_optimizer=self.stage.disc_optimizer if self.stage else None)
         self.step, self.elapsed = int(state["step"]), float(state.get("elapsed", 0.0))
         if self.d.main:
             print(f"resuming {self.cfg.run_dir} from {ckpt.name} (step {self.step})", file=sys.stderr)
@@ -294,6 +343,10 @@ class Run:
         step_model = distributed.wrap(self.model, d, self.device)
         if t.compile:
             step_model = torch.compile(step_model)
+        stage = self.stage
+        if stage is not None and stage.disc_module is not None:
+            stage.disc = distributed.wrap(stage.disc_module, d, self.device)
+            stage.disc_module.train()
         batches = self.data.batches(self.step)
         log = self._open_log() if d.main else None
         bar = tqdm(total=t.steps, initial=self.step, disable=not d.main, dynamic_ncols=True,
@@ -309,7 +362,12 @@ class Run:
                 set_learning_rate(self.optimizer, learning_rate(
                     self.step, lr=t.lr, steps=t.steps, schedule=t.lr_schedule,
                     warmup_steps=t.warmup_steps, min_lr=t.min_lr))
-                out = train_step(step_model, self.optimizer, images, self.autocast, t.grad_clip)
+                if stage is None:
+                    out = train_step(step_model, self.optimizer, images, self.autocast, t.grad_clip)
+                else:
+                    adversarial = stage.disc is not None and self.step >= self.cfg.loss.disc_start
+                    out = vqgan_train_step(step_model, self.optimizer, images, stage, adversarial,
+                                           self.autocast, t.grad_clip)
                 if self.ema is not None:
                     self.ema.update(self.model)
                 self.step += 1
@@ -423,4 +481,6 @@ class Run:
         run_facts = facts(name=self.cfg.name, data=self.data.description, step=step, command=self.command)
         return ckpt_io.save_checkpoint(self.cfg.run_dir, step, self.model, self.optimizer, state,
                                        run_facts=run_facts, keep_last=self.t.keep_last,
-                                       ema_model=self.ema.model if self.ema else None)
+                                       ema_model=self.ema.model if self.ema else None,
+                                       disc=self.stage.disc_module if self.stage else None,
+                                       disc_optimizer=self.stage.disc_optimizer if self.stage else None)

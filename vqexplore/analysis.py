@@ -303,15 +303,26 @@ def training_curves(run_dir: str | Path | None = None, rows: Sequence[Mapping] |
 _CURVE_ORDER = ("usage", "perplexity", "dead_codes", "normalized_entropy", "psnr", "ssim", "lpips", "rfid")
 
 
+# The VQGAN stage's generator/discriminator losses and logits (signed: hinge losses and logits go
+# below 0), plotted together in their own panel, apart from the log-scale reconstruction losses.
+ADVERSARIAL_CURVES = ("gen_loss", "disc_loss", "logits_real", "logits_fake")
+
+
 def curve_groups(frame) -> dict[str, list[str]]:
-    """Panels for a :func:`training_curves` frame: all losses together ("losses"), then one
-    panel per other metric (usage, perplexity, ..., psnr, ssim, then the rest such as lr),
-    since their scales differ by orders of magnitude. Bookkeeping columns are left out."""
+    """Panels for a :func:`training_curves` frame: all losses together ("losses"), the VQGAN
+    stage's adversarial losses and logits ("adversarial"), then one panel per other metric
+    (usage, perplexity, ..., psnr, ssim, then the rest such as adaptive_weight, lr), since their
+    scales differ by orders of magnitude. Bookkeeping columns are left out."""
     metrics = sorted(frame["metric"].unique()) if len(frame) else []
-    losses = [m for m in metrics if "loss" in m.lower() or m.lower() in ("codebook", "commitment", "entropy")]
-    rest = [m for m in metrics if m not in losses and m.lower() not in ("codebook_size", "num_images")]
+    adversarial = [m for m in ADVERSARIAL_CURVES if m in metrics]
+    losses = [m for m in metrics if m not in adversarial
+              and ("loss" in m.lower() or m.lower() in ("codebook", "commitment", "entropy"))]
+    rest = [m for m in metrics if m not in losses and m not in adversarial
+            and m.lower() not in ("codebook_size", "num_images")]
     rest.sort(key=lambda m: (_CURVE_ORDER.index(m.lower()) if m.lower() in _CURVE_ORDER else len(_CURVE_ORDER), m))
     groups = {"losses": losses} if losses else {}
+    if adversarial:
+        groups["adversarial"] = adversarial
     groups.update({m: [m] for m in rest})
     return groups
 

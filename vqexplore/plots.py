@@ -547,7 +547,7 @@ _LABEL_SPOTS = ("middle right", "middle left", "top right", "bottom right", "top
 
 
 def _label_positions(xs: np.ndarray, ys: np.ndarray, labelled: np.ndarray) -> list[str]:
-    """A text position per point: labelled points on one x (within 1% of the x range) go round it
+    """A text position per point: labelled points on about one x (within 5% of the x range) go round it
     in turn instead of piling up on the same spot."""
     pos = ["top center"] * len(xs)
     if not len(xs):
@@ -555,7 +555,7 @@ def _label_positions(xs: np.ndarray, ys: np.ndarray, labelled: np.ndarray) -> li
     span = float(np.nanmax(xs) - np.nanmin(xs)) or 1.0
     groups: dict[int, list[int]] = {}
     for i in np.flatnonzero(labelled):
-        groups.setdefault(int(round(float(xs[i]) / (0.01 * span))), []).append(int(i))
+        groups.setdefault(int(round(float(xs[i]) / (0.05 * span))), []).append(int(i))
     for members in groups.values():
         if len(members) < 2:
             continue

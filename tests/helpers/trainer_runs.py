@@ -24,6 +24,7 @@ def write_config(path: Path, name: str, out_dir: Path, **sections) -> Path:
     cfg = {"name": name, "out_dir": str(out_dir)}
     for key, value in TINY.items():
         cfg[key] = {**value, **sections.get(key, {})}
+    cfg.update({key: value for key, value in sections.items() if key not in TINY})  # e.g. loss=
     path.write_text(yaml.safe_dump(cfg))
     return path
 
