@@ -57,7 +57,7 @@ import torch
 from vqexplore.data import MAX_PIXELS, builtin_photos, load_image, memory_budget
 from vqexplore.errors import ImageError, VQExploreError
 from vqexplore.hub import looks_like_repo_id
-from vqexplore.reconstruct import NATIVE_MAX_PIXELS, prepare_image, reconstruct
+from vqexplore.reconstruct import NATIVE_MAX_PIXELS, prepare_for, reconstruct
 from vqexplore.utils import parse_size, write_atomic
 
 from app.demo_models import (DEFAULT_CHECKPOINTS, EXTRA_MODEL_CACHE, Entry, LpipsProvider,  # noqa: F401
@@ -66,10 +66,11 @@ from app.request_guard import BodyLimit, guard_inputs, validation_error
 
 log = logging.getLogger("vqexplore.demo")
 
-MODE_CHOICES = [
-    ("64 x 64 center crop", "64"),
-    (f"native resolution (sides a multiple of 4, at most {NATIVE_MAX_PIXELS:,} pixels "
-     f"= {math.isqrt(NATIVE_MAX_PIXELS)} x {math.isqrt(NATIVE_MAX_PIXELS)}; larger images are downscaled)",
+MODE_CHOICES = [  # "64" (its historic value) = each checkpoint's training resolution
+    ("training resolution, center crop (64 x 64 for the demo set; a 256-px tokenizer gets 256 x 256)", "64"),
+    (f"native resolution (sides a multiple of the tokenizer's downsampling: 4, or 16 for an f16 VQGAN; "
+     f"at most {NATIVE_MAX_PIXELS:,} pixels = {math.isqrt(NATIVE_MAX_PIXELS)} x {math.isqrt(NATIVE_MAX_PIXELS)}; "
+     f"larger images are downscaled)",
      "native"),
 ]
 MAX_EXTRA_CHECKPOINTS = 4     # typed Hub repo ids per request
@@ -335,13 +336,14 @@ class Demo:
     def _run(self, image, chosen, typed, mode):
         if image is None:
             raise gr.Error("No image: upload one or pick an example photo first.")
+        mode = "64" if mode == "train" else mode
         if mode not in dict((v, k) for k, v in MODE_CHOICES):
-            raise gr.Error(f"Unknown mode {mode!r}; choose '64' (64 x 64 center crop) or 'native'.")
+            raise gr.Error(f"Unknown mode {mode!r}; choose '64' (each checkpoint's training resolution, "
+                           f"center crop) or 'native'.")
         entries = self._sources(chosen, typed)
         name = _image_name(image)
         try:
             original = load_image(image, max_pixels=MAX_PIXELS, name=name)
-            prepared = prepare_image(original, mode)
         except ImageError as e:
             if isinstance(image, str) and not os.path.isfile(image):  # deleted by the TTL while queued
                 raise gr.Error(EXPIRED) from None
@@ -349,24 +351,32 @@ class Demo:
         except VQExploreError as e:
             raise gr.Error(_sentence(e)) from None
 
-        h, w = prepared.shape[:2]
-        gallery, rows, notes = [], [], []
+        gallery, rows, notes, inputs = [], [], [], {}
+        first = None
         for entry in entries:
             try:
                 model = self.models.get(entry.source, hub=entry.hub)
             except VQExploreError as e:
                 raise gr.Error(f"{entry.name}: {_sentence(e)}") from None
+            try:  # each tokenizer sees the image at its own size (training resolution / downsampling)
+                prepared = prepare_for(original, model, mode)
+            except VQExploreError as e:
+                raise gr.Error(_sentence(e)) from None
+            first = prepared if first is None else first
+            h, w = prepared.shape[:2]
+            inputs.setdefault(f"{w}x{h}", []).append(entry.name)
             try:
                 [r] = reconstruct(model, [prepared], lpips=self.lpips.get())
             except VQExploreError as e:
                 raise gr.Error(f"{entry.name}: {_sentence(e)}") from None
             except MemoryError:
                 raise gr.Error(f"{entry.name}: not enough memory to reconstruct {name} "
-                               f"({w}x{h} pixels); use the 64 x 64 mode or a smaller image.") from None
+                               f"({w}x{h} pixels); use the training-resolution mode or a smaller image.") from None
             except Exception as e:  # a bug: the log has the traceback, the visitor the names
                 log.exception("reconstructing %s with %s failed", name, entry.name)
                 raise gr.Error(f"{entry.name} could not reconstruct {name} ({w}x{h} pixels, "
-                               f"{type(e).__name__}); try the 64 x 64 mode or another checkpoint.") from None
+                               f"{type(e).__name__}); try the training-resolution mode or another "
+                               f"checkpoint.") from None
             grid = f"{r.indices.shape[0]}x{r.indices.shape[1]}"
             distinct = int(np.unique(r.indices).size)
             gallery += [
@@ -380,14 +390,16 @@ class Demo:
             rows.append([entry.name, getattr(model, "quantizer_type", "?"), r.codebook_size, grid, r.num_tokens,
                          round(r.bits, 1), round(r.psnr, 2), round(r.ssim, 4),
                          None if r.lpips is None else round(r.lpips, 4)])
-        notes.append(f"Input {original.shape[1]}x{original.shape[0]} -> model input {w}x{h} "
-                     f"({'64 x 64 center crop' if mode == '64' else 'native resolution'}). "
+        how = "training-resolution center crop" if mode == "64" else "native resolution"
+        sizes = "; ".join(f"{size} ({', '.join(names)})" for size, names in inputs.items()) if len(inputs) > 1 \
+            else next(iter(inputs))
+        notes.append(f"Input {original.shape[1]}x{original.shape[0]} -> model input {sizes} ({how}). "
                      f"Bits per image = tokens x log2(codebook size). Error map: {ERROR_MAP_NOTE}.")
         if self.lpips.reason:
             notes.append(f"LPIPS not shown: {self.lpips.reason}")
         else:
             notes.append("LPIPS: AlexNet features (the `lpips` package), lower is closer to the input.")
-        return png_file(prepared), gallery, rows, "\n\n".join(notes)
+        return png_file(first), gallery, rows, "\n\n".join(notes)
 
 
 PROTOCOL_HEADERS = ["checkpoint", "usage (%)", "PSNR (dB)", "SSIM", "bits/image (entropy)", "bits/pixel (entropy)"]

@@ -15,8 +15,8 @@ import numpy as np
 
 from vqexplore.data import MAX_PIXELS, load_image
 from vqexplore.errors import VQExploreError
-from vqexplore.reconstruct import prepare_image, reconstruct
-from vqexplore.surgery import format_cells, majority_code, nearest_codes, parse_cells, token_surgery
+from vqexplore.reconstruct import prepare_for, reconstruct
+from vqexplore.surgery import decoder_is_local, format_cells, majority_code, nearest_codes, parse_cells, token_surgery
 
 PICKS = [("the nearest other code (among the codes the encoder uses on this image's grid)", "nearest"),
          ("the nearest other code (any)", "nearest-any"), ("a code id", "id")]
@@ -63,15 +63,17 @@ class Surgery:
         """(entry, model, prepared uint8 image, its Reconstruction) or one gr.Error sentence."""
         if image is None:
             raise gr.Error("No image: upload one or pick an example photo first.")
+        mode = "64" if mode == "train" else mode
         if mode not in self.modes:
-            raise gr.Error(f"Unknown mode {mode!r}; choose '64' (64 x 64 center crop) or 'native'.")
+            raise gr.Error(f"Unknown mode {mode!r}; choose '64' (the checkpoint's training resolution, center crop) "
+                           f"or 'native'.")
         if not checkpoint:
             raise gr.Error("Choose the checkpoint whose tokens to edit.")
         [entry] = self.demo._sources([checkpoint], "")
         try:
             name = Path(image).name if isinstance(image, str) else "the uploaded image"
-            prepared = prepare_image(load_image(image, max_pixels=MAX_PIXELS, name=name), mode)
             model = self.demo.models.get(entry.source, hub=entry.hub)
+            prepared = prepare_for(load_image(image, max_pixels=MAX_PIXELS, name=name), model, mode)
             [r] = reconstruct(model, [prepared])
         except VQExploreError as e:
             raise gr.Error(f"{entry.name}: {self.sentence(e)}") from None
@@ -153,8 +155,12 @@ class Surgery:
         notes = (f"**{entry.name}**: {int(cells.sum())} cell(s) (mostly code {from_code}) → {how}.  \n"
                  f"PSNR against the input: original decode **{res.psnr_before:.2f} dB**, edited decode "
                  f"**{res.psnr_after:.2f} dB** ({res.psnr_delta:+.2f} dB).  \n"
-                 f"{int(res.changed.sum())} pixels changed, all inside the {int(res.footprint.sum())} pixels the "
-                 f"edited cells reach through the decoder (magenta: changed; darkened: the rest of that footprint).")
+                 + (f"{int(res.changed.sum())} pixels changed, all inside the {int(res.footprint.sum())} pixels the "
+                    f"edited cells reach through the decoder (magenta: changed; darkened: the rest of that footprint)."
+                    if decoder_is_local(model) else
+                    f"{int(res.changed.sum())} of {res.changed.size} pixels changed (magenta). This decoder's "
+                    f"GroupNorm and attention layers let every token reach the whole image, so the footprint is "
+                    f"all of it."))
         return ((self.png_file(before), self.png_file(after)),
                 self.png_file(overlay.repeat(k, 0).repeat(k, 1)), notes)
 

@@ -12,7 +12,6 @@ from pathlib import Path
 import streamlit as st
 
 from app import keys, viewstate
-
 from app.cached import DEFAULT_IMAGE_SIZE, DEFAULT_SAMPLE, default_protocol, protocol_images_count
 from app.sources import checkpoint_root, confined, discover, local_roots, resolve, runs_root
 from vqexplore.errors import VQExploreError
@@ -31,6 +30,7 @@ PROTOCOL_SOURCES = {
     "imagenet64": ("Downsampled ImageNet val", (16, 64, 256, 1024), 1024),
 }
 DEFAULT_PROTOCOL_SOURCE = "photos"
+IMAGE_SIZE_CHOSEN = "image_size_chosen"  # set once a link or the user picked the image size
 
 
 def _options() -> dict[str, str]:
@@ -63,6 +63,29 @@ def _add_source() -> None:
 
 def _keep(key: str) -> None:
     st.session_state[key] = st.session_state[keys.widget(key)]
+    if key == keys.IMAGE_SIZE:
+        st.session_state[IMAGE_SIZE_CHOSEN] = True
+
+
+def training_size(paths) -> int | None:
+    """The largest training resolution (config.json ``resolution``; 64 when not recorded) of the
+    local checkpoint or run folders ``paths``, as the nearest offered image size; None if none."""
+    from vqexplore.hub import CONFIG_NAME, read_config
+    from vqexplore.reconstruct import DEFAULT_RESOLUTION
+
+    sizes = []
+    for path in paths:
+        try:
+            folder = Path(path)
+            if not folder.is_dir():
+                continue  # a Hub repo id: not fetched for the sidebar
+            src = resolve(str(folder))
+            sizes.append(int(read_config(src.path / CONFIG_NAME).get("resolution") or DEFAULT_RESOLUTION))
+        except Exception:  # an unreadable checkpoint says so on the pages that open it
+            continue
+    if not sizes:
+        return None
+    return min(IMAGE_SIZES, key=lambda s: (abs(s - max(sizes)), -s))
 
 
 def _seed(key: str, default) -> None:
@@ -195,6 +218,12 @@ def sidebar() -> None:
     # Options can vanish (a folder deleted): keep only what still exists.
     st.session_state[keys.SELECTED_SOURCES] = [k for k in st.session_state[keys.SELECTED_SOURCES] if k in opts]
     _seed(keys.SELECTED_SOURCES, None)
+    if IMAGE_SIZE_CHOSEN not in st.session_state:  # first run: an opening link's size is a choice
+        st.session_state[IMAGE_SIZE_CHOSEN] = "size" in st.query_params
+    if not st.session_state[IMAGE_SIZE_CHOSEN]:
+        # the image size follows the selected checkpoints' training resolution (256 for a published VQGAN)
+        trained = training_size(opts[k] for k in st.session_state[keys.SELECTED_SOURCES] if k in opts)
+        st.session_state[keys.IMAGE_SIZE] = trained or st.session_state.get(keys.IMAGE_SIZE, DEFAULT_IMAGE_SIZE)
     with st.sidebar:
         st.multiselect("Checkpoints", list(opts), key=keys.widget(keys.SELECTED_SOURCES), on_change=_keep,
                        args=(keys.SELECTED_SOURCES,),

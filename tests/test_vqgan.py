@@ -118,3 +118,22 @@ def test_bad_vqgan_configs_name_the_key(cfg, key):
     with pytest.raises(ConfigError) as e:
         VQModel.check_config(cfg)
     assert e.value.key == key
+
+
+def test_surgery_footprint_of_a_vqgan_decoder_is_the_whole_image():
+    """GroupNorm and attention let one token reach every pixel: the footprint says so, and the
+    edit really changes pixels far outside what the decoder's convolutions alone would reach."""
+    from vqexplore import surgery
+    torch.manual_seed(0)
+    model = VQModel(quantizer="vq", codebook_size=32, code_dim=4, **{**TINY, "ch_mult": [1, 1, 2], "resolution": 64})
+    model.eval()
+    with torch.no_grad():
+        model.quantizer.embedding.normal_(0, 1)
+    ids = torch.randint(0, 32, (16, 16)).numpy()
+    assert not surgery.decoder_is_local(model)
+    simple = VQModel(quantizer="vq", codebook_size=32, code_dim=4, hidden_dim=8)
+    assert surgery.decoder_is_local(simple)
+    res = surgery.token_surgery(model, ids, [(0, 0)], int((ids[0, 0] + 1) % 32))
+    assert res.footprint.shape == (64, 64) and res.footprint.all()
+    assert res.changed[32:, 32:].any()  # the far corner, 8 tokens away from the edited one
+    assert (res.changed & ~res.footprint).sum() == 0

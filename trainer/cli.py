@@ -16,6 +16,7 @@ python -m trainer --cfg CONFIG.yaml [key=value ...] [--resume]
        python -m trainer export --ckpt DIR --to FOLDER
        python -m trainer export --projector --ckpt DIR --out FOLDER
        python -m trainer tokenize --ckpt DIR --data SRC --out FOLDER [--split train|val]
+       python -m trainer import {llamagen,taming,diffusers} SRC --out FOLDER
        torchrun --nproc-per-node N -m trainer --cfg CONFIG.yaml [key=value ...]"""
 
 DESCRIPTION = """\
@@ -38,6 +39,8 @@ commands:
             (vectors, usage metadata, a sprite of decoded tiles): tensorboard --logdir FOLDER
   tokenize  --ckpt DIR --data SRC --out FOLDER  token grids of a whole dataset (memory-mapped
             tokens.npy + index.json with image ids and the checkpoint's sha256); resumable
+  import    {{llamagen,taming,diffusers}} SRC --out FOLDER  a published VQGAN tokenizer (LlamaGen .pt,
+            taming .ckpt, diffusers VQModel folder) as a vqexplore checkpoint folder
 
 Config files: configs/cpu/ (laptop scale, built-in photos) and configs/imagenet64/ (the study).
 Run `python -m trainer COMMAND --help` for a command's options. Errors you can fix print one line
@@ -144,6 +147,39 @@ def _tokenize_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
+
+
+def _import_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m trainer import",
+        description="Convert a published VQGAN tokenizer into a vqexplore checkpoint folder (config.json, "
+                    "model.safetensors, model card naming the source and its licence). The architecture is "
+                    "read from the weights' shapes; the flags give what shapes cannot tell.")
+    p.add_argument("kind", choices=["llamagen", "taming", "diffusers"],
+                   help="llamagen: a .pt with its 'model' state dict (e.g. vq_ds16_c2i.pt); taming: a Lightning "
+                        ".ckpt (e.g. vqgan_imagenet_f16_1024/ckpts/last.ckpt); diffusers: a VQModel folder")
+    p.add_argument("src", help="the checkpoint file (llamagen, taming) or folder (diffusers)")
+    p.add_argument("--out", required=True, help="the vqexplore checkpoint folder to write (new or empty)")
+    p.add_argument("--resolution", type=int,
+                   help="training image side (default: diffusers' sample_size, else 256 as the published models)")
+    p.add_argument("--norm-groups", type=int, help="GroupNorm groups (default: diffusers' norm_num_groups, else 32)")
+    p.add_argument("--l2-norm", choices=["true", "false"],
+                   help="l2-normalised codebook (default: true for llamagen, as codebook_l2_norm is published; "
+                        "false otherwise)")
+    return p
+
+
+def _import(argv: list[str]) -> None:
+    from vqexplore.importers import import_checkpoint
+
+    a = _import_parser().parse_args(argv[1:])
+    l2 = None if a.l2_norm is None else a.l2_norm == "true"
+    res = import_checkpoint(a.kind, a.src, a.out, resolution=a.resolution, norm_groups=a.norm_groups, l2_norm=l2,
+                            command=_command_line(argv))
+    c = res.config
+    print(f"imported {a.kind} {a.src} -> {a.out}: VQGAN f{2 ** (len(c['ch_mult']) - 1)}, {c['codebook_size']:,} "
+          f"codes of dim {c['code_dim']}{' (l2-normalised)' if c['l2_norm'] else ''}, trained at "
+          f"{c['resolution']} px; {len(res.dropped)} training-only tensors dropped")
 
 
 def _command_line(argv: list[str]) -> str:
@@ -263,4 +299,5 @@ def _tokenize(argv: list[str]) -> None:
 
 
 # command -> its handler (argv with the command first); anything else trains
-COMMANDS = {"eval": _eval, "push": _push, "sweep": _sweep, "export": _export, "tokenize": _tokenize}
+COMMANDS = {"eval": _eval, "push": _push, "sweep": _sweep, "export": _export, "tokenize": _tokenize,
+            "import": _import}

@@ -218,6 +218,13 @@ def from_dict(raw: Any) -> Config:
         raise ConfigError(f"the config must be a mapping with sections {', '.join(_SECTIONS)}, "
                           f"got {type(raw).__name__}")
     top = {"name", "out_dir", *_SECTIONS}
+    model, data = raw.get("model"), raw.get("data")
+    size = data.get("size", DataConfig.size) if isinstance(data, dict) else DataConfig.size
+    if (model is None or isinstance(model, dict)) and "resolution" not in (model or {}) \
+            and isinstance(size, int) and not isinstance(size, bool):
+        # The tokenizer records the image size it trains at (config.json "resolution"): the apps'
+        # size modes follow it. A VQGAN's attention sides count from it too.
+        raw = {**raw, "model": {**(model or {}), "resolution": size}}
     kwargs = {}
     for key, value in raw.items():
         if key not in top:
@@ -341,8 +348,11 @@ def validate(cfg: Config) -> Config:
     d = cfg.data
     _check_data_source("data.train", d.train)
     _check_data_source("data.val", d.val)
-    if d.size < 8 or d.size % 4:
-        raise ConfigError(f"data.size: must be a multiple of 4 and >= 8, got {d.size}")
+    from vqexplore.nets import downsample_factor
+    f = downsample_factor(cfg.model)
+    if d.size < max(8, f) or d.size % f:
+        raise ConfigError(f"data.size: must be a multiple of {f} (the model's downsampling) and >= {max(8, f)}, "
+                          f"got {d.size}")
     if d.num_workers < 0:
         raise ConfigError(f"data.num_workers: must be >= 0, got {d.num_workers}")
 

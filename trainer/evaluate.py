@@ -10,7 +10,7 @@ from vqexplore.hub import METRICS_NAME, resolve
 from vqexplore.utils import write_atomic
 
 from .checkpoint import STATE_JSON
-from .runfacts import read_facts, run_config, write_card, write_facts
+from .runfacts import default_image_size, read_facts, run_config, write_card, write_facts
 
 
 def training_info(ckpt_dir: Path) -> dict:
@@ -76,8 +76,6 @@ def evaluate_checkpoint(ckpt: str, *, data: str | None = None, out: str | None =
     for flag, value in (("--batch-size", batch_size), ("--max-images", max_images), ("--size", size)):
         if value is not None and value < 1:
             raise ConfigError(f"{flag} must be >= 1, got {value}")
-    if size is not None and size % 4:
-        raise ConfigError(f"--size must be a multiple of 4 (the tokenizers downsample by 4), got {size}")
     if out is not None and Path(out).is_dir():
         raise ConfigError(f"--out {out} is a folder; give a file name, e.g. --out {Path(out) / METRICS_NAME}")
     src = resolve(ckpt)
@@ -85,11 +83,13 @@ def evaluate_checkpoint(ckpt: str, *, data: str | None = None, out: str | None =
         raise CheckpointError(f"{ckpt} is a Hub repo: pass --out FILE for its metrics")
     run_cfg = run_config(src.run_dir)  # the run's validated config, or the defaults
     run_data = {"data": {"val": run_cfg.data.val, "size": run_cfg.data.size}} if src.run_dir else {}
-    protocol = eval_protocol(run_data, data=data, size=size, max_images=max_images, crop=crop,
-                             usage_scales=usage_scales)
     dev = pick_device(device)
-
     model = vqexplore.load(src.path, device=dev)
+    if size is not None and size % model.downsample:
+        raise ConfigError(f"--size must be a multiple of {model.downsample} (this tokenizer's downsampling), "
+                          f"got {size}")
+    protocol = eval_protocol(run_data, data=data, size=size or default_image_size(src, model),
+                             max_images=max_images, crop=crop, usage_scales=usage_scales)
     protocol.num_images()  # a source without images fails here, in one line
     lpips, rfid, notes = _metric_models(lpips_weights or run_cfg.eval.lpips_weights,
                                         rfid_weights or run_cfg.eval.rfid_weights, dev)

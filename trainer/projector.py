@@ -31,10 +31,12 @@ MAX_SPRITE_PX = 4096
 
 
 @torch.no_grad()
-def code_tiles(model, tile_grid: int = 4, batch_size: int = 512) -> np.ndarray:
-    """uint8 (K, S, S, 3): the decode of a (tile_grid x tile_grid) grid filled with each code."""
+def code_tiles(model, tile_grid: int | None = None, batch_size: int = 512) -> np.ndarray:
+    """uint8 (K, S, S, 3): the decode of a (tile_grid x tile_grid) grid filled with each code.
+    Default grid: 16 px tiles (4 x 4 tokens of SimpleCNN, one token of an f16 VQGAN)."""
     from vqexplore.data import tensor_to_image
 
+    tile_grid = tile_grid or max(1, 16 // model.downsample)
     k = model.codebook_size
     device = next(model.parameters()).device
     tiles = []
@@ -79,7 +81,7 @@ def export_projector(ckpt: str, out: str | os.PathLike, *, data: str = "builtin"
     from PIL import Image
 
     from .distributed import pick_device
-    from .runfacts import run_config
+    from .runfacts import default_image_size
 
     src = resolve(ckpt)
     out = Path(out)
@@ -89,9 +91,9 @@ def export_projector(ckpt: str, out: str | os.PathLike, *, data: str = "builtin"
     if out.is_dir() and any(p.name not in known for p in out.iterdir() if not p.name.startswith(".")):
         raise CheckpointError(f"--out {out} holds other files; choose an empty or new folder "
                               f"(tensorboard --logdir reads every run below it)")
-    size = int(size or run_config(src.run_dir).data.size)
     dev = pick_device(device)
     model = vqexplore.load(src.path, device=dev).eval()
+    size = int(size or default_image_size(src, model))
     images = validation_batch(data, n=num_images, size=size)
     counts = usage_counts(model, images)
     vectors = model.codebook_vectors().detach().float().cpu().numpy()

@@ -33,6 +33,15 @@ def run_config(run_dir: Path | None):
         return Config()
 
 
+def default_image_size(src, model) -> int:
+    """The image side a command uses when none is given: the run's data.size when the checkpoint
+    belongs to a run with a config, else the checkpoint's training resolution (config.json
+    ``resolution``: an imported 256-px tokenizer), else 64, the study's."""
+    if src.run_dir is not None and RunLayout(src.run_dir).config.is_file():
+        return int(run_config(src.run_dir).data.size)
+    return int(getattr(model, "resolution", None) or 64)
+
+
 def facts(*, name: str, data: str | None, step: int, command: str | None) -> dict:
     """The facts of a checkpoint the trainer has just written."""
     return {"name": name, "data": data, "step": int(step), "commands": [command] if command else []}

@@ -101,7 +101,8 @@ def tokenize_dataset(ckpt: str, data: str, out: str | os.PathLike, *, split: str
                      max_images: int | None = None, progress: bool = True) -> dict:
     """Tokenize ``data`` with checkpoint ``ckpt`` into ``out`` (see the module docstring).
 
-    size: image side (default: the run's data.size when the checkpoint belongs to a run, else 64).
+    size: image side (default: the run's data.size when the checkpoint belongs to a run, else the
+    checkpoint's training resolution, else 64).
     max_images: only the first N items. Returns the final index (without ``image_ids``), with
     ``seconds`` and ``images_per_second`` of this call.
     """
@@ -110,21 +111,21 @@ def tokenize_dataset(ckpt: str, data: str, out: str | os.PathLike, *, split: str
     from vqexplore.hub import resolve
 
     from .distributed import pick_device
-    from .runfacts import run_config
+    from .runfacts import default_image_size
 
     src = resolve(ckpt)
-    size = int(size or run_config(src.run_dir).data.size)
     if batch_size < 1:
         raise DataError(f"--batch-size must be >= 1, got {batch_size}")
     dev = pick_device(device)
     model = vqexplore.load(src.path, device=dev).eval()
+    size = int(size or default_image_size(src, model))
     # Streaming: never decode the whole dataset into memory up front.
     dataset = make_dataset(data, split, size, seed=seed, in_memory=False)
     n = len(dataset) if max_images is None else min(int(max_images), len(dataset))
     if n == 0:
         raise DataError(f"{data} has no {split} images to tokenize")
-    if size % model.downsample_factor:
-        raise DataError(f"--size {size} is not a multiple of {model.downsample_factor}, the model's downsampling")
+    if size % model.downsample:
+        raise DataError(f"--size {size} is not a multiple of {model.downsample}, the model's downsampling")
     ids = image_ids(dataset)[:n]
     index = _index(src, ckpt, model, data, split, size, seed, ids)
     out = Path(out)
@@ -153,7 +154,7 @@ def _index(src, ckpt: str, model, data: str, split: str, size: int, seed: int, i
     from vqexplore.data import describe_source
     from vqexplore.projection import weights_fingerprint
 
-    grid = [size // model.downsample_factor] * 2
+    grid = [size // model.downsample] * 2
     return {
         "format": FORMAT, "checkpoint": str(ckpt), "checkpoint_sha256": weights_fingerprint(src.path),
         "config": model.config, "codebook_size": model.codebook_size, "grid": grid,

@@ -165,8 +165,9 @@ def check_resume(cfg: Config, ckpt: Path, saved: dict) -> None:
         except ConfigError as e:
             raise CheckpointError(f"{ckpt / CONFIG_NAME} is not a valid model config ({e}); delete this "
                                   f"checkpoint to resume from the one before") from None
+        unrecorded = {"resolution"} if model_cfg.get("resolution") is None else set()  # older checkpoints
         conflicts = [f"model.{k}" for k in sorted(set(model_cfg) | set(cfg.model))
-                     if model_cfg.get(k) != cfg.model.get(k)]
+                     if k not in unrecorded and model_cfg.get(k) != cfg.model.get(k)]
         where = ckpt / CONFIG_NAME
     if conflicts:
         raise ConfigError(f"{conflicts[0]}: differs from the run being resumed (recorded in {where}); "

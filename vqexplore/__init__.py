@@ -2,7 +2,7 @@
 
     import vqexplore
     model = vqexplore.load("checkpoints/vq-512")      # folder, run folder or Hub repo id
-    ids = model.encode(images)                         # (B, 3, H, W) in [-1, 1] -> (B, H/4, W/4)
+    ids = model.encode(images)                         # (B, 3, H, W) in [-1, 1] -> (B, H/f, W/f), f = model.downsample
     recon = model.decode_indices(ids)
 """
 from .errors import (CheckpointError, ConfigError, DataError, HubError, ImageError,

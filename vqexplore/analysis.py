@@ -113,7 +113,8 @@ def receptive_field(model: nn.Module) -> tuple[int, float, int]:
     Token (i, j) sees the input square of side ``size`` centred at
     ``(first_center + stride * i, first_center + stride * j)``. Computed from the encoder's
     convolutions in order (residual blocks only widen it); 34, 1.5, 4 for SimpleCNN with 2
-    residual blocks.
+    residual blocks. For a VQGAN this is the convolutions' reach only: its GroupNorm and
+    attention layers make every token depend on the whole image.
     """
     size, jump, center = 1, 1, 0.0
     for module in list(model.encoder.modules()) + list(model.pre_quant.modules()):
@@ -148,7 +149,7 @@ class CodeGallery:
 @torch.no_grad()
 def decoded_tile(model: nn.Module, code: int, grid: int = 4) -> np.ndarray:
     """What the decoder makes of a (grid x grid) token grid filled with ``code``: uint8
-    (grid*4, grid*4, 3)."""
+    (grid*f, grid*f, 3), f = ``model.downsample``."""
     from .data import tensor_to_image
 
     if not 0 <= int(code) < model.codebook_size:
@@ -189,6 +190,11 @@ def code_gallery(model: nn.Module, images: Tensor, code: int, *, max_patches: in
     where = torch.nonzero(ids_t == code)  # (n, 3) image, row, col
     count = int(where.shape[0])
     size, first, stride = receptive_field(model)
+    from .nets import global_layers
+    if global_layers(model.encoder):
+        # Every token sees the whole image (attention, GroupNorm) and the convolutions alone reach
+        # hundreds of pixels: show the token's cell with one cell of context around it.
+        size, first = 3 * stride, (stride - 1) / 2
     if count:
         lat = torch.from_numpy(encoded.latents)[where[:, 0], where[:, 1], where[:, 2]]
         d = (lat - vector).norm(dim=-1)

@@ -48,6 +48,8 @@ def config_summary(config: Mapping) -> str:
     ``"VQ · K=512 · D=64 · l2 norm · entropy reg 0.1"``."""
     d = describe_config(config)
     bits = [d.pop("quantizer"), f"K={d.pop('codebook size')}", f"D={d.pop('code dim')}"]
+    if config.get("arch") == "vqgan" and config.get("ch_mult"):
+        bits.append(f"VQGAN f{2 ** (len(config['ch_mult']) - 1)}")
     for label, value in d.items():
         if value in ("", "no", None):
             continue

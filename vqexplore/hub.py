@@ -326,10 +326,13 @@ _METRIC_NAMES = {k: METRIC[k].label for k in TABLE_METRICS}  # the registry: vqe
 
 
 def model_card(config: dict, *, metrics: dict | None = None, dataset: str | None = None,
-               command: str | None = None, repo_id: str | None = None, name: str | None = None):
+               command: str | None = None, repo_id: str | None = None, name: str | None = None,
+               source: dict | None = None, license: str = "mit"):
     """A model card (``huggingface_hub.ModelCard``) with the config, the training data and the
     evaluation metrics as model-index metadata. ``dataset`` is free text; it is listed in the
-    ``datasets`` metadata only when it is a Hub dataset id (``user/name``)."""
+    ``datasets`` metadata only when it is a Hub dataset id (``user/name``). ``source``: for a
+    converted published tokenizer (``vqexplore.importers``), its kind, path, sha256 and licence;
+    ``license``: the card's licence id."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     name = name or (repo_id.split("/")[-1] if repo_id else "vqexplore-tokenizer")
@@ -345,7 +348,7 @@ def model_card(config: dict, *, metrics: dict | None = None, dataset: str | None
                 dataset_type=dataset or "custom", dataset_name=dataset or "custom",
                 metric_type=key, metric_name=label, metric_value=float(value)))
     data = ModelCardData(
-        library_name="vqexplore", license="mit", pipeline_tag="image-to-image",
+        library_name="vqexplore", license=license, pipeline_tag="image-to-image",
         tags=["vqexplore", "image-tokenizer", "vector-quantization", str(config.get("quantizer", "vq"))],
         model_name=name, eval_results=eval_results or None,
         datasets=[hub_dataset] if hub_dataset else None)
@@ -353,16 +356,24 @@ def model_card(config: dict, *, metrics: dict | None = None, dataset: str | None
     metric_rows = "\n".join(
         f"| {label} | {_fmt(metrics[key])} |" for key, label in _METRIC_NAMES.items()
         if metrics and key in metrics and metrics[key] is not None)
+    net = "VQGAN" if config.get("arch") == "vqgan" else "SimpleCNN"
+    made = (f"converted from a published {source['kind']} checkpoint with "
+            f"[vqexplore](https://github.com/vqexplore/vqexplore)" if source else
+            "trained with [vqexplore](https://github.com/vqexplore/vqexplore)")
     body = [
         f"# {name}", "",
-        "An image tokenizer (SimpleCNN autoencoder with a vector-quantized bottleneck) trained "
-        "with [vqexplore](https://github.com/vqexplore/vqexplore).", "",
+        f"An image tokenizer ({net} autoencoder with a vector-quantized bottleneck) {made}.", "",
         "```python", "import vqexplore", f"model = vqexplore.load({(repo_id or 'path/to/this/folder')!r})",
-        "indices = model.encode(images)          # (B, 3, H, W) in [-1, 1] -> (B, H/4, W/4)",
+        "indices = model.encode(images)          # (B, 3, H, W) in [-1, 1] -> (B, H/f, W/f), f = model.downsample",
         "reconstruction = model.decode_indices(indices)", "```", "",
         "## Configuration", "", config_summary(config), "", "| setting | value |", "|---|---|", cfg_rows, "",
         "`config.json`:", "", "```json", json.dumps(config, indent=2, sort_keys=True), "```", "",
     ]
+    if source:
+        body += ["## Source", "", f"- published {source['kind']} checkpoint: `{source['path']}`"
+                 + (f" (sha256 `{source['sha256']}`)" if source.get("sha256") else ""),
+                 f"- licence: {source['licence']}; the weights keep their publisher's licence and terms",
+                 f"- tensors left out: {source.get('dropped', 0)} (training loss / usage statistics)", ""]
     if dataset:
         body += ["## Training data", "", f"{dataset}", ""]
     if metric_rows:

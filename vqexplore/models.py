@@ -290,7 +290,8 @@ class VQModel(
 
     def generate_model_card(self, *args, **kwargs):
         return model_card(self.config, metrics=kwargs.get("metrics"), dataset=kwargs.get("dataset"),
-                          command=kwargs.get("command"), repo_id=kwargs.get("repo_id"), name=kwargs.get("name"))
+                          command=kwargs.get("command"), repo_id=kwargs.get("repo_id"), name=kwargs.get("name"),
+                          source=kwargs.get("source"), license=kwargs.get("license") or "mit")
 
     def extra_repr(self) -> str:
         return (f"arch={self.arch!r}, quantizer={self.quantizer_type!r}, codebook_size={self.codebook_size}, "

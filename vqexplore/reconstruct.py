@@ -23,6 +23,27 @@ from .utils import eval_mode
 NATIVE_MAX_PIXELS = 512 * 512
 MODES = ("64", "native")
 NATIVE_MIN_SIDE = 8  # SSIM's 7 x 7 window, rounded up to the downsampling factor
+DEFAULT_RESOLUTION = 64  # the study's size: SimpleCNN checkpoints that do not record theirs
+
+
+def native_resolution(model) -> int:
+    """The image side a tokenizer was trained at: config.json's ``resolution`` (the trainer and
+    the importers record it), else 64, the study's and the demo set's size."""
+    value = getattr(model, "config", {}).get("resolution")
+    return int(value) if value else DEFAULT_RESOLUTION
+
+
+def prepare_for(image: np.ndarray, model, mode: str = "train", *, max_pixels: int = NATIVE_MAX_PIXELS) -> np.ndarray:
+    """uint8 (H, W, 3) -> what ``model`` should see: "train" (also "64", its older name) = resize
+    and center crop to the model's training resolution (:func:`native_resolution`); "native" =
+    own resolution, downscaled to ``max_pixels``, sides cropped to a multiple of the model's
+    downsampling (4 for SimpleCNN, 16 for an f16 VQGAN)."""
+    f = int(getattr(model, "downsample", 4))
+    if mode in ("train", "64"):
+        return center_crop(image, native_resolution(model))
+    if mode == "native":
+        return fit_to_multiple(image, f, max_pixels=max_pixels, min_side=max(NATIVE_MIN_SIDE, f))
+    raise ValueError(f"mode must be 'train' or 'native', got {mode!r}")
 
 
 @dataclass
@@ -30,7 +51,7 @@ class Reconstruction:
     """One image through one tokenizer.
 
     original, reconstruction, error_map, token_map: uint8 (H, W, 3) at the same size;
-    indices: (H/4, W/4) int64 code ids; psnr in dB, ssim in [-1, 1], lpips >= 0 (None when
+    indices: (H/f, W/f) int64 code ids (f = model.downsample); psnr in dB, ssim in [-1, 1], lpips >= 0 (None when
     its weights are unavailable); bits = num_tokens * log2(codebook_size).
     """
 
@@ -127,7 +148,7 @@ def reconstruct(model, images: list[np.ndarray], *, lpips=None, device: str | to
                     idx = out.indices[j].cpu().numpy()
                     results[i] = Reconstruction(
                         original=orig, reconstruction=rec, error_map=error_heatmap(orig, rec),
-                        token_map=colorize_tokens(idx, model.codebook_size, model.downsample_factor),
+                        token_map=colorize_tokens(idx, model.codebook_size, model.downsample),
                         indices=idx, num_tokens=int(idx.size), codebook_size=model.codebook_size,
                         psnr=float(p[j]), ssim=float(s[j]), lpips=None if lp is None else float(lp[j]))
     return results  # type: ignore[return-value]

@@ -1,7 +1,7 @@
 """Token surgery: edit a tokenizer's code grid and decode it, to see what one token does where.
 
 Images are uint8 (H, W, 3) arrays as the apps show them; code grids are int64 (h, w) arrays with
-h = H / 4, w = W / 4 (``model.downsample_factor``).
+h = H / f, w = W / f (``f = model.downsample``: 4 for SimpleCNN, 16 for the published VQGANs).
 
 - :func:`edit_tokens` replaces the codes of some cells (a boolean (h, w) mask, a list of
   (row, col) cells, or a box from :func:`box_cells`) by one code;
@@ -12,9 +12,12 @@ h = H / 4, w = W / 4 (``model.downsample_factor``).
 - :func:`token_surgery` decodes the original and the edited grid together and returns both
   images, the pixels that changed and PSNR before / after.
 
-The edit is exact: the decoder is convolutional, so only pixels inside the footprint of the
-edited cells can change, and ``tests/test_surgery.py`` checks that every pixel outside it is
-bit-identical.
+The edit is exact: SimpleCNN's decoder is convolutional, so only pixels inside the footprint of
+the edited cells can change, and ``tests/test_surgery.py`` checks that every pixel outside it is
+bit-identical. A VQGAN decoder is not local: its GroupNorm layers normalise with statistics of the
+whole feature map and its attention layers mix every position, so one edited token can change
+every pixel; its footprint is the whole image (:func:`decoder_is_local` says which case holds),
+and the changed pixels show how far the edit really reached.
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ from torch import nn
 
 from .utils import eval_mode
 
-__all__ = ["box_cells", "cells_mask", "edit_tokens", "nearest_codes", "decoder_footprint",
+__all__ = ["box_cells", "cells_mask", "edit_tokens", "nearest_codes", "decoder_footprint", "decoder_is_local",
            "decode_grid", "SurgeryResult", "token_surgery", "cells_from_points", "parse_cells",
            "format_cells", "majority_code"]
 
@@ -125,13 +128,27 @@ def _decoder_convs(model: nn.Module) -> list[nn.Module]:
             if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
 
 
+def decoder_is_local(model: nn.Module) -> bool:
+    """True when a token reaches only the pixels its decoder convolutions reach (SimpleCNN);
+    False when layers that see the whole feature map (GroupNorm, attention: the VQGAN) let
+    every token touch every pixel."""
+    from .nets import global_layers
+
+    return not any(global_layers(part) for part in (getattr(model, "post_quant", None),
+                                                    getattr(model, "decoder", None)) if part is not None)
+
+
 def decoder_footprint(model: nn.Module, cells, grid_shape: tuple[int, int]) -> np.ndarray:
     """Boolean (H, W) mask of the decoded pixels that can depend on the tokens at ``cells``
     (see :func:`cells_mask`) of an (h, w) grid: the union of each cell's decoder receptive
     field, from the decoder's convolutions. For SimpleCNN with 2 residual blocks one token
     reaches a 34 x 34 pixel square (three 3x3 convolutions: 3 tokens either side, then two
-    stride-2 transposed convolutions of width 4)."""
+    stride-2 transposed convolutions of width 4). A decoder that is not local
+    (:func:`decoder_is_local`: GroupNorm, attention) gives the whole image when any cell is set."""
     mask = cells_mask(grid_shape, cells)
+    if not decoder_is_local(model):
+        f = model.downsample
+        return np.full((grid_shape[0] * f, grid_shape[1] * f), bool(mask.any()))
     convs = _decoder_convs(model)
     h, w = grid_shape
     size = [h, w]

@@ -83,8 +83,13 @@ def render() -> None:
                 st.info(f"Code {code} is used only where the images are encoded whole at other sizes; "
                         f"no patch of the square images maps to it.")
             else:
+                from vqexplore.nets import global_layers
+
+                f = model.downsample
                 st.markdown(f"Receptive-field crops ({gallery.receptive_field} x {gallery.receptive_field} px, "
-                            "the token's own 4 x 4 cell outlined), most typical first:")
+                            f"the token's own {f} x {f} cell outlined), most typical first:"
+                            + (" (this encoder's attention and GroupNorm see the whole image; the crop shows one "
+                               "cell of context around the token)" if global_layers(model.encoder) else ""))
                 st.image([ui.enlarge(x, 3) for x in gallery.patches],
                          caption=[f"img {b} ({r},{c}) d={d:.2f}" for (b, r, c), d in zip(gallery.locations.tolist(),
                                                                                          gallery.distances)],

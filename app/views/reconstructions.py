@@ -3,6 +3,7 @@ and each checkpoint's reconstruction (or error map, or token map), per-image PSN
 and batch means, several checkpoints side by side; then token surgery: pick cells of the token
 grid, replace their code, and see the decode change next to the original decode."""
 import hashlib
+import math
 
 import numpy as np
 import pandas as pd
@@ -38,19 +39,25 @@ def render() -> None:
     layer = c3.radio("Swipe the input against", list(LAYERS), horizontal=True, key="recon_layer",
                      format_func=LAYERS.get)
 
+    # "native" keeps each image's own size, cropped to a multiple of every chosen tokenizer's
+    # downsampling (4 for SimpleCNN, 16 for an f16 VQGAN)
+    multiple = 4
+    for label in chosen:
+        with ui.shown_errors(f"{label}: "):
+            multiple = math.lcm(multiple, int(cached.model_of(picked[labels.index(label)]).downsample))
     images, names = [], []
     if source == "validation":
         available = min(16, cached.sample_size())
         count = st.slider("Number of validation images", 1, available, min(4, available), key="recon_count") \
             if available > 1 else 1
         batch = cached.validation_images(cached.sample())[:count]
-        images = [prepare_image(tensor_to_image(x), mode, size=size) for x in batch]
+        images = [prepare_image(tensor_to_image(x), mode, size=size, multiple=multiple) for x in batch]
         names = [f"val {i}" for i in range(len(images))]
     else:
         files = st.file_uploader("Images (JPEG, PNG, WebP)", accept_multiple_files=True, key="recon_upload")
         for f in files or []:
             try:
-                images.append(prepare_image(load_image(f, name=f.name), mode, size=size))
+                images.append(prepare_image(load_image(f, name=f.name), mode, size=size, multiple=multiple))
                 names.append(f.name)
             except ImageError as e:
                 st.error(str(e))
@@ -241,8 +248,9 @@ def render() -> None:
                 m[0].metric("PSNR, original decode", f"{res.psnr_before:.2f} dB")
                 m[1].metric("PSNR, edited decode", f"{res.psnr_after:.2f} dB", delta=f"{res.psnr_delta:+.2f} dB")
                 m[2].metric("Pixels changed", f"{int(res.changed.sum())}",
-                            help=f"All inside the {int(res.footprint.sum())} pixels the edited cells can reach "
-                                 f"through the decoder.")
+                            help=(f"All inside the {int(res.footprint.sum())} pixels the edited cells can reach "
+                                  f"through the decoder." if res.footprint.sum() < res.footprint.size else
+                                  "This decoder's GroupNorm and attention layers let every token reach every pixel."))
                 page_html, _ = widgets.swipe_html(res.before, res.after,
                                                   labels=("original decode", "edited decode"), uid="swipe-surgery")
                 st.iframe(page_html, width="stretch", height="content", alt="original decode vs edited decode")

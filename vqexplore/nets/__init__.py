@@ -12,7 +12,7 @@ from .vqgan import AttnBlock, ResnetBlock, VQGANDecoder, VQGANEncoder
 ARCHS = ("simplecnn", "vqgan")
 
 __all__ = ["ARCHS", "AttnBlock", "Decoder", "Encoder", "ResBlock", "ResnetBlock", "VQGANDecoder", "VQGANEncoder",
-           "build", "downsample_factor"]
+           "build", "downsample_factor", "global_layers"]
 
 
 def downsample_factor(cfg: dict) -> int:
@@ -31,3 +31,13 @@ def build(cfg: dict):
                                   "resolution", "norm_groups")}
         return VQGANEncoder(c, **kw), VQGANDecoder(c, **kw)
     return Encoder(cfg["hidden_dim"], cfg["n_resblocks"], c), Decoder(cfg["hidden_dim"], cfg["n_resblocks"], c)
+
+
+def global_layers(module) -> list[str]:
+    """Names of the layers of ``module`` through which every output position depends on every
+    input position: GroupNorm (statistics over the whole map) and attention. Empty for SimpleCNN,
+    whose convolutions keep every effect local."""
+    from torch import nn
+
+    return [name for name, m in module.named_modules()
+            if isinstance(m, (nn.GroupNorm, AttnBlock, nn.LayerNorm, nn.InstanceNorm2d))]
