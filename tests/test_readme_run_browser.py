@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from helpers.browser import chromium, no_exception, require_chromium, wait_rendered
 from helpers.dashboard import PAGES
-from test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, _free_port, _no_exception, wait_rendered
+from helpers.servers import start_dashboard, stop
 
 from app.pages import PAGES as REGISTRY
 
@@ -25,8 +26,7 @@ RUN_LABEL = "run: default"
 
 @pytest.fixture(scope="module")
 def readme_run(tmp_path_factory):
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} not found: the browser test needs Debian's chromium (apt-get install chromium)")
+    require_chromium()
     root = tmp_path_factory.mktemp("readme")
     runs = root / "runs"
     # The README's job; 40 steps instead of 300 keep CI short and leave what the README's run leaves:
@@ -37,51 +37,22 @@ def readme_run(tmp_path_factory):
          "train.threads=1"], cwd=REPO, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
     assert len(list((runs / "default" / "checkpoints").glob("step-*"))) == 2
-    port = _free_port()
-    env = {**os.environ, "VQEXPLORE_CACHE_DIR": str(root / "cache")}
+    # as the README runs it: runs/ is this test's (VQEXPLORE_RUNS, what --runs sets), checkpoints/ the demo set
+    env = {**os.environ, "VQEXPLORE_CACHE_DIR": str(root / "cache"), "VQEXPLORE_RUNS": str(runs)}
     env.pop("VQEXPLORE_CHECKPOINTS", None)
-    env.pop("VQEXPLORE_RUNS", None)
-    log = root / "server.log"
-    # as the README runs it (its runs/ is this test's; checkpoints/ the repository's demo set)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app/dashboard.py", "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none", "--", "--runs", str(runs)],
-        cwd=REPO, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    import urllib.request
-
-    deadline = time.time() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1):
-                break
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                pytest.fail("streamlit did not start: " + log.read_text()[-2000:])
-            time.sleep(0.2)
+    proc, url = start_dashboard(env, root / "server.log")
     yield url
-    proc.terminate()
-    try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop(proc)
 
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 def _clean(tab, where: str) -> None:
-    _no_exception(tab)
+    no_exception(tab)
     errors = tab.query_selector_all('[data-testid="stAlertContentError"]')
     assert not errors, f"{where}: " + " | ".join(e.inner_text()[:300] for e in errors)
 
