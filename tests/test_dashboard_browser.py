@@ -62,20 +62,20 @@ def test_every_page_renders(server, page):
 def test_switch_checkpoint(server, page):
     page.goto(f"{server['url']}/codebook_usage")
     wait_rendered(page)
-    caption = page.inner_text('[data-testid="stCaptionContainer"]')
+    captions = page.locator('[data-testid="stCaptionContainer"]').all_inner_texts()  # protocol header, checkpoint
     # The page's own selectbox (the sidebar has the "Checkpoints" multiselect).
     page.get_by_test_id("stMainBlockContainer").get_by_role("combobox", name="Checkpoint", exact=True).click()
     page.get_by_role("option", name="vq-l2-128").click()
     page.wait_for_selector("text=K=128", timeout=60000)
     wait_rendered(page)
     no_exception(page)
-    assert page.inner_text('[data-testid="stCaptionContainer"]') != caption
+    assert page.locator('[data-testid="stCaptionContainer"]').all_inner_texts() != captions
     page.screenshot(path=str(ARTIFACTS / "codebook_usage_switched.png"), full_page=True)
     # The choice carries over to the other single-checkpoint pages (in-app navigation).
     page.get_by_test_id("stSidebarNav").get_by_role("link", name="Code inspector").click()
     page.wait_for_selector("h1:has-text('Code inspector')")
     wait_rendered(page)
-    assert "K=128" in page.inner_text('[data-testid="stCaptionContainer"]')
+    assert "K=128" in "\n".join(page.locator('[data-testid="stCaptionContainer"]').all_inner_texts())
     page.screenshot(path=str(ARTIFACTS / "code_inspector_switched.png"), full_page=True)
 
 

@@ -741,14 +741,26 @@ def trainer(*args: str, timeout: float = 300, file_size: int | None = None, cwd:
     """``python -m trainer ARGS`` -> (exit code, stderr, peak RSS of the process in MB)."""
     from helpers.trainer_runs import env
 
-    with subprocess.Popen([sys.executable, "-m", "trainer", *args], cwd=cwd, env=env(), stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True, preexec_fn=_limited(8, file_size)) as proc:
-        _, stderr = proc.communicate(timeout=timeout)
-        # communicate() has reaped it: its peak RSS is the children's maximum so far, which the
-        # fixed, small processes of this module keep meaningful
-        import resource
+    import threading
 
-        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    proc = subprocess.Popen([sys.executable, "-m", "trainer", *args], cwd=cwd, env=env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_limited(8, file_size))
+    out: dict[str, str] = {}
+    readers = [threading.Thread(target=lambda n=n, f=f: out.__setitem__(n, f.read())) for n, f in
+               (("stdout", proc.stdout), ("stderr", proc.stderr))]
+    for r in readers:
+        r.start()
+    killer = threading.Timer(timeout, proc.kill)
+    killer.start()
+    # wait4: this child's own peak RSS (RUSAGE_CHILDREN would be the largest child of the whole session)
+    _, status, usage = os.wait4(proc.pid, 0)
+    killer.cancel()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    for r in readers:
+        r.join()
+    proc.stdout.close()
+    proc.stderr.close()
+    stderr, peak = out["stderr"], usage.ru_maxrss / 1024
     return proc.returncode, stderr, peak
 
 

@@ -194,12 +194,18 @@ def test_a_run_config_validates_its_model_once(monkeypatch):
 
 
 def test_tools_read_a_run_config_through_the_one_reader():
+    import inspect
+
+    from trainer.runfacts import default_image_size
+
     """evaluate / tokenize / projector take a run's settings from trainer.runfacts.run_config (a
     validated Config), never from raw dicts with `.get(...) or default` chains."""
     for name in ("evaluate", "tokenize", "projector"):
         text = (ROOT / "trainer" / f"{name}.py").read_text()
         assert not re.search(r'or \{\}\)\.get\(|run_cfg\.get\(', text), name
-        assert "run_config(" in text, name
+        # run_config itself, or runfacts.default_image_size, which reads the run through it
+        assert "run_config(" in text or "default_image_size(" in text, name
+    assert "run_config(" in inspect.getsource(default_image_size)
 
 
 def test_one_browser_and_server_harness():

@@ -5,8 +5,6 @@ anywhere. Screenshots go to tests/artifacts/vqgan/ (gitignored)."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +15,10 @@ from PIL import Image
 import vqexplore
 from trainer.cli import main
 from helpers.published import llamagen_shapes, random_state
-from helpers.servers import free_port, start_demo, stop, wait_for_http
+from helpers.browser import chromium, require_chromium, wait_rendered
+from helpers.servers import start_dashboard, start_demo, stop
 
 REPO = Path(__file__).resolve().parent.parent
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 ARTIFACTS = REPO / "tests" / "artifacts" / "vqgan"
 PAGES = {"compare": "Compare checkpoints", "codebook_usage": "Codebook usage", "codebook_health": "Codebook health",
          "code_embeddings": "Code embeddings", "reconstructions": "Reconstructions", "code_inspector": "Code inspector",
@@ -42,8 +38,7 @@ def _import(tmp: Path, name: str, seed: int, out_root: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} not found: the browser test needs Debian's chromium (apt-get install chromium)")
+    require_chromium()
     root = tmp_path_factory.mktemp("vqgan-apps")
     ckpts = root / "checkpoints"
     a = _import(root, "llamagen-a", 0, ckpts)
@@ -55,35 +50,18 @@ def tree(tmp_path_factory):
     return root
 
 
-def _wait_rendered(tab, timeout_s: float = 300) -> None:
-    from test_dashboard_browser import wait_rendered
-
-    wait_rendered(tab, timeout_s)
-
-
 def test_an_imported_256px_vqgan_opens_on_every_dashboard_page(tree):
-    from playwright.sync_api import sync_playwright
-
-    port = free_port()
     env = {**os.environ, "VQEXPLORE_CHECKPOINTS": str(tree / "checkpoints"), "VQEXPLORE_RUNS": str(tree / "runs"),
            "VQEXPLORE_CACHE_DIR": str(tree / "cache"), "HF_HUB_OFFLINE": "1"}
-    log_path = tree / "dashboard.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "dashboard.py"), "--server.headless", "true",
-             "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-             "--server.fileWatcherType", "none"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    proc, url = start_dashboard(env, tree / "dashboard.log")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     try:
-        wait_for_http(f"{url}/_stcore/health", proc, log_path)
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        with chromium() as browser:
             tab = browser.new_page(viewport={"width": 1400, "height": 1000})
             for name, title in PAGES.items():
                 tab.goto(f"{url}/{name}?n=16")  # 16 validation images: the sidebar's smallest sample
                 tab.wait_for_selector(f"h1:has-text('{title}')", timeout=180_000)
-                _wait_rendered(tab)
+                wait_rendered(tab, 300)
                 body = tab.inner_text("body")
                 assert tab.query_selector('[data-testid="stException"]') is None, body[:2000]
                 assert tab.query_selector('[data-testid="stAlertContentError"]') is None, body[:2000]
@@ -94,21 +72,19 @@ def test_an_imported_256px_vqgan_opens_on_every_dashboard_page(tree):
                     assert "256 x 256 crop" in body, body[:2000]
             # The sidebar's image size followed the checkpoints' training resolution (the page's link says it).
             assert "size=256" in tab.url, tab.url
-            browser.close()
     finally:
         stop(proc)
 
 
 def test_an_imported_256px_vqgan_in_the_demo(tree, tmp_path):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     upload = tmp_path / "upload.png"
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8)).save(upload)
     proc, url, log_path = start_demo(tmp_path, tree / "checkpoints")
     try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        with chromium() as browser:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             errors = []
             page.on("pageerror", lambda e: errors.append(str(e)))
@@ -125,7 +101,6 @@ def test_an_imported_256px_vqgan_in_the_demo(tree, tmp_path):
             assert page.locator(".toast-body.error").count() == 0
             page.screenshot(path=str(ARTIFACTS / "demo.png"), full_page=True)
             assert not errors, errors
-            browser.close()
     finally:
         stop(proc)
     assert "Traceback" not in log_path.read_text()

@@ -29,16 +29,15 @@ def training_info(ckpt_dir: Path) -> dict:
             "commands": [meta["command"]] if meta.get("command") else []}
 
 
-def eval_protocol(ckpt_run_cfg: dict | None, *, data: str | None = None, size: int | None = None,
+def eval_protocol(run_val: str | None, *, data: str | None = None, size: int | None = None,
                   max_images: int | None = None, crop: str | None = None, usage_scales: str | None = None,
                   metrics: tuple[str, ...] | None = None):
-    """The protocol ``trainer eval`` measures under: the flags, else the run's data.val / data.size
-    (else the held-out photos at 64 px), through ``Protocol.for_source``."""
+    """The protocol ``trainer eval`` measures under: the flags, else the run's data.val (``run_val``;
+    else the held-out photos) at ``size`` (else 64 px), through ``Protocol.for_source``."""
     from vqexplore.protocol import DEFAULT_METRICS, Protocol
 
-    run_cfg = ckpt_run_cfg or {}
-    data = data or (run_cfg.get("data") or {}).get("val") or "photos"
-    size = size or (run_cfg.get("data") or {}).get("size") or 64
+    data = data or run_val or "photos"
+    size = size or 64
     kw = {"metrics": tuple(metrics or (*DEFAULT_METRICS, "lpips", "rfid"))}
     if usage_scales is not None:
         text = usage_scales.strip().lower()
@@ -82,14 +81,14 @@ def evaluate_checkpoint(ckpt: str, *, data: str | None = None, out: str | None =
     if src.kind == "hub" and out is None:
         raise CheckpointError(f"{ckpt} is a Hub repo: pass --out FILE for its metrics")
     run_cfg = run_config(src.run_dir)  # the run's validated config, or the defaults
-    run_data = {"data": {"val": run_cfg.data.val, "size": run_cfg.data.size}} if src.run_dir else {}
     dev = pick_device(device)
     model = vqexplore.load(src.path, device=dev)
     if size is not None and size % model.downsample:
         raise ConfigError(f"--size must be a multiple of {model.downsample} (this tokenizer's downsampling), "
                           f"got {size}")
-    protocol = eval_protocol(run_data, data=data, size=size or default_image_size(src, model),
-                             max_images=max_images, crop=crop, usage_scales=usage_scales)
+    protocol = eval_protocol(run_cfg.data.val if src.run_dir else None, data=data,
+                             size=size or default_image_size(src, model), max_images=max_images, crop=crop,
+                             usage_scales=usage_scales)
     protocol.num_images()  # a source without images fails here, in one line
     lpips, rfid, notes = _metric_models(lpips_weights or run_cfg.eval.lpips_weights,
                                         rfid_weights or run_cfg.eval.rfid_weights, dev)

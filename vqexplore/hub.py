@@ -257,13 +257,16 @@ def check_safetensors(path: str | Path) -> dict:
 
 # The keys that give a checkpoint's tensors their shapes: config.json must state them (a default
 # would silently build another model); keys added later may be absent in older checkpoints.
-REQUIRED_CONFIG_KEYS = ("quantizer", "codebook_size", "code_dim", "hidden_dim", "n_resblocks", "in_channels")
+REQUIRED_CONFIG_KEYS = ("quantizer", "codebook_size", "code_dim", "in_channels")
+# ... and those of its network (``arch``; checkpoints without one are SimpleCNN's)
+REQUIRED_ARCH_KEYS = {"simplecnn": ("hidden_dim", "n_resblocks"),
+                      "vqgan": ("ch", "ch_mult", "num_res_blocks", "attn_resolutions", "z_channels")}
 
 
 def read_config(path: str | Path) -> dict:
     """Parse a checkpoint's config.json into a dict (VQModel's arguments; ``VQModel`` checks
     them). Raises CheckpointError naming the file when it is missing, not a JSON object, or lacks
-    one of ``REQUIRED_CONFIG_KEYS``."""
+    one of ``REQUIRED_CONFIG_KEYS`` or of its network's ``REQUIRED_ARCH_KEYS``."""
     path = Path(path)
     try:
         cfg = json.loads(path.read_text())
@@ -284,7 +287,8 @@ def read_config(path: str | Path) -> dict:
                               f"check its permissions") from None
     if not isinstance(cfg, dict):
         raise CheckpointError(f"{path} must hold a JSON object of VQModel arguments")
-    missing = [key for key in REQUIRED_CONFIG_KEYS if key not in cfg]
+    arch_keys = REQUIRED_ARCH_KEYS.get(cfg.get("arch", "simplecnn"), ())  # an unknown arch: VQModel names it
+    missing = [key for key in (*REQUIRED_CONFIG_KEYS, *arch_keys) if key not in cfg]
     if missing:
         raise CheckpointError(f"{path} lacks {', '.join(missing)}; the checkpoint is incomplete, re-save or "
                               f"re-download it")
