@@ -58,15 +58,17 @@ def test_diffusers_import_gives_the_same_codes_and_reconstructions(tmp_path, cap
     cfg = ours.config
     assert (cfg["ch"], cfg["ch_mult"], cfg["num_res_blocks"], cfg["attn_resolutions"], cfg["resolution"]) == \
         (32, [1, 2], 1, [16], 32)
-    x = torch.rand(3, 3, 32, 32) * 2 - 1
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
     with torch.no_grad():
         h = ref.encode(x).latents
         _, _, (_, _, idx) = ref.quantize(h)
         rec = ref.decode(h).sample
         out = ours(x)
     assert torch.equal(out.indices.flatten(), idx.flatten()) and idx.unique().numel() > 4
-    torch.testing.assert_close(out.reconstruction, rec, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(ours.decode_indices(out.indices), rec, atol=1e-5, rtol=1e-5)
+    # float32: the two networks sum in different orders, so a rare pixel differs by ~1e-5 (1.2e-5 seen);
+    # the equivalence itself is the float64 check below, to 1e-6
+    torch.testing.assert_close(out.reconstruction, rec, atol=5e-5, rtol=1e-5)
+    torch.testing.assert_close(ours.decode_indices(out.indices), rec, atol=5e-5, rtol=1e-5)
     with torch.no_grad():  # in float64 the networks agree to float32 rounding (vqexplore's quantizer
         ref64, ours64 = ref.double(), ours.double()  # searches and looks codes up in float32)
         rec64 = ref64.decode(ref64.encode(x.double()).latents).sample
