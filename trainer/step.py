@@ -45,18 +45,30 @@ def train_step(model, optimizer: torch.optim.Optimizer, images: Tensor,
                       out.indices)
 
 
+def compile_for_training(module: torch.nn.Module) -> torch.nn.Module:
+    """``train.compile``: ``torch.compile`` of a module the step runs (the model, DDP-wrapped first
+    when distributed, as PyTorch's DDP guidance has it; the discriminator). The result is a wrapper
+    that shares ``module``'s parameters and buffers: checkpoints, the weight EMA and validation go
+    on using the module itself, so no ``_orig_mod.`` name ever reaches a file. Compilation happens
+    at the first step (CPU: needs a C++ compiler), and again after a resume."""
+    return torch.compile(module)
+
+
 @dataclass
 class GANStage:
     """What the VQGAN stage adds to a step: the loss settings (``trainer.config.LossConfig``), the
     perceptual loss (None when its weight is 0) and the discriminator (``disc``: what the D step
-    runs, DDP-wrapped when distributed; ``disc_module``: the module itself) with its optimiser
-    (None when the adversarial weight is 0)."""
+    runs, DDP-wrapped when distributed and compiled with ``train.compile``; ``disc_module``: the
+    module itself, whose weights and optimiser state are saved; ``disc_gen``: what the generator's
+    adversarial loss runs, ``disc_module`` itself or, with ``train.compile``, compiled) with its
+    optimiser (None when the adversarial weight is 0)."""
 
     loss: object
     perceptual: torch.nn.Module | None = None
     disc: torch.nn.Module | None = None
     disc_module: torch.nn.Module | None = None
     disc_optimizer: torch.optim.Optimizer | None = None
+    disc_gen: torch.nn.Module | None = None
 
 
 def vqgan_train_step(model, optimizer: torch.optim.Optimizer, images: Tensor, stage: GANStage, adversarial: bool,
@@ -70,6 +82,17 @@ def vqgan_train_step(model, optimizer: torch.optim.Optimizer, images: Tensor, st
     network's gradient norm. ``adversarial`` is False before ``loss.disc_start``: no
     discriminator is run at all then.
     """
+    if stage.loss.adaptive_weight:
+        # The adaptive weight differentiates the generator's losses before the backward pass
+        # (retain_graph): a compiled model (train.compile) must then keep the buffers its backward
+        # saved instead of donating them, from its first compilation on (before loss.disc_start too).
+        with torch._functorch.config.patch(donated_buffer=False):
+            return _vqgan_step(model, optimizer, images, stage, adversarial, autocast_dtype, grad_clip)
+    return _vqgan_step(model, optimizer, images, stage, adversarial, autocast_dtype, grad_clip)
+
+
+def _vqgan_step(model, optimizer: torch.optim.Optimizer, images: Tensor, stage: GANStage, adversarial: bool,
+                autocast_dtype: torch.dtype | None, grad_clip: float) -> StepOutput:
     from vqexplore.gan import adaptive_weight, discriminator_loss, generator_loss, last_layer
 
     cfg = stage.loss
@@ -91,7 +114,7 @@ def vqgan_train_step(model, optimizer: torch.optim.Optimizer, images: Tensor, st
             disc = stage.disc_module
             disc.requires_grad_(False)  # the generator's loss trains the generator only
             try:
-                g_loss = generator_loss(disc(recon), cfg.disc_loss)
+                g_loss = generator_loss((disc if stage.disc_gen is None else stage.disc_gen)(recon), cfg.disc_loss)
             finally:
                 disc.requires_grad_(True)
             if cfg.adaptive_weight:

@@ -38,7 +38,7 @@ from .runfacts import facts
 from .runlock import RunLock
 from .runlog import RunLog
 from .recipe import WeightEMA, learning_rate, set_learning_rate
-from .step import GANStage, StepOutput, Window, train_step, vqgan_train_step
+from .step import GANStage, StepOutput, Window, compile_for_training, train_step, vqgan_train_step
 
 
 class TrainingDiverged(VQExploreError):
@@ -340,12 +340,16 @@ class Run:
         from tqdm.auto import tqdm
 
         t, d = self.t, self.d
+        # What the step runs: DDP around the model, then torch.compile around that (train.compile);
+        # self.model stays the plain module that is saved, averaged (EMA) and validated.
         step_model = distributed.wrap(self.model, d, self.device)
         if t.compile:
-            step_model = torch.compile(step_model)
+            step_model = compile_for_training(step_model)
         stage = self.stage
         if stage is not None and stage.disc_module is not None:
             stage.disc = distributed.wrap(stage.disc_module, d, self.device)
+            if t.compile:
+                stage.disc, stage.disc_gen = compile_for_training(stage.disc), compile_for_training(stage.disc_module)
             stage.disc_module.train()
         batches = self.data.batches(self.step)
         log = self._open_log() if d.main else None
