@@ -296,6 +296,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=1, help="timed steps per variant per round")
     p.add_argument("--channels-last", action="store_true", help="also time channels-last variants")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="wall: elapsed seconds; cpu: this process's CPU seconds (with --threads 1, the measure "
+                        "least moved by other jobs on a shared machine)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (as train.precision=bf16)")
     p.add_argument("--stage", choices=("mse", "vqgan"), default="mse",
@@ -331,15 +334,18 @@ def main() -> None:
             groups[f"K={k}"] = list(these)
             print(f"{title}, {setting}")
     start = time.perf_counter()
-    times = run_rounds(variants, a.rounds, a.steps, device)
+    clock = time.process_time if a.clock == "cpu" else time.perf_counter
+    times = run_rounds(variants, a.rounds, a.steps, device, clock)
     report(times, groups, a)
     print(f"total bench time {time.perf_counter() - start:.0f} s; rounds {a.rounds} (first = warm-up, compilation "
           f"included), {a.steps} timed steps per variant per round")
 
 
-def run_rounds(variants: dict, rounds: int, steps: int, device: torch.device) -> dict[str, list[float]]:
+def run_rounds(variants: dict, rounds: int, steps: int, device: torch.device,
+               clock=time.perf_counter) -> dict[str, list[float]]:
     """Seconds per step of every variant in every round but the first (warm-up: allocator, oneDNN
-    primitive caches, compilation), the variants alternating which goes first."""
+    primitive caches, compilation), the variants alternating which goes first. ``clock``:
+    ``time.perf_counter`` (wall) or ``time.process_time`` (this process's CPU seconds)."""
     times = {name: [] for name in variants}
     start = time.perf_counter()
     for r in range(rounds):
@@ -347,12 +353,12 @@ def run_rounds(variants: dict, rounds: int, steps: int, device: torch.device) ->
         for name in order:
             model, opt, fn, xx = variants[name]
             _sync(device)
-            t0 = time.perf_counter()
+            t0 = clock()
             for _ in range(steps if r else 2 if "compiled" in name else 1):
                 fn(model, opt, xx)
             _sync(device)
             if r:
-                times[name].append((time.perf_counter() - t0) / steps)
+                times[name].append((clock() - t0) / steps)
         print(f"  round {r + 1}/{rounds} done ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
     return times
 
@@ -361,6 +367,7 @@ def report(times: dict[str, list[float]], groups: dict[str, list[str]], a: argpa
     """One table per codebook size: images/s, s/step, and speed against the group's baseline (the
     seed where timed, else the bare loop) and against the eager trainer step."""
     ips = {name: a.batch / statistics.median(ts) for name, ts in times.items()}
+    per = "CPU s/step" if a.clock == "cpu" else "s/step"
 
     def paired(name: str, ref: str) -> str:
         ratios = sorted(r / n for n, r in zip(times[name], times[ref]))
@@ -371,13 +378,14 @@ def report(times: dict[str, list[float]], groups: dict[str, list[str]], a: argpa
         base = next((prefix + b for b in ("seed", "bare") if prefix + b in names), names[0])
         eager = prefix + "trainer"
         print()
-        print(f"| variant | images/s | s/step | speed vs {base} | speed vs {eager} |")
+        print(f"| variant | images/s | {per} | speed vs {base} | speed vs {eager} (same format) |")
         print("|---|---:|---:|---:|---:|")
         for name in names:
             fmt_eager = eager + (" channels_last" if name.endswith("channels_last") else "")
             vs_eager = paired(name, fmt_eager) if fmt_eager in times and name != fmt_eager else "-"
             print(f"| {name} | {ips[name]:.2f} | {a.batch / ips[name]:.3f} | {paired(name, base)} | {vs_eager} |")
-    print("\nspeed = baseline seconds / variant seconds per step, median of the per-round ratios (range in brackets)")
+    print(f"\nspeed = baseline {per} / variant {per}, median of the per-round ratios (range in brackets)"
+          + ("; images/s per CPU second" if a.clock == "cpu" else ""))
 
 
 if __name__ == "__main__":
