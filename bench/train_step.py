@@ -383,7 +383,8 @@ def report(times: dict[str, list[float]], groups: dict[str, list[str]], a: argpa
         for name in names:
             fmt_eager = eager + (" channels_last" if name.endswith("channels_last") else "")
             vs_eager = paired(name, fmt_eager) if fmt_eager in times and name != fmt_eager else "-"
-            print(f"| {name} | {ips[name]:.2f} | {a.batch / ips[name]:.3f} | {paired(name, base)} | {vs_eager} |")
+            rate = f"{ips[name]:.2f}" if ips[name] >= 1 else f"{ips[name]:.4f}"
+            print(f"| {name} | {rate} | {a.batch / ips[name]:.3f} | {paired(name, base)} | {vs_eager} |")
     print(f"\nspeed = baseline {per} / variant {per}, median of the per-round ratios (range in brackets)"
           + ("; images/s per CPU second" if a.clock == "cpu" else ""))
 

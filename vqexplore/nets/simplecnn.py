@@ -1,6 +1,7 @@
 """SimpleCNN, the reference study's autoencoder: (B, 3, H, W) -> (B, hidden, H/4, W/4) and back."""
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from ..modelconfig import SIMPLECNN_DOWNSAMPLE, simplecnn_parameters
@@ -35,7 +36,10 @@ class Encoder(nn.Module):
             *[ResBlock(hidden_dim) for _ in range(n_resblocks)])
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
+        # Channels-last (NHWC) is oneDNN's native layout: NCHW convolutions reorder their input
+        # and output at every call, forward and backward. The decoder runs NHWC already (codes
+        # come from (N, D) tokens), so both halves of the network now run in one layout.
+        return self.net(x.contiguous(memory_format=torch.channels_last))
 
 
 class Decoder(nn.Module):
