@@ -30,7 +30,7 @@ reference study's hyper-parameters)::
       steps: 500000
       seed: 0
       precision: fp32            # fp32 | bf16 (autocast; on CUDA also TF32 for float32 matmuls)
-      compile: false             # torch.compile the model
+      compile: false             # torch.compile the model (and discriminator) for the step; see README
       channels_last: false
       device: auto               # auto | cpu | cuda | cuda:N | mps
       threads: 0                 # CPU threads per process (0 = PyTorch's default)
