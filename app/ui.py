@@ -21,7 +21,9 @@ from vqexplore.errors import VQExploreError
 from vqexplore.hub import Source
 
 log = logging.getLogger("vqexplore.dashboard")
-PROJECTING_PAGES = ("code_embeddings", "code_inspector")  # pages whose first render needs umap-learn
+# pages whose first render may need umap-learn (Code embeddings starts the warm-up itself, only when
+# the projection is not stored beside the checkpoint)
+PROJECTING_PAGES = ("code_inspector",)
 
 
 @contextmanager
@@ -139,9 +141,28 @@ def single_checkpoint_page(key: str) -> tuple[Source, object, tuple]:
     return p, model, sample()
 
 
-def describe(model, p: Source) -> str:
-    """The caption of a single-checkpoint page: the config (``vqexplore.describe``) and where it is."""
+def single_checkpoint_config_page(key: str) -> tuple[Source, dict]:
+    """:func:`single_checkpoint_page` without loading the model: (the focused source, its config.json),
+    for a page that can often show stored results only (the model is loaded where it is needed)."""
+    from app.cached import config_of
+    from app.sources import weights_stamp
+
+    page(key)
+    p = pick_one(require_selection())
+    try:
+        config = config_of(p.path, weights_stamp(p.path))
+    except VQExploreError as e:
+        st.error(f"{p.name}: {e}")
+        stop()
+    st.caption(describe(config, p))
+    return p, config
+
+
+def describe(model_or_config, p: Source) -> str:
+    """The caption of a single-checkpoint page: the config (``vqexplore.describe``; of a model or a
+    config.json dict) and where it is."""
     from vqexplore.describe import config_summary
 
+    config = model_or_config if isinstance(model_or_config, dict) else model_or_config.config
     where = f"{p.kind} {p.path}" + (f" (step {p.step})" if p.step is not None else "")
-    return f"{config_summary(model.config)} — {where}"
+    return f"{config_summary(config)} — {where}"

@@ -11,9 +11,12 @@ from vqexplore import plots
 
 
 def render() -> None:
-    p, model, sample = ui.single_checkpoint_page("code_embeddings")
+    # No model until it is needed (a click's tile, a layout that is not stored): a checkpoint that went
+    # through `trainer export` / `eval` carries its layout and usage counts, and its first render reads them.
+    p, config = ui.single_checkpoint_config_page("code_embeddings")
+    sample = cached.sample()
     n = cached.sample_size()
-    k = model.codebook_size
+    k = int(config["codebook_size"])
 
     viewstate.track("dims", "proj_dims", int, lambda v: v in (2, 3))
     c1, c2, c3, c4 = st.columns([2, 1, 3, 2])
@@ -26,10 +29,13 @@ def render() -> None:
 
     with ui.shown_errors():
         stamp = sources.weights_stamp(p.path)
+        stored = not with_latents and cached.projection_stored(p.path, stamp, method, dims)
+        if not stored and method == "umap":
+            cached.prewarm()  # umap-learn's imports and kernels load while the counts are measured
         with st.spinner(f"Projecting {k} codes with {method.upper()} in {dims}-D "
                         "(once per checkpoint; cached on disk)..."):
-            proj = cached.projection(p.path, stamp, method, with_latents, sample, dims)
             counts = cached.usage_counts(p.path, stamp, sample)
+            proj = cached.projection(p.path, stamp, method, with_latents, sample, dims)
         code = st.session_state.get(keys.INSPECT_CODE)
         code = int(code) if code is not None and 0 <= int(code) < k else None
         near_ids, near_d = [], []
@@ -41,7 +47,8 @@ def render() -> None:
         with plot_col:
             event = st.plotly_chart(fig, width="stretch", key=f"embedding_scatter_{dims}", on_select="rerun",
                                     selection_mode="points")
-            where = "loaded from the disk cache" if proj.from_cache else "computed"
+            where = ("stored beside the checkpoint" if proj.stored
+                     else "loaded from the disk cache" if proj.from_cache else "computed")
             st.caption(f"{proj.method.upper()} {where} (took {proj.seconds:.1f} s when computed); colour: "
                        f"log10(1 + count) on {n} validation images; red: dead codes"
                        + ("; blue: encoder outputs" if proj.latents is not None else "")
