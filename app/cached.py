@@ -99,19 +99,28 @@ def encoded(path: str, stamp: tuple, n):
 
 
 @st.cache_data(show_spinner=False, max_entries=128)
-def _counts_on_disk(path: str, stamp: tuple, protocol) -> np.ndarray | None:
+def _usage_on_disk(path: str, stamp: tuple, protocol) -> tuple[np.ndarray, int] | None:
     from vqexplore.protocol import cached_evaluation
 
     result = cached_evaluation(path, None, protocol, measure=False)
-    return None if result is None else result.counts
+    return None if result is None else (result.counts, int(result.metrics["num_images"]))
+
+
+def usage(path: str, stamp: tuple, n) -> tuple[np.ndarray, int]:
+    """((K,) code counts, number of images) of the checkpoint under protocol ``n`` (its evaluation's).
+    Counts do not depend on LPIPS: an evaluation on disk without it (stored beside the checkpoint,
+    metrics.json, the cache) serves, before the evaluation with LPIPS is measured (or, without its
+    weights, the same one). Reading one imports no torch and loads no model."""
+    hit = _usage_on_disk(path, stamp, n)
+    if hit is not None:
+        return hit
+    result = evaluation(path, stamp, n, lpips_module() is not None)
+    return result.counts, int(result.metrics["num_images"])
 
 
 def usage_counts(path: str, stamp: tuple, n) -> np.ndarray:
-    """(K,) code counts of the checkpoint under protocol ``n`` (its evaluation's counts). Counts do not
-    depend on LPIPS: an evaluation on disk without it (stored beside the checkpoint, metrics.json, the
-    cache) serves, before the evaluation with LPIPS is measured (or, without its weights, the same one)."""
-    counts = _counts_on_disk(path, stamp, n)
-    return counts if counts is not None else evaluation(path, stamp, n, lpips_module() is not None).counts
+    """(K,) code counts of the checkpoint under protocol ``n`` (see :func:`usage`)."""
+    return usage(path, stamp, n)[0]
 
 
 @st.cache_data(show_spinner=False, max_entries=16)

@@ -98,12 +98,15 @@ def stop() -> None:
     st.stop()
 
 
-def footer() -> None:
-    """How long this page's script took on the server (from ``page()`` to here)."""
+def footer(warm_up: bool = True) -> None:
+    """How long this page's script took on the server (from ``page()`` to here). ``warm_up``: start
+    the background import of umap-learn now (a page that showed only stored results passes False: the
+    warm-up would compete with the browser drawing it, for a projection nobody asked for yet)."""
     # The view state goes into the link once per run, here (or in stop()): two query updates in
     # one run sometimes left the browser's address at the first.
     viewstate.publish()
-    prewarm()  # after the page: the warm-up thread would otherwise compete with a fresh server's first page
+    if warm_up:
+        prewarm()  # after the page: the warm-up thread would otherwise compete with a fresh server's first page
     started = st.session_state.get(keys.PAGE_STARTED)
     if started is not None:
         st.caption(f"Page computed in {time.perf_counter() - started:.2f} s on the server.")

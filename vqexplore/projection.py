@@ -21,14 +21,18 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import torch
-from torch import Tensor, nn
+from typing import TYPE_CHECKING
 
-from .encoding import EncodedSample, encode_sample
+import numpy as np
+
 from .hub import WEIGHTS_NAME
 from .runlayout import CheckpointFiles
 from .utils import cache_dir, write_atomic
+
+if TYPE_CHECKING:  # torch is imported where a layout is computed: a stored one is read without it
+    from torch import Tensor, nn
+
+    from .encoding import EncodedSample
 
 PROJECTION_METHODS = ("umap", "pca")
 # Bumped whenever the projection code changes what it returns, so stale disk caches are ignored.
@@ -44,6 +48,8 @@ def encoder_outputs(model: nn.Module, images: Tensor, max_points: int = 2048, se
     together with ``model.codebook_vectors()``.
     """
     if encoded is None:
+        from .encoding import encode_sample
+
         encoded = encode_sample(model, images, batch_size)
     tokens = encoded.latents.reshape(-1, encoded.latents.shape[-1])
     if tokens.shape[0] > max_points:
@@ -184,7 +190,7 @@ def project_codebook(vectors: np.ndarray | Tensor, method: str = "umap", *, late
     """
     if method not in PROJECTION_METHODS:
         raise ValueError(f"method must be one of {', '.join(PROJECTION_METHODS)}, got {method!r}")
-    codes = np.asarray(vectors.detach().cpu() if isinstance(vectors, Tensor) else vectors, dtype=np.float32)
+    codes = np.asarray(vectors.detach().cpu() if hasattr(vectors, "detach") else vectors, dtype=np.float32)
     if codes.ndim != 2 or codes.shape[0] < 2:
         raise ValueError(f"vectors must be (K, D) with K >= 2, got {codes.shape}")
     lat = None if latents is None else np.asarray(latents, dtype=np.float32)
@@ -315,7 +321,12 @@ def _codebook_size(checkpoint_dir: str | Path, model) -> int:
     try:
         return int(read_config(Path(checkpoint_dir) / CONFIG_NAME)["codebook_size"])
     except Exception:
-        return int((model if isinstance(model, nn.Module) else model()).codebook_size)
+        return int(_model(model).codebook_size)
+
+
+def _model(model):
+    """``model``, or what the function ``model`` returns (a model has parameters; a loader does not)."""
+    return model if hasattr(model, "parameters") else model()
 
 
 def cached_projection(checkpoint_dir: str | Path, model, method: str = "umap", *,
@@ -349,8 +360,9 @@ def cached_projection(checkpoint_dir: str | Path, model, method: str = "umap", *
         if hit is not None:
             return hit
         # a damaged cache entry is recomputed (and overwritten) below
-    if not isinstance(model, nn.Module):
-        model = model()
+    import torch
+
+    model = _model(model)
     latents = encoder_outputs(model, images, max_latents, seed or 0, encoded=encoded) if images is not None else None
     with torch.no_grad():
         vectors = model.codebook_vectors().detach().float().cpu().numpy()

@@ -39,13 +39,17 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-from torch import Tensor, nn
 
 from .errors import ConfigError, DataError
 from .runlayout import CheckpointFiles
-from .utils import cache_dir, eval_mode, write_atomic
+from .utils import cache_dir, write_atomic
+
+if TYPE_CHECKING:  # torch is imported where images are measured: a stored result is read without it
+    import torch
+    from torch import Tensor, nn
 
 __all__ = ["Protocol", "ProtocolResult", "METRICS", "DEFAULT_METRICS", "HELDOUT_USAGE_SCALES",
            "evaluate_protocol", "cached_evaluation", "protocol_of_metrics", "bits_per_image", "weights_hash",
@@ -240,11 +244,15 @@ class Protocol:
 
     def images(self) -> Tensor:
         """All items at once: float32 (n, 3, size, size) in [-1, 1] (small protocols: the dashboard's)."""
+        import torch
+
         return torch.cat(list(self.batches(256)))
 
     def batches(self, batch_size: int = 64, workers: int = 0) -> Iterator[Tensor]:
         """The items in order, ``batch_size`` at a time: float32 (b, 3, size, size) in [-1, 1];
         ``workers`` DataLoader processes decode them (0: in this process)."""
+        import torch
+
         ds = self.dataset()
         n = len(ds) if self.count is None else min(self.count, len(ds))
         if n == 0:
@@ -287,7 +295,7 @@ def _photo_arrays(split: str):
     return photo_arrays(split)
 
 
-class _CenterCrops(torch.utils.data.Dataset):
+class _CenterCrops:
     """Whole photos, each resized to shorter side ``size`` and centre-cropped (the built-in photos' "center")."""
 
     def __init__(self, arrays: list[np.ndarray], size: int):
@@ -333,12 +341,21 @@ def bits_per_image(counts: np.ndarray, codebook_size: int, tokens: int, pixels: 
             "bits_per_pixel_fixed": fixed / pixels, "bits_per_pixel_entropy": entropy / pixels}
 
 
-@torch.no_grad()
 def _scale_counts(model: nn.Module, protocol: Protocol) -> tuple[np.ndarray, int]:
     """(K,) counts and the number of tokens of the protocol's whole images at its usage scales."""
+    import torch
+
+    with torch.no_grad():
+        return _scale_counts_no_grad(model, protocol)
+
+
+def _scale_counts_no_grad(model: nn.Module, protocol: Protocol) -> tuple[np.ndarray, int]:
+    import torch
+
     from .data import fit_to_multiple, image_to_tensor
     from .data.decode import _resize_shorter
     from .metrics import code_counts
+    from .utils import eval_mode
 
     device = next(model.parameters()).device
     counts = torch.zeros(model.codebook_size, dtype=torch.long)
@@ -363,6 +380,8 @@ def evaluate_protocol(model: nn.Module, protocol: Protocol, *, lpips=None, rfid=
     (the usage-scale pass is then skipped). images: ``protocol.images()`` when the caller holds them
     already (several checkpoints measured on the same images decode them once).
     """
+    import torch
+
     from .encoding import usage_stats
     from .metrics import evaluate
 
@@ -540,6 +559,8 @@ def cached_evaluation(checkpoint_dir: str | Path, model, protocol: Protocol, *, 
         for done_protocol, _, counts in measured:
             if usage_counts is None and done_protocol.usage_key == protocol.usage_key:
                 usage_counts = counts
+    from torch import Tensor, nn
+
     if not isinstance(model, nn.Module):
         model = model()
     if images is not None and not isinstance(images, Tensor):

@@ -15,7 +15,6 @@ def render() -> None:
     # through `trainer export` / `eval` carries its layout and usage counts, and its first render reads them.
     p, config = ui.single_checkpoint_config_page("code_embeddings")
     sample = cached.sample()
-    n = cached.sample_size()
     k = int(config["codebook_size"])
 
     viewstate.track("dims", "proj_dims", int, lambda v: v in (2, 3))
@@ -27,6 +26,7 @@ def render() -> None:
                              key="proj_latents")
     n_near = c4.slider("Nearest codes to show", 0, 24, 8, key="proj_near")
 
+    stored = False
     with ui.shown_errors():
         stamp = sources.weights_stamp(p.path)
         stored = not with_latents and cached.projection_stored(p.path, stamp, method, dims)
@@ -34,7 +34,7 @@ def render() -> None:
             cached.prewarm()  # umap-learn's imports and kernels load while the counts are measured
         with st.spinner(f"Projecting {k} codes with {method.upper()} in {dims}-D "
                         "(once per checkpoint; cached on disk)..."):
-            counts = cached.usage_counts(p.path, stamp, sample)
+            counts, n = cached.usage(p.path, stamp, sample)
             proj = cached.projection(p.path, stamp, method, with_latents, sample, dims)
         code = st.session_state.get(keys.INSPECT_CODE)
         code = int(code) if code is not None and 0 <= int(code) < k else None
@@ -81,4 +81,4 @@ def render() -> None:
             st.image(tiles, width=64, caption=[f"{int(i)}: d={d:.3g}, used {int(counts[int(i)])}"
                                                for i, d in zip(near_ids, near_d)])
 
-    ui.footer()
+    ui.footer(warm_up=not stored)
