@@ -198,3 +198,17 @@ def test_eval_stores_the_views_too(tmp_path, monkeypatch):
     other = tiny(tmp_path / "other", seed=3)
     evaluate_checkpoint(str(other), out=str(tmp_path / "m.json"), quiet=True)
     assert not CheckpointFiles(other).evaluation.exists() and not CheckpointFiles(other).projection.exists()
+
+
+def test_a_stored_evaluation_without_a_number_the_pages_read_is_ignored(exported, tmp_path):
+    """Readable and made from these weights, but missing what the pages read (an older or hand-edited
+    file): ignored like a corrupt one, not shown as an error."""
+    folder = tmp_path / "ckpt"
+    shutil.copytree(exported / "viewed", folder)
+    files = CheckpointFiles(folder)
+    with np.load(files.evaluation) as f:
+        meta, counts = json.loads(str(f["meta"])), f["counts"]
+    assert stored_evaluation(folder) is not None
+    del meta["metrics"]["num_images"]
+    np.savez(files.evaluation, counts=counts, meta=np.array(json.dumps(meta)))
+    assert stored_evaluation(folder) is None

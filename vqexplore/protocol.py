@@ -463,6 +463,7 @@ def protocol_of_metrics(metrics: dict | None) -> Protocol | None:
 
 
 _STORED_VERSION = 1
+_STORED_NUMBERS = ("codebook_size", "num_images", "usage_tokens", "tokens_per_image")  # what readers rely on
 
 
 def store_evaluation(checkpoint_dir: str | Path, result: ProtocolResult) -> Path:
@@ -490,7 +491,8 @@ def stored_evaluation(checkpoint_dir: str | Path) -> tuple[Protocol, dict, np.nd
         metrics = meta["metrics"]
         if (meta.get("v") != _STORED_VERSION or meta.get("weights_sha256") != weights_hash(checkpoint_dir)
                 or not isinstance(metrics, dict) or counts.ndim != 1 or counts.dtype.kind not in "iu"
-                or counts.size != metrics.get("codebook_size") or (counts < 0).any()):
+                or counts.size != metrics.get("codebook_size") or (counts < 0).any()
+                or not all(isinstance(metrics.get(k), (int, float)) for k in _STORED_NUMBERS)):
             return None
         protocol = protocol_of_metrics(metrics)
         if protocol is None:
