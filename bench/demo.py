@@ -12,6 +12,13 @@ server (HTTP, queue, PNG encoding, file transfer) on top of the model.
     git worktree add /tmp/vqx-before <commit>  # (or git archive <commit> | tar -x -C /tmp/vqx-before)
     python bench/demo.py --baseline /tmp/vqx-before --rounds 3   # before vs after, alternating, one run
 
+``--http``: the requests are sent the way the page's own script and any HTTP client send them, on
+one kept-alive connection: POST the image to ``/gradio_api/upload``, POST ``/gradio_api/call/reconstruct``,
+read its event stream, GET the four result images. ``gradio_client`` (the default) waits for the
+result by polling its message queue every 50 ms (``stream_sse_v1plus``), so with it no request can
+take less than about 50 ms plus its HTTP round trips, however fast the server; ``--http`` measures
+the server's request path without that floor.
+
 ``--baseline DIR``: another checkout of the project (the code before a change); its demo server
 (``DIR/app/gradio_app.py`` with ``DIR`` first on ``PYTHONPATH``, so it runs its own ``app`` and
 ``vqexplore``) and this tree's are timed in alternating rounds on the same checkpoints, and the table
@@ -104,6 +111,9 @@ def parse_args() -> argparse.Namespace:
                         help="also send this many requests at once from as many clients (throughput)")
     parser.add_argument("--baseline", type=Path, default=None,
                         help="another checkout of the project: time its demo server against this one's")
+    parser.add_argument("--http", action="store_true",
+                        help="send the requests over plain HTTP (upload, call, event stream, downloads on one "
+                             "kept-alive connection) instead of gradio_client, whose 50 ms polling floors them")
     parser.add_argument("--rounds", type=int, default=2,
                         help="with --baseline: alternating rounds (a fresh server of each tree per round)")
     return parser.parse_args()
@@ -152,7 +162,8 @@ def compare_trees(args, names: list[str], files: list[Path], threads: int, tmp: 
                 cpu[label][n].append(out["cpu"][n][0])
     print(f"\nvqexplore demo latency, before ({baseline}) vs after ({ROOT}): one 64x64 image, one checkpoint per "
           f"request, {args.rounds} alternating rounds x {args.requests} requests per checkpoint (after "
-          f"{args.warmup} warm-up); concurrency {args.concurrency} x {threads} torch thread(s)")
+          f"{args.warmup} warm-up); concurrency {args.concurrency} x {threads} torch thread(s); client: "
+          f"{'plain HTTP on one kept-alive connection (--http)' if args.http else 'gradio_client'}")
     header = f"{'checkpoint':<24} {'before med':>11} {'after med':>10} {'after/before':>13} " \
              f"{'before CPU':>11} {'after CPU':>10} {'after p90':>10}"
     print(header)
@@ -185,11 +196,15 @@ def time_server(args, names: list[str], files: list[Path], threads: int, tmp: Pa
 
     def timed(client, k, chosen):
         t = time.perf_counter()
-        client.predict(handle_file(str(files[k % len(files)])), chosen, "", "64", api_name="/reconstruct")
+        if isinstance(client, HttpClient):
+            client.predict(files[k % len(files)], chosen)
+        else:
+            client.predict(handle_file(str(files[k % len(files)])), chosen, "", "64", api_name="/reconstruct")
         return time.perf_counter() - t
 
     try:
-        client = Client(f"http://127.0.0.1:{port}/", verbose=False, ssl_verify=False)
+        client = HttpClient(port) if args.http else Client(f"http://127.0.0.1:{port}/", verbose=False,
+                                                          ssl_verify=False)
         for name in names:
             for k in range(args.warmup):
                 timed(client, k, [name])
@@ -213,6 +228,49 @@ def time_server(args, names: list[str], files: list[Path], threads: int, tmp: Pa
         except subprocess.TimeoutExpired:
             proc.kill()
     return out
+
+
+class HttpClient:
+    """The demo's HTTP API on one kept-alive connection, as the page's script uses it: upload the image,
+    call ``reconstruct``, read the event stream until it completes, download every result file."""
+
+    def __init__(self, port: int):
+        import http.client
+
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+
+    def _request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None) -> bytes:
+        self.conn.request(method, path, body=body, headers=headers or {})
+        r = self.conn.getresponse()
+        data = r.read()
+        if r.status != 200:
+            raise RuntimeError(f"{method} {path}: HTTP {r.status}: {data[:200]!r}")
+        return data
+
+    def predict(self, file: Path, chosen: list[str]) -> list:
+        import json
+        from urllib.parse import quote
+
+        boundary = "----vqexplore-bench"
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{file.name}\"\r\n"
+                f"Content-Type: image/png\r\n\r\n").encode() + file.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+        [path] = json.loads(self._request("POST", "/gradio_api/upload", body,
+                                          {"Content-Type": f"multipart/form-data; boundary={boundary}"}))
+        call = json.dumps({"data": [{"path": path, "meta": {"_type": "gradio.FileData"}}, chosen, "", "64"]})
+        event_id = json.loads(self._request("POST", "/gradio_api/call/reconstruct", call.encode(),
+                                            {"Content-Type": "application/json"}))["event_id"]
+        event, outputs = None, None
+        for line in self._request("GET", f"/gradio_api/call/reconstruct/{event_id}").decode().splitlines():
+            if line.startswith("event:"):
+                event = line.split(":", 1)[1].strip()
+            elif line.startswith("data:") and event in ("complete", "error"):
+                outputs = json.loads(line.split(":", 1)[1])
+        if event != "complete":
+            raise RuntimeError(f"reconstruct: {event}: {outputs}")
+        files = [outputs[0]] + [item["image"] for item in outputs[1]]
+        for f in files:
+            self._request("GET", f"/gradio_api/file={quote(f['path'])}")
+        return outputs
 
 
 def time_library(args, names: list[str], files: list[Path], photos: list, threads: int) -> tuple[dict, dict]:
