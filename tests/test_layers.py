@@ -252,6 +252,26 @@ def test_checking_a_run_config_imports_no_torch():
     assert out.returncode == 0, out.stderr[-2000:]
 
 
+def test_import_vqexplore_gives_its_names_and_submodules_on_first_use():
+    """`import vqexplore` is lazy but complete: its public names, and its submodules as attributes
+    (``vqexplore.hub``, ``vqexplore.data.decode``), as the eager package gave them; a wrong name is an
+    AttributeError."""
+    code = ("import sys, vqexplore, vqexplore.data as d\n"
+            "assert 'torch' not in sys.modules\n"
+            "assert callable(vqexplore.hub.read_config) and callable(vqexplore.load) and vqexplore.FSQ\n"
+            "assert callable(d.decode.load_image) and callable(d.load_image) and d.NAMED_SOURCES\n"
+            "for bad in ('nope', '_private'):\n"
+            "    try:\n"
+            "        getattr(vqexplore, bad)\n"
+            "    except AttributeError:\n"
+            "        pass\n"
+            "    else:\n"
+            "        raise SystemExit(bad)\n"
+            "assert set(vqexplore.__all__) <= set(dir(vqexplore))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
 def test_vqmodel_takes_exactly_the_arguments_modelconfig_checks():
     """VQModel's constructor and the torch-free argument list of vqexplore.modelconfig agree: names,
     defaults and annotations (a new argument added to one only fails here)."""
