@@ -171,22 +171,28 @@ def test_a_checkpoint_config_is_read_and_validated_once(tmp_path, monkeypatch):
     from vqexplore.models import VQModel
 
     VQModel(quantizer="vq", codebook_size=16, code_dim=4, hidden_dim=8, n_resblocks=1).save_pretrained(tmp_path / "c")
+    from vqexplore import modelconfig
+
     reads, checks = [], []
-    real_read, real_check = Path.read_text, VQModel.check_config.__func__
+    real_read, real_check = Path.read_text, modelconfig.check_config
     monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: (reads.append(self.name), real_read(self, *a, **k))[1])
-    monkeypatch.setattr(VQModel, "check_config", classmethod(lambda cls, c: (checks.append(1), real_check(cls, c))[1]))
+    monkeypatch.setattr(modelconfig, "check_config", lambda c: (checks.append(1), real_check(c))[1])
     model = vqexplore.load(tmp_path / "c")
     assert reads.count("config.json") == 1 and len(checks) == 1, (reads, checks)
     assert isinstance(model.config, dict) and model.codebook_size == 16
 
 
 def test_a_run_config_validates_its_model_once(monkeypatch):
+    import trainer.config
     from trainer.config import load_config
+    from vqexplore import modelconfig
     from vqexplore.models import ModelConfig, VQModel
 
     checks = []
-    real_check = VQModel.check_config.__func__
-    monkeypatch.setattr(VQModel, "check_config", classmethod(lambda cls, c: (checks.append(1), real_check(cls, c))[1]))
+    real_check = modelconfig.check_config
+    counting = lambda c: (checks.append(1), real_check(c))[1]  # noqa: E731
+    monkeypatch.setattr(modelconfig, "check_config", counting)
+    monkeypatch.setattr(trainer.config, "check_config", counting)
     cfg = load_config(None, ["model.codebook_size=16", "model.code_dim=4", "model.hidden_dim=8"])
     assert isinstance(cfg.model, ModelConfig)
     VQModel.from_config(cfg.model)
@@ -229,3 +235,30 @@ def test_readme_commands_match_ci_and_install_the_project():
     first = next(line for line in readme.splitlines() if "configs/cpu/default.yaml --resume" in line)
     assert "pip install -r requirements.txt" in first and "install -e" not in first
     assert "ruff==" in (ROOT / "requirements-dev.txt").read_text()
+
+
+def test_checking_a_run_config_imports_no_torch():
+    """`python -m trainer` refuses an impossible config before `import torch` (1.5 s here): the
+    config reader, the model config's checks and the memory estimate are torch-free."""
+    code = ("import sys, vqexplore, trainer.cli\n"
+            "from trainer.config import load_config\n"
+            "load_config('configs/cpu/default.yaml', ['model.codebook_size=1024'])\n"
+            "load_config('configs/cpu/vqgan-vq-l2-1024.yaml', [])\n"
+            "trainer.cli._train_parser()\n"
+            "heavy = sorted(m for m in ('torch', 'numpy', 'PIL', 'huggingface_hub') if m in sys.modules)\n"
+            "assert not heavy, heavy")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_vqmodel_takes_exactly_the_arguments_modelconfig_checks():
+    """VQModel's constructor and the torch-free argument list of vqexplore.modelconfig agree: names,
+    defaults and annotations (a new argument added to one only fails here)."""
+    import inspect
+
+    from vqexplore import modelconfig
+    from vqexplore.models import VQModel
+
+    ours = list(inspect.signature(VQModel.__init__).parameters.values())[1:]
+    theirs = list(inspect.signature(modelconfig._arguments).parameters.values())
+    assert [(p.name, p.default, p.annotation) for p in ours] == [(p.name, p.default, p.annotation) for p in theirs]

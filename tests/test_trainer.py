@@ -423,3 +423,25 @@ def test_sweep_writes_tables(tmp_path, capsys):
     points = {p.name: p for p in points_from_sweep_rows(read_rows(out))}
     assert points["vq-32-restart"].variant == "code dim 8, k-means init + dead-code restart 0.5"
     assert points["fsq-555"].codebook_size == 125
+
+    # --only reruns some rows and keeps the others as recorded: their run folders may be gone.
+    import shutil
+
+    shutil.rmtree(runs / "vq-32")
+    shutil.rmtree(runs / "fsq-555")
+    rc, _, err = _main(capsys, "sweep", folder, "--out", out, "--only", "fsq-555", "eval.batch_size=128")
+    assert rc == 0, err
+    assert not (runs / "vq-32").exists() and (runs / "fsq-555" / "checkpoints" / "step-00000004").is_dir()
+    again = json.loads(out.with_suffix(".json").read_text())
+    assert [r["name"] for r in again["rows"]] == [r["name"] for r in rows]
+    assert {r["name"]: r["metrics"] for r in again["rows"]}["vq-32"] == {r["name"]: r["metrics"] for r in rows}["vq-32"]
+    assert again["updates"][-1]["rows"] == ["fsq-555"] and "--only fsq-555" in again["updates"][-1]["command"]
+    text = out.read_text()
+    assert "Rows fsq-555 rerun by:" in text and "| 8 | 32 | no | no |" in text
+    # A kept row whose config changed since it was recorded, or an unknown row: one line, nothing run.
+    write_config(folder / "vq-32.yaml", "vq-32", runs, train=short, model={"codebook_size": 64})
+    rc, _, err = _main(capsys, "sweep", folder, "--out", out, "--only", "fsq-555")
+    assert rc == 2 and "row vq-32 changed since" in err and err.count("\n") == 1, err
+    rc, _, err = _main(capsys, "sweep", folder, "--out", out, "--only", "nope")
+    assert rc == 2 and "no row nope" in err and err.count("\n") == 1, err
+    assert not (runs / "vq-32").exists()

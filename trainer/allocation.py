@@ -13,9 +13,10 @@ would otherwise end in a ``MemoryError`` (or the OOM killer) after minutes of lo
 from __future__ import annotations
 
 import os
+import sys
 
 from vqexplore.errors import ConfigError
-from vqexplore.models import parameter_estimate
+from vqexplore.modelconfig import parameter_estimate
 
 __all__ = ["memory_estimate", "check_allocation", "machine_memory"]
 
@@ -48,7 +49,7 @@ def memory_estimate(sizes: dict) -> dict[str, int]:
 def machine_memory(device: str) -> tuple[int, str]:
     """(bytes, what they are) the training will run in: the GPU's memory when ``device`` is or
     resolves to CUDA, else the machine's RAM."""
-    if device.startswith("cuda") or device == "auto":
+    if (device.startswith("cuda") or device == "auto") and _gpu_driver_present():
         try:
             import torch
 
@@ -62,6 +63,16 @@ def machine_memory(device: str) -> tuple[int, str]:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "this machine's memory"
     except (ValueError, OSError, AttributeError):
         return 2 ** 62, "this machine's memory"
+
+
+def _gpu_driver_present() -> bool:
+    """Whether asking torch about CUDA can answer yes: torch already imported, or a GPU driver's
+    device files present (NVIDIA, or ROCm's /dev/kfd). Without one the answer is the RAM, found
+    without the 1.5 s of ``import torch``, so an impossible config is refused at once."""
+    return "torch" in sys.modules or any(os.path.exists(p) for p in _GPU_DRIVER_FILES)
+
+
+_GPU_DRIVER_FILES = ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd")
 
 
 def _gb(n: int) -> str:

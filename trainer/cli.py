@@ -12,7 +12,7 @@ USAGE = """\
 python -m trainer --cfg CONFIG.yaml [key=value ...] [--resume]
        python -m trainer eval  --ckpt DIR [--data SRC] [--out FILE]
        python -m trainer push  --ckpt DIR --repo user/name [--private]
-       python -m trainer sweep CONFIG_DIR [--out docs/cpu_sweep.md] [key=value ...]
+       python -m trainer sweep CONFIG_DIR [--out docs/cpu_sweep.md] [--only ROW ...] [key=value ...]
        python -m trainer export --ckpt DIR --to FOLDER
        python -m trainer export --projector --ckpt DIR --out FOLDER
        python -m trainer tokenize --ckpt DIR --data SRC --out FOLDER [--split train|val]
@@ -33,7 +33,8 @@ commands:
             --usage-scales: usage, perplexity, dead codes, PSNR, SSIM, bits per image and per pixel; LPIPS
             and rFID when their weights are available offline) -> DIR/metrics.json, which records it
   push      --ckpt DIR --repo user/name  upload the checkpoint with a model card to the Hub
-  sweep     CONFIG_DIR  train + evaluate every row (default*.yaml skipped), write the study's tables
+  sweep     CONFIG_DIR  train + evaluate every row (default*.yaml skipped), write the study's tables;
+            --only ROW ... reruns some rows and keeps the others' recorded results
   export    --ckpt DIR --to FOLDER  copy a checkpoint without its optimizer state (demo checkpoints)
             --projector --ckpt DIR --out FOLDER  TensorBoard Embedding Projector files of the codebook
             (vectors, usage metadata, a sprite of decoded tiles): tensorboard --logdir FOLDER
@@ -48,9 +49,9 @@ Run `python -m trainer COMMAND --help` for a command's options. Errors you can f
 
 
 def _description() -> str:
-    """DESCRIPTION with every quantizer the library has (``vqexplore.models.QUANTIZERS``)."""
+    """DESCRIPTION with every quantizer the library has (``vqexplore.modelconfig.QUANTIZERS``)."""
     from vqexplore.describe import QUANTIZER_NAMES
-    from vqexplore.models import QUANTIZERS
+    from vqexplore.modelconfig import QUANTIZERS
 
     return DESCRIPTION.format(quantizers=", ".join(QUANTIZER_NAMES.get(q, q) for q in QUANTIZERS))
 
@@ -105,6 +106,9 @@ def _sweep_parser() -> argparse.ArgumentParser:
                                 description="Train and evaluate every config of a folder; write markdown tables.")
     p.add_argument("folder", help="folder of YAML configs, e.g. configs/cpu")
     p.add_argument("--out", default="docs/cpu_sweep.md", help="markdown file to write (default: docs/cpu_sweep.md)")
+    p.add_argument("--only", nargs="+", metavar="ROW",
+                   help="rerun only these rows (file stems, e.g. lfq-16384); keep the others' recorded results from "
+                        "the rows file beside --out (docs/cpu_sweep.json)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides applied to every row")
     return p
 
@@ -237,9 +241,10 @@ def _train(argv: list[str]) -> None:
         raise ConfigError("--cfg FILE is required to train, e.g. python -m trainer --cfg configs/cpu/default.yaml "
                           "(see python -m trainer --help)")
     from .config import load_config
+
+    cfg = load_config(a.cfg, a.overrides)  # torch-free: a config that cannot run is refused before `import torch`
     from .train import train
 
-    cfg = load_config(a.cfg, a.overrides)
     train(cfg, resume=a.resume, command=_command_line(argv))
 
 
@@ -264,7 +269,9 @@ def _sweep(argv: list[str]) -> None:
     from .sweep import run_sweep
 
     a = _sweep_parser().parse_intermixed_args(argv[1:])
-    run_sweep(a.folder, out=a.out, overrides=a.overrides, command=_command_line(argv))
+    only = [x for x in a.only or [] if "=" not in x] or None  # --only A B key=value: the key=value is an override
+    overrides = [x for x in a.only or [] if "=" in x] + a.overrides
+    run_sweep(a.folder, out=a.out, overrides=overrides, command=_command_line(argv), only=only)
 
 
 def _export(argv: list[str]) -> None:

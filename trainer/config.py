@@ -80,7 +80,7 @@ import yaml
 
 from vqexplore.data import NAMED_SOURCES
 from vqexplore.errors import ConfigError
-from vqexplore.models import ModelConfig  # the model: section's type (validated by VQModel)
+from vqexplore.modelconfig import ModelConfig, check_config  # the model: section (torch-free)
 from vqexplore.typecheck import check_keywords, convert, unknown_key
 from vqexplore.utils import flatten
 
@@ -192,10 +192,8 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 def _check_model(raw: Any) -> ModelConfig:
     """``model:`` is VQModel's: it checks keys, types and values; the key gets the ``model.`` prefix."""
-    from vqexplore.models import VQModel
-
     try:
-        return VQModel.check_config({} if raw is None else raw)
+        return check_config({} if raw is None else raw)
     except ConfigError as e:
         raise e.under("model") from None
 
@@ -246,11 +244,16 @@ def from_dict(raw: Any) -> Config:
 RELATIVE_KEY = "uniform_share"
 
 
-def tokens_per_step(data: DataConfig, train: TrainConfig) -> int:
-    """Encoder outputs one optimiser step quantizes: batch x the token grid of a crop."""
-    from vqexplore.models import DOWNSAMPLE
+def tokens_per_step(data: DataConfig, train: TrainConfig, model: dict | None = None) -> int:
+    """Encoder outputs one optimiser step quantizes: batch x the token grid of a crop (the grid of
+    ``model``'s architecture: SimpleCNN 1/4 of the side, a VQGAN 1/2^(len(ch_mult) - 1))."""
+    from vqexplore.modelconfig import SIMPLECNN_DOWNSAMPLE, VQGAN_DEFAULTS
 
-    return int(train.batch_size) * (int(data.size) // DOWNSAMPLE) ** 2
+    f = SIMPLECNN_DOWNSAMPLE
+    if (model or {}).get("arch") == "vqgan":
+        ch_mult = model.get("ch_mult") or VQGAN_DEFAULTS["ch_mult"]
+        f = 2 ** (len(ch_mult) - 1) if isinstance(ch_mult, list) else SIMPLECNN_DOWNSAMPLE  # a bad list: refused later
+    return int(train.batch_size) * max(1, int(data.size) // f) ** 2
 
 
 def _resolve_relative(model: Any, data: DataConfig, train: TrainConfig) -> Any:
@@ -271,7 +274,7 @@ def _resolve_relative(model: Any, data: DataConfig, train: TrainConfig) -> Any:
     codes = model.get("codebook_size", 512)
     if isinstance(codes, bool) or not isinstance(codes, int) or codes < 1:
         raise ConfigError(f"model.codebook_size: must be a whole number >= 1 to work out {key}, got {codes!r}")
-    return {**model, "dead_code_threshold": float(share) * tokens_per_step(data, train) / codes}
+    return {**model, "dead_code_threshold": float(share) * tokens_per_step(data, train, model) / codes}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -348,7 +351,7 @@ def validate(cfg: Config) -> Config:
     d = cfg.data
     _check_data_source("data.train", d.train)
     _check_data_source("data.val", d.val)
-    from vqexplore.nets import downsample_factor
+    from vqexplore.modelconfig import downsample_factor
     f = downsample_factor(cfg.model)
     if d.size < max(8, f) or d.size % f:
         raise ConfigError(f"data.size: must be a multiple of {f} (the model's downsampling) and >= {max(8, f)}, "
@@ -405,7 +408,7 @@ def _check_betas(key: str, betas: list[float]) -> None:
 
 
 def _check_loss(loss: LossConfig) -> None:
-    from vqexplore.gan import GAN_LOSSES
+    from vqexplore.modelconfig import GAN_LOSSES
 
     if loss.recon not in ("mse", "l1"):
         raise ConfigError(f"loss.recon: must be mse or l1, got {loss.recon!r}")

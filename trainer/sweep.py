@@ -17,6 +17,7 @@ from pathlib import Path
 from vqexplore.describe import describe_config, remedy
 from vqexplore.errors import ConfigError
 from vqexplore.hub import CHECKPOINTS_DIR, METRICS_NAME, WEIGHTS_NAME, checkpoint_dirname
+from vqexplore.utils import write_atomic
 
 from .checkpoint import STATE_JSON
 from .config import Config, load_config
@@ -104,17 +105,26 @@ def _row_order(cfg: Config):
 
 
 def run_sweep(folder: str | Path, *, out: str | Path | None = "docs/cpu_sweep.md", overrides: list[str] | None = None,
-              command: str | None = None, eval_batch_size: int = 64) -> str:
-    """Train and evaluate every row; write (and return) the markdown tables."""
+              command: str | None = None, eval_batch_size: int = 64, only: list[str] | None = None) -> str:
+    """Train and evaluate every row; write (and return) the markdown tables.
+
+    ``only``: rerun just these rows (file stems); every other row is taken from the rows file beside
+    ``out`` as it was recorded, which must hold it with the same model config and image size (a
+    changed row is refused: rerun it too). The tables then say which command made which rows."""
     from .evaluate import evaluate_checkpoint
     from .train import train
 
     overrides = list(overrides or [])
     files = sweep_configs(folder)
     configs = [(path, load_config(path, overrides)) for path in files]  # every row valid before any work
+    recorded, history = _recorded_rows(configs, out, only) if only else ({}, [])
     results = []
     start = time.time()
     for i, (path, cfg) in enumerate(configs, 1):
+        if path.stem in recorded:
+            row = recorded[path.stem]
+            results.append((path.stem, cfg, row["metrics"], row["seconds"], row.get("train_seconds")))
+            continue
         final = cfg.run_dir / CHECKPOINTS_DIR / checkpoint_dirname(cfg.train.steps)
         t0 = time.time()
         print(f"[sweep {i}/{len(configs)}] {path}", file=sys.stderr, flush=True)
@@ -127,22 +137,57 @@ def run_sweep(folder: str | Path, *, out: str | Path | None = "docs/cpu_sweep.md
         seconds = time.time() - t0
         print(f"[sweep {i}/{len(configs)}] {cfg.name}: usage {metrics['usage']:.2%}, PSNR {metrics['psnr']:.2f}, "
               f"SSIM {metrics['ssim']:.4f} ({seconds:.0f} s)", file=sys.stderr, flush=True)
-        results.append((path.stem, cfg, metrics, seconds))
-    text = render_tables([r[1:] for r in results], command=command)
-    print(f"sweep: {len(results)} rows in {(time.time() - start) / 60:.1f} min", file=sys.stderr)
+        results.append((path.stem, cfg, metrics, seconds, _train_seconds(cfg)))
+    first_command = history[0]["command"] if history else command
+    updates = history[1:] + ([{"command": command, "rows": list(only)}] if only else [])
+    text = render_tables([(cfg, metrics, seconds) for _, cfg, metrics, seconds, _ in results], command=first_command,
+                         updates=updates, train_seconds=sum(r[4] or 0.0 for r in results))
+    print(f"sweep: {len(results) - len(recorded)} rows run in {(time.time() - start) / 60:.1f} min", file=sys.stderr)
     if out:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         if out.is_file() and NOTES_MARKER in out.read_text():  # keep hand-written notes
             text = text.rstrip("\n") + "\n\n" + NOTES_MARKER + out.read_text().split(NOTES_MARKER, 1)[1]
-        out.write_text(text)
+        write_atomic(out, text)
         # The rows as data beside the tables, for programs (the dashboard's rate-distortion preset).
         rows = [{"name": name, "config": dict(cfg.model), "image_size": cfg.data.size,
                  "metrics": {k: v for k, v in metrics.items() if k != "code_counts"},
-                 "seconds": round(seconds, 1)} for name, cfg, metrics, seconds in results]
-        rows_file(out).write_text(json.dumps({"command": command, "rows": rows}, indent=1))
+                 "seconds": round(seconds, 1), **({"train_seconds": round(trained, 1)} if trained else {})}
+                for name, cfg, metrics, seconds, trained in results]
+        write_atomic(rows_file(out), json.dumps({"command": first_command, "updates": updates, "rows": rows}, indent=1))
         print(f"wrote {out} and {rows_file(out)}", file=sys.stderr)
     return text
+
+
+def _recorded_rows(configs, out, only: list[str]) -> tuple[dict[str, dict], list[dict]]:
+    """For ``--only``: the rows not rerun, from the rows file beside ``out`` ({stem: row}), and the
+    commands that made the file ([{"command": first}, *updates]). ConfigError, one line, when a row
+    to keep is missing or was recorded with another config."""
+    stems = [path.stem for path, _ in configs]
+    unknown = [name for name in only if name not in stems]
+    if unknown:
+        raise ConfigError(f"sweep --only: no row {', '.join(unknown)} in the folder; its rows are {', '.join(stems)}")
+    if not out:
+        raise ConfigError("sweep --only keeps the other rows from the rows file beside --out; give --out")
+    try:
+        data = json.loads(rows_file(out).read_text(encoding="utf-8"))
+        rows = {r["name"]: r for r in read_rows(out)}
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"sweep --only needs the recorded rows of {rows_file(out)} ({e}); run the whole sweep "
+                          f"once") from None
+    kept = {}
+    for path, cfg in configs:
+        if path.stem in only:
+            continue
+        row = rows.get(path.stem)
+        if row is None:
+            raise ConfigError(f"sweep --only: {rows_file(out)} holds no result for row {path.stem}; add it to --only")
+        if row["config"] != json.loads(json.dumps(dict(cfg.model))) or row.get("image_size") != cfg.data.size:
+            raise ConfigError(f"sweep --only: row {path.stem} changed since {rows_file(out)} recorded it (model or "
+                              f"image size); add it to --only")
+        kept[path.stem] = row
+    history = [{"command": data.get("command")}, *data.get("updates", [])]
+    return kept, history
 
 
 def _fresh_metrics(ckpt: Path) -> dict | None:
@@ -191,11 +236,15 @@ METRIC_HEADER = "usage | perplexity | PSNR | SSIM | LPIPS | rFID |"
 METRIC_ALIGN = "---:|---:|---:|---:|---:|---:|"
 
 
-def render_tables(results: list[tuple[Config, dict, float]], *, command: str | None = None) -> str:
-    """The study's tables (markdown) of (config, metrics, seconds) rows, with how they were made."""
+def render_tables(results: list[tuple[Config, dict, float]], *, command: str | None = None,
+                  updates: list[dict] | None = None, train_seconds: float | None = None) -> str:
+    """The study's tables (markdown) of (config, metrics, seconds) rows, with how they were made:
+    ``command`` made them, each of ``updates`` ({"command", "rows"}) reran some rows since."""
     lines = ["Produced by:", "", "```", command, "```", ""] if command else []
+    for update in updates or []:
+        lines += [f"Rows {', '.join(update['rows'])} rerun by:", "", "```", update["command"], "```", ""]
     if results:
-        lines += _setup_lines(results)
+        lines += _setup_lines(results, train_seconds)
     others = sorted({table_of(r[0]) for r in results} - set(TABLES))  # a quantizer the study lacks
     for table, (title, columns) in {**TABLES, **{q: (f"{q.upper()}-VAE:", ("code dim", "codebook size"))
                                                  for q in others}}.items():
@@ -228,17 +277,22 @@ def _metric_cells(m: dict) -> str:
             f"{_num(m.get('lpips'))} | {_num(m.get('rfid'))} |")
 
 
-def _setup_lines(results: list[tuple[Config, dict, float]]) -> list[str]:
-    """What every row shares (data, model body, optimiser, steps) and the total training time."""
-    first, notes = results[0][0], results[0][1]
+def _setup_lines(results: list[tuple[Config, dict, float]], train_seconds: float | None = None) -> list[str]:
+    """What every SimpleCNN row shares (data, model body, optimiser, steps) and the total training
+    time (``train_seconds``, else read from the rows' run folders)."""
+    simple = [r for r in results if table_of(r[0]) != "vqgan"] or results
+    first, notes = simple[0][0], simple[0][1]
     t, d, m = first.train, first.data, first.model
     protocol = notes.get("protocol_description") or f"the whole validation split ({notes.get('num_images')} images)"
-    lines = [f"Setup (every row): data `{d.train}` at {d.size}x{d.size} "
+    if train_seconds is None:
+        train_seconds = sum(_train_seconds(c) for c, _, _ in results)
+    which = "every row but the VQGAN stage's" if len(simple) < len(results) else "every row"
+    lines = [f"Setup ({which}): data `{d.train}` at {d.size}x{d.size} "
              f"({notes.get('data_description', '')}), SimpleCNN hidden {m.hidden_dim}, "
              f"{m.n_resblocks} residual blocks, Adam lr {t.lr:g}, batch {t.batch_size}, {t.steps} steps, "
              f"seed {t.seed}. Metrics by `python -m trainer eval` under one protocol: {protocol}. "
              f"Training time, all rows: "
-             f"{sum(_train_seconds(c) for c, _, _ in results) / 60:.1f} min (the trainer's clock; "
+             f"{train_seconds / 60:.1f} min (the trainer's clock; "
              f"startup, validation and evaluation excluded).", ""]
     skipped = sorted({n for _, metrics, _ in results for n in metrics.get("notes", [])})
     if skipped:

@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import MissingWeightsError
+from .modelconfig import GAN_LOSSES  # noqa: F401  (checked by run configs without torch)
 
-GAN_LOSSES = ("hinge", "non-saturating")
 ADAPTIVE_EPS = 1e-4
 ADAPTIVE_MAX = 1e4
 LPIPS_VGG_FILE = "vgg16-397923af.pth"

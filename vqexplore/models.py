@@ -8,11 +8,8 @@ SimpleCNN, 2^(len(ch_mult) - 1) for the VQGAN: 16 for the published f16 models);
 from __future__ import annotations
 
 import contextvars
-import inspect
 import json
-import math
 import os
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,15 +17,18 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import Tensor, nn
 
+from . import modelconfig
 from .errors import CheckpointError, ConfigError, VQExploreError
 from .hub import CONFIG_NAME, WEIGHTS_NAME, check_safetensors, model_card, read_config, resolve
-from .typecheck import check_keywords
-from .nets import ARCHS, build as build_nets, downsample_factor
-from .nets import simplecnn, vqgan
+# The config's checks live in the torch-free modelconfig; these names keep their old home here.
+from .modelconfig import (ARCH_ONLY, MAX_CODEBOOK_SIZE, MAX_PARAMETERS, MAX_RESBLOCKS,  # noqa: F401
+                          QUANTIZER_ONLY, QUANTIZERS, VQGAN_DEFAULTS, ModelConfig, config_fields,
+                          downsample_factor, parameter_estimate)
+from .nets import build as build_nets
+from .nets import simplecnn
 from .nets.simplecnn import Decoder, Encoder, ResBlock  # noqa: F401  (their old home)
 from .quantizers import BSQ, FSQ, IBQ, LFQ, SimVQ, VectorQuantizer
 
-QUANTIZERS = ("vq", "fsq", "simvq", "lfq", "bsq", "ibq")
 DOWNSAMPLE = simplecnn.DOWNSAMPLE  # SimpleCNN's; a model's own is ``model.downsample``
 
 
@@ -125,20 +125,12 @@ class VQModel(
         self.post_quant = nn.Conv2d(dim, self.decoder.in_channels, 1)
 
     @classmethod
-    def check_config(cls, config: dict) -> dict:
+    def check_config(cls, config: dict) -> ModelConfig:
         """Check keyword arguments of VQModel and return all of them with their effective values
-        (defaults filled in; codebook_size 512 and code_dim 64, or implied by FSQ levels).
-
-        Types come from the constructor's annotations, so a new argument is checked without
-        being declared again. Raises ConfigError whose ``key`` names the bad argument
-        (``"levels[1]"``); callers nesting the config prefix it with ``error.under("model")``.
-        """
-        params = inspect.signature(cls.__init__).parameters
-        hints = typing.get_type_hints(cls.__init__)
-        cfg = {name: p.default for name, p in params.items() if name != "self"}
-        cfg.update(check_keywords(config, {name: hints[name] for name in cfg}, "VQModel"))
-        _check_values(cfg)
-        return ModelConfig(cfg)
+        (defaults filled in; codebook_size 512 and code_dim 64, or implied by FSQ levels): see
+        :func:`vqexplore.modelconfig.check_config`, which this is. Raises ConfigError whose ``key``
+        names the bad argument (``"levels[1]"``)."""
+        return modelconfig.check_config(config)
 
     @classmethod
     def from_config(cls, config: "ModelConfig") -> "VQModel":
@@ -298,27 +290,6 @@ class VQModel(
                 f"code_dim={self.code_dim}, downsample={self.downsample}")
 
 
-QUANTIZER_ONLY = {  # arguments that only some quantizers take (a true value elsewhere is an error)
-    "levels": ("fsq",), "l2_norm": ("vq",), "ema_update": ("vq",), "entropy_reg": ("vq",),
-    "kmeans_init": ("vq",), "dead_code_threshold": ("vq",), "rotation_trick": ("vq",),
-    "entropy_loss_weight": ("lfq", "bsq"), "diversity_gamma": ("lfq", "bsq"),
-}
-ARCH_ONLY = {  # arguments of one architecture (the other's config leaves them out)
-    "hidden_dim": "simplecnn", "n_resblocks": "simplecnn",
-    "ch": "vqgan", "ch_mult": "vqgan", "num_res_blocks": "vqgan", "attn_resolutions": "vqgan",
-    "z_channels": "vqgan", "dropout": "vqgan", "norm_groups": "vqgan",
-}
-# The VQGAN's defaults: LlamaGen's VQ-16 (tokenizer/tokenizer_image/vq_model.py, ModelArgs and
-# Encoder/Decoder defaults), which are also taming's f16 ImageNet ddconfig (configs/imagenet_vqgan.yaml).
-VQGAN_DEFAULTS = {"ch": 128, "ch_mult": [1, 1, 2, 2, 4], "num_res_blocks": 2, "z_channels": 256, "dropout": 0.0,
-                  "norm_groups": 32, "resolution": 256}
-_SIMPLECNN_DEFAULTS = {"hidden_dim": 256, "n_resblocks": 2}
-MAX_LEVELS = 10  # len(ch_mult): downsampling up to 512
-
-# LFQ / BSQ defaults of the keys above (None elsewhere), as MAGVIT-v2 and vector_quantize_pytorch.
-_BINARY_DEFAULTS = {"entropy_loss_weight": 0.1, "diversity_gamma": 1.0}
-
-
 def _build_quantizer(cfg: dict) -> nn.Module:
     """The quantizer a checked config describes."""
     if cfg["quantizer"] == "fsq":
@@ -337,136 +308,6 @@ def _build_quantizer(cfg: dict) -> nn.Module:
         ema_decay=cfg["ema_decay"], entropy_reg=cfg["entropy_reg"], entropy_temperature=cfg["entropy_temperature"],
         commitment_weight=cfg["commitment_weight"], kmeans_init=cfg["kmeans_init"],
         dead_code_threshold=cfg["dead_code_threshold"], rotation_trick=cfg["rotation_trick"])
-
-
-def _check_values(cfg: dict) -> None:
-    """Reject impossible values (types are already checked); fill in the effective sizes."""
-    quantizer = cfg["quantizer"]
-    if quantizer not in QUANTIZERS:
-        raise ConfigError(f"must be one of {', '.join(QUANTIZERS)}, got {quantizer!r}", key="quantizer")
-    for name, owners in QUANTIZER_ONLY.items():
-        if cfg[name] and quantizer not in owners:
-            raise ConfigError(f"applies to quantizer={' or '.join(map(repr, owners))} only, not {quantizer!r}",
-                              key=name)
-    _check_arch(cfg)
-    if quantizer == "fsq":
-        _check_fsq_levels(cfg)
-    if quantizer in ("lfq", "bsq"):
-        _check_binary(cfg)
-    cfg["codebook_size"] = 512 if cfg["codebook_size"] is None else cfg["codebook_size"]
-    cfg["code_dim"] = 64 if cfg["code_dim"] is None else cfg["code_dim"]
-    ranges = [  # (key, fine?, what it must be)
-        ("codebook_size", cfg["codebook_size"] >= 1, "a positive integer"),
-        ("code_dim", cfg["code_dim"] >= 1, "a positive integer"),
-        ("hidden_dim", cfg["hidden_dim"] >= 2 and cfg["hidden_dim"] % 2 == 0, "an even integer >= 2"),
-        ("resolution", cfg["resolution"] is None or cfg["resolution"] >= 1, "a positive integer"),
-        ("n_resblocks", cfg["n_resblocks"] >= 0, "an integer >= 0"),
-        ("in_channels", cfg["in_channels"] >= 1, "a positive integer"),
-        ("ema_decay", 0.0 < cfg["ema_decay"] < 1.0, "in (0, 1)"),
-        ("entropy_reg", cfg["entropy_reg"] >= 0, ">= 0"),
-        ("entropy_temperature", cfg["entropy_temperature"] > 0, "> 0"),
-        ("commitment_weight", cfg["commitment_weight"] >= 0, ">= 0"),
-        ("dead_code_threshold", cfg["dead_code_threshold"] >= 0, ">= 0 (0 turns restarts off)"),
-        ("entropy_loss_weight", (cfg["entropy_loss_weight"] or 0) >= 0, ">= 0 (0 turns the entropy loss off)"),
-        ("diversity_gamma", (cfg["diversity_gamma"] or 0) >= 0, ">= 0"),
-    ]
-    for key, fine, what in ranges:
-        if not fine:
-            raise ConfigError(f"must be {what}, got {cfg[key]!r}", key=key)
-    for key, value in cfg.items():  # NaN passes no comparison above but would poison training
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"must be a finite number, got {value!r}", key=key)
-    _check_size(cfg)
-
-
-def _check_arch(cfg: dict) -> None:
-    """The architecture's own keys: the other architecture's left at their defaults, this one's
-    filled in and checked (widths, levels, attention sides, GroupNorm groups)."""
-    arch = cfg["arch"]
-    if arch not in ARCHS:
-        raise ConfigError(f"must be one of {', '.join(ARCHS)}, got {arch!r}", key="arch")
-    for name, owner in ARCH_ONLY.items():
-        unset = cfg[name] is None or (owner == "simplecnn" and cfg[name] == _SIMPLECNN_DEFAULTS[name])
-        if owner != arch and not unset:
-            raise ConfigError(f"applies to arch={owner!r} only, not {arch!r}", key=name)
-    if arch != "vqgan":
-        return
-    for name, default in VQGAN_DEFAULTS.items():
-        cfg[name] = default if cfg[name] is None else cfg[name]
-    if not cfg["ch_mult"] or len(cfg["ch_mult"]) > MAX_LEVELS:
-        raise ConfigError(f"must list 1 to {MAX_LEVELS} width multipliers (one per level), got {cfg['ch_mult']}",
-                          key="ch_mult")
-    for i, m in enumerate(cfg["ch_mult"]):
-        if m < 1:
-            raise ConfigError(f"every multiplier must be >= 1, got {m}", key=f"ch_mult[{i}]")
-    f = 2 ** (len(cfg["ch_mult"]) - 1)
-    checks = [("ch", cfg["ch"] >= 1, "a positive integer"),
-              ("num_res_blocks", 0 <= cfg["num_res_blocks"] <= MAX_RESBLOCKS, f"an integer in [0, {MAX_RESBLOCKS}]"),
-              ("z_channels", cfg["z_channels"] >= 1, "a positive integer"),
-              ("dropout", 0.0 <= cfg["dropout"] < 1.0, "in [0, 1)"),
-              ("norm_groups", cfg["norm_groups"] >= 1, "a positive integer"),
-              ("resolution", cfg["resolution"] >= f and cfg["resolution"] % f == 0,
-               f"a multiple of the downsampling {f} (2^(len(ch_mult) - 1))")]
-    for key, fine, what in checks:
-        if not fine:
-            raise ConfigError(f"must be {what}, got {cfg[key]!r}", key=key)
-    if cfg["attn_resolutions"] is None:  # LlamaGen: attention at the lowest level (the token grid)
-        cfg["attn_resolutions"] = [cfg["resolution"] // f]
-    sides = [cfg["resolution"] // 2 ** i for i in range(len(cfg["ch_mult"]))]
-    for i, side in enumerate(cfg["attn_resolutions"]):
-        if side not in sides:
-            raise ConfigError(f"{side} is not a feature-map side of this VQGAN (resolution {cfg['resolution']} "
-                              f"gives {', '.join(map(str, sides))})", key=f"attn_resolutions[{i}]")
-    for width in sorted({cfg["ch"]} | {cfg["ch"] * m for m in cfg["ch_mult"]}):
-        if width % cfg["norm_groups"]:
-            raise ConfigError(f"GroupNorm groups must divide every width (ch x ch_mult), but {width} is not a "
-                              f"multiple of {cfg['norm_groups']}", key="norm_groups")
-
-
-# Sizes no SimpleCNN tokenizer of this project comes near, refused before anything is allocated
-# (a config.json or a trainer config could otherwise ask for terabytes or a million layers).
-MAX_PARAMETERS = 2 ** 31     # numbers held by the model (weights and buffers): 8 GiB in float32
-MAX_CODEBOOK_SIZE = 2 ** 31
-MAX_RESBLOCKS = 256
-
-
-def parameter_estimate(cfg: dict) -> dict[str, int]:
-    """Numbers (weights + buffers) a checked config's model holds, by part, computed from the
-    config alone (nothing is built): ``{"network": ..., "codebook": ...}``. The network part is
-    exact; the codebook part is an upper bound (tests/test_models.py holds both to the real count)."""
-    c, k, d = cfg["in_channels"], cfg["codebook_size"], cfg["code_dim"]
-    if cfg["arch"] == "vqgan":
-        width = cfg["z_channels"]
-        network = vqgan.parameter_count(c, cfg["ch"], cfg["ch_mult"], cfg["num_res_blocks"], cfg["attn_resolutions"],
-                                        cfg["z_channels"], cfg["resolution"])
-    else:
-        width = cfg["hidden_dim"]
-        network = simplecnn.parameter_count(c, cfg["hidden_dim"], cfg["n_resblocks"])
-    network += (width * d + d) + (d * width + width)  # pre_quant, post_quant
-    codebook = 0
-    if cfg["quantizer"] in ("vq", "simvq", "ibq"):  # an explicit (K, D) codebook
-        copies = 2 if cfg["ema_update"] else 1       # EMA k-means keeps a running (K, D) sum
-        codebook = k * d * copies + 2 * k + 2 + (d * d if cfg["quantizer"] == "simvq" else 0)
-    return {"network": network, "codebook": codebook}
-
-
-def _check_size(cfg: dict) -> None:
-    """Refuse configs whose model could not be held, naming the key to lower."""
-    if cfg["codebook_size"] > MAX_CODEBOOK_SIZE:
-        raise ConfigError(f"must be at most 2^31 = {MAX_CODEBOOK_SIZE:,}, got {cfg['codebook_size']:,}",
-                          key="codebook_size")
-    if cfg["n_resblocks"] > MAX_RESBLOCKS:
-        raise ConfigError(f"must be at most {MAX_RESBLOCKS}, got {cfg['n_resblocks']:,}", key="n_resblocks")
-    parts = parameter_estimate(cfg)
-    total = sum(parts.values())
-    if total > MAX_PARAMETERS:
-        if parts["codebook"] >= parts["network"]:
-            key = "codebook_size" if cfg["codebook_size"] >= cfg["code_dim"] else "code_dim"
-        else:
-            width = "ch" if cfg["arch"] == "vqgan" else "hidden_dim"
-            key = width if cfg[width] >= cfg["in_channels"] else "in_channels"
-        raise ConfigError(f"{cfg[key]:,} makes a model of about {total:,} numbers ({total * 4 / 2 ** 30:,.0f} GiB "
-                          f"in float32), over the limit of 2^31; lower it", key=key)
 
 
 _FLOAT_DTYPES = {"F64", "F32", "F16", "BF16"}
@@ -496,62 +337,7 @@ def _check_header(cfg: dict, header: dict, cfg_path: Path, weights_path: Path) -
                                   f"{str(tensor.dtype).removeprefix('torch.')}; re-save or re-download the checkpoint")
 
 
-def _check_fsq_levels(cfg: dict) -> None:
-    """FSQ: levels given, each >= 2, and the codebook size and code dim they imply."""
-    levels = cfg["levels"]
-    if not levels:
-        raise ConfigError("required for quantizer='fsq', e.g. levels=[8, 5, 5, 5]", key="levels")
-    for i, level in enumerate(levels):
-        if level < 2:
-            raise ConfigError(f"every FSQ level must be >= 2, got {level} in {levels}", key=f"levels[{i}]")
-    if math.prod(levels) > 2 ** 31:
-        raise ConfigError(f"the FSQ codebook prod({levels}) is too large", key="levels")
-    implied = {"codebook_size": math.prod(levels), "code_dim": len(levels)}
-    for name, value in implied.items():
-        if cfg[name] is not None and cfg[name] != value:
-            raise ConfigError(f"{cfg[name]} contradicts levels={levels} (which imply {value}); drop {name}", key=name)
-        cfg[name] = value
-
-
-def _check_binary(cfg: dict) -> None:
-    """LFQ / BSQ: K a power of two, D = log2(K) (implied when omitted); their loss defaults."""
-    quantizer, k = cfg["quantizer"], cfg["codebook_size"]
-    k = 512 if k is None else k
-    if k < 2 or k & (k - 1):
-        hint = f" (e.g. {1 << max(1, (k - 1).bit_length())})" if k >= 2 else ""
-        raise ConfigError(f"must be a power of two >= 2 for quantizer={quantizer!r}, got {k}{hint}",
-                          key="codebook_size")
-    d = k.bit_length() - 1
-    if cfg["code_dim"] is not None and cfg["code_dim"] != d:
-        raise ConfigError(f"{cfg['code_dim']} contradicts codebook_size={k} (quantizer={quantizer!r} needs "
-                          f"code_dim = log2(codebook_size) = {d}); drop code_dim", key="code_dim")
-    cfg["codebook_size"], cfg["code_dim"] = k, d
-    for name, default in _BINARY_DEFAULTS.items():
-        cfg[name] = default if cfg[name] is None else cfg[name]
-
-
-class ModelConfig(dict):
-    """A validated model config (:meth:`VQModel.check_config`): every VQModel argument with its
-    effective value, readable as attributes (``cfg.codebook_size``). The one type a trainer
-    config's ``model:`` section and a checkpoint's config.json become."""
-
-    def __getattr__(self, key: str):
-        try:
-            return self[key]
-        except KeyError:
-            raise AttributeError(key) from None
-
-    def kwargs(self) -> dict:
-        """VQModel constructor arguments."""
-        return dict(self)
-
-
 _CHECKED: contextvars.ContextVar = contextvars.ContextVar("vqexplore_checked_config", default=None)
-
-
-def config_fields() -> tuple[str, ...]:
-    """Names of the VQModel constructor arguments (the keys config.json may hold)."""
-    return tuple(p for p in inspect.signature(VQModel.__init__).parameters if p != "self")
 
 
 def load(source: str | Path, *, device: str | torch.device = "cpu", revision: str | None = None,

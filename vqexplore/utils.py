@@ -14,9 +14,10 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
 
 CACHE_ENV = "VQEXPLORE_CACHE_DIR"
 OLD_CACHE_ENV = "VQEXPLORE_CACHE"  # deprecated spelling, still read (the Downsampled ImageNet cache used it)

@@ -17,16 +17,40 @@ uint8 ``(H, W, 3)`` RGB. One module per subject:
 """
 from __future__ import annotations
 
-from .base import IN_MEMORY_BUDGET
-from .builtin import BUILTIN_TRAIN_PHOTOS, BUILTIN_VAL_PHOTOS, BuiltinPhotos, builtin_photos
-from .corpus import PHOTOS_DIR, PHOTOS_VAL, PhotoCorpus, PhotoStack, photo_arrays, photo_names
-from .decode import (DEFAULT_MEMORY_BUDGET, FIT_MAX_PIXELS, MAX_PIXELS, MEMORY_BUDGET_ENV, center_crop, decode_peak,
-                     fit_to_multiple, image_to_tensor, load_image, memory_budget, tensor_to_image)
-from .folders import IMAGE_EXTENSIONS, ImageFolderDataset
-from .hf import HFImageDataset
-from .imagenet64 import DownsampledImageNet
-from .loaders import EpochSampler, iter_batches, make_loader, validation_batch
-from .sources import NAMED_SOURCES, describe_source, make_dataset
+NAMED_SOURCES = ("builtin", "photos")
+"""Source names that are not paths: the built-in photos and the photo corpus."""
+
+# Names -> the submodule that defines them, imported on first use (PEP 562): a config can be checked
+# (``trainer.config``: NAMED_SOURCES) without importing torch, which the submodules need.
+_LAZY = {
+    **dict.fromkeys(['IN_MEMORY_BUDGET'], "base"),
+    **dict.fromkeys(['BUILTIN_TRAIN_PHOTOS', 'BUILTIN_VAL_PHOTOS', 'BuiltinPhotos', 'builtin_photos'], "builtin"),
+    **dict.fromkeys(['PHOTOS_DIR', 'PHOTOS_VAL', 'PhotoCorpus', 'PhotoStack', 'photo_arrays', 'photo_names'],
+                    "corpus"),
+    **dict.fromkeys(['DEFAULT_MEMORY_BUDGET', 'FIT_MAX_PIXELS', 'MAX_PIXELS', 'MEMORY_BUDGET_ENV', 'center_crop',
+                     'decode_peak', 'fit_to_multiple', 'image_to_tensor', 'load_image', 'memory_budget',
+                     'tensor_to_image'], "decode"),
+    **dict.fromkeys(['IMAGE_EXTENSIONS', 'ImageFolderDataset'], "folders"),
+    **dict.fromkeys(['HFImageDataset'], "hf"),
+    **dict.fromkeys(['DownsampledImageNet'], "imagenet64"),
+    **dict.fromkeys(['EpochSampler', 'iter_batches', 'make_loader', 'validation_batch'], "loaders"),
+    **dict.fromkeys(['describe_source', 'make_dataset'], "sources"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "MAX_PIXELS", "FIT_MAX_PIXELS", "IN_MEMORY_BUDGET", "IMAGE_EXTENSIONS",

@@ -17,6 +17,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from ..errors import DataError
+from . import NAMED_SOURCES
 from .base import _norm_split
 from .builtin import _BUILTIN_FILES, _PACKAGE_LABEL, BUILTIN_TRAIN_PHOTOS, BUILTIN_VAL_PHOTOS, BuiltinPhotos
 from .corpus import PhotoCorpus
@@ -28,8 +29,6 @@ from .imagenet64 import _IMAGENET64_RE, DownsampledImageNet, _imagenet64_files
 
 __all__ = ["NAMED_SOURCES", "make_dataset", "describe_source"]
 
-NAMED_SOURCES = ("builtin", "photos")
-"""Source names that are not paths: the built-in photos and the photo corpus."""
 
 def _resolve(source: str | os.PathLike) -> tuple[str, Any]:
     """-> (kind, details). kinds: builtin, photos, hf, imagenet64, imagenet_layout, folder."""

@@ -6,20 +6,12 @@
 """
 from __future__ import annotations
 
+from ..modelconfig import ARCHS, downsample_factor  # noqa: F401  (torch-free, re-exported)
 from .simplecnn import Decoder, Encoder, ResBlock
 from .vqgan import AttnBlock, ResnetBlock, VQGANDecoder, VQGANEncoder
 
-ARCHS = ("simplecnn", "vqgan")
-
 __all__ = ["ARCHS", "AttnBlock", "Decoder", "Encoder", "ResBlock", "ResnetBlock", "VQGANDecoder", "VQGANEncoder",
            "build", "downsample_factor", "global_layers"]
-
-
-def downsample_factor(cfg: dict) -> int:
-    """How many pixels a token covers along each side, from a checked VQModel config."""
-    if cfg["arch"] == "vqgan":
-        return 2 ** (len(cfg["ch_mult"]) - 1)
-    return 4
 
 
 def build(cfg: dict):

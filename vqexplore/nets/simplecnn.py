@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-DOWNSAMPLE = 4  # two stride-2 convolutions
+from ..modelconfig import SIMPLECNN_DOWNSAMPLE, simplecnn_parameters
+
+DOWNSAMPLE = SIMPLECNN_DOWNSAMPLE  # two stride-2 convolutions
 
 
 class ResBlock(nn.Module):
@@ -58,9 +60,4 @@ class Decoder(nn.Module):
         return self.net(x)
 
 
-def parameter_count(in_channels: int, hidden_dim: int, n_resblocks: int) -> int:
-    """Weights of the encoder + decoder (without the 1x1 convolutions to and from the codes)."""
-    c, h, n, half = in_channels, hidden_dim, n_resblocks, hidden_dim // 2
-    convs = (c * half * 16 + half) + (half * h * 16 + h) + 2 * (h * h * 9 + h) + (h * half * 16 + half) \
-        + (half * c * 16 + c)
-    return convs + 2 * n * 10 * h * h  # a ResBlock: 3x3 + 1x1 convolutions without bias
+parameter_count = simplecnn_parameters  # computed in the torch-free modelconfig

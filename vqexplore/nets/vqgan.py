@@ -28,6 +28,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..modelconfig import vqgan_parameters
+
 
 def _norm(channels: int, groups: int) -> nn.GroupNorm:
     return nn.GroupNorm(groups, channels, eps=1e-6, affine=True)
@@ -189,41 +191,4 @@ class VQGANDecoder(nn.Module):
         return self.conv_out(F.silu(self.norm_out(h)))
 
 
-def parameter_count(in_channels: int, ch: int, ch_mult: list[int], num_res_blocks: int,
-                    attn_resolutions: list[int], z_channels: int, resolution: int) -> int:
-    """Weights of the encoder + decoder (without the 1x1 convolutions to and from the codes),
-    computed from the config alone by the layer list above (nothing is built)."""
-    def conv(a, b, k):
-        return a * b * k * k + b
-
-    def norm(c):
-        return 2 * c
-
-    def res(a, b):
-        return norm(a) + conv(a, b, 3) + norm(b) + conv(b, b, 3) + (conv(a, b, 1) if a != b else 0)
-
-    def attn(c):
-        return norm(c) + 4 * conv(c, c, 1)
-
-    top = ch * ch_mult[-1]
-    middle = 2 * res(top, top) + attn(top)
-    total = conv(in_channels, ch, 3)  # encoder
-    width, side = ch, resolution
-    for level, mult in enumerate(ch_mult):
-        for _ in range(num_res_blocks):
-            total += res(width, ch * mult) + (attn(ch * mult) if side in attn_resolutions else 0)
-            width = ch * mult
-        if level != len(ch_mult) - 1:
-            total += conv(width, width, 3)
-            side //= 2
-    total += middle + norm(top) + conv(top, z_channels, 3)
-    total += conv(z_channels, top, 3) + middle  # decoder
-    width = top
-    for level in reversed(range(len(ch_mult))):
-        for _ in range(num_res_blocks + 1):
-            total += res(width, ch * ch_mult[level]) + (attn(ch * ch_mult[level]) if side in attn_resolutions else 0)
-            width = ch * ch_mult[level]
-        if level != 0:
-            total += conv(width, width, 3)
-            side *= 2
-    return total + norm(width) + conv(width, in_channels, 3)
+parameter_count = vqgan_parameters  # computed in the torch-free modelconfig, layer by layer as built here
