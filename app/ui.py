@@ -145,3 +145,15 @@ def describe(model, p: Source) -> str:
 
     where = f"{p.kind} {p.path}" + (f" (step {p.step})" if p.step is not None else "")
     return f"{config_summary(model.config)} — {where}"
+
+
+def follow_clicked_code(clicked: int | None, shown: int | None, memo: str) -> None:
+    """A chart click picks the code every page inspects (``keys.INSPECT_CODE``). A selection stays
+    in the chart's state across reruns, so only a new click counts, once (``memo``: this chart's
+    session key for the last click); a click on another code than ``shown`` reruns the page."""
+    if clicked is None or clicked == st.session_state.get(memo):
+        return
+    st.session_state[memo] = clicked
+    if clicked != shown:
+        st.session_state[keys.INSPECT_CODE] = clicked
+        st.rerun()

@@ -128,3 +128,9 @@ def test_a_relative_restart_threshold_follows_the_batch_and_the_token_grid(tmp_p
             load_config(row, [f"model.dead_code_threshold={bad}"])
     with pytest.raises(ConfigError, match="applies to quantizer='vq' only"):
         load_config(row, ["model.quantizer=simvq"])
+    # A VQGAN's token grid is its own: f16 by default (ch_mult of 5 levels), f4 with [1, 2, 2].
+    gan = _write(tmp_path, "g.yaml", "model: {arch: vqgan, ch: 8, norm_groups: 8, z_channels: 8, quantizer: vq,\n"
+                                     "  codebook_size: 64, code_dim: 4, dead_code_threshold: {uniform_share: 0.25}}\n"
+                                     "data: {size: 64}\ntrain: {batch_size: 8}\n")
+    assert load_config(gan).model.dead_code_threshold == 8 * (64 // 16) ** 2 / 64 / 4
+    assert load_config(gan, ["model.ch_mult=[1,2,2]"]).model.dead_code_threshold == 8 * (64 // 4) ** 2 / 64 / 4

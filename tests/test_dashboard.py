@@ -2,7 +2,6 @@
 (and on the demo checkpoints in checkpoints/ when they exist), checkpoint switching, bad input."""
 import hashlib
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers.dashboard import APP, PAGES, open_page
+from helpers.dashboard import APP, PAGES, dashboard_env, open_page
 from vqexplore import VQModel
 
 REPO = Path(__file__).resolve().parent.parent
@@ -66,15 +65,8 @@ def tree_digest(folder: Path) -> str:
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
     paths = build_fixture_tree(tmp_path_factory.mktemp("dash"))
-    saved = {k: os.environ.get(k) for k in ("VQEXPLORE_CHECKPOINTS", "VQEXPLORE_RUNS", "VQEXPLORE_CACHE_DIR")}
-    os.environ.update(VQEXPLORE_CHECKPOINTS=str(paths["checkpoints"]), VQEXPLORE_RUNS=str(paths["runs"]),
-                      VQEXPLORE_CACHE_DIR=str(paths["cache"]))
-    yield paths
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with dashboard_env(paths):
+        yield paths
 
 
 def _app():

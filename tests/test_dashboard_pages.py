@@ -1,17 +1,17 @@
-"""Dashboard pages of issue 18's presentation side, through Streamlit's AppTest on real tiny
+"""Dashboard pages' presentation, through Streamlit's AppTest on real tiny
 checkpoints and a real run folder: the Code inspector says what it does for K > 4,096 instead of
 showing nothing, the Training page overlays runs with a smoothing control and shows the sample
 grids, Code embeddings offers 3-D and the nearest codes of a chosen code, Codebook usage never
 lists a dead code among the most used and offers the live-codes view."""
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from helpers.dashboard import dashboard_env
 from test_dashboard import _app, _charts, _count, _ok, _open, build_fixture_tree, write_metrics
 from vqexplore import VQModel
 
@@ -30,15 +30,8 @@ def tree(tmp_path_factory):
     VQModel(quantizer="vq", codebook_size=64, code_dim=4, hidden_dim=8, n_resblocks=1).save_pretrained(
         other / "checkpoints" / "step-00000020")
     write_metrics(other, range(1, 21))
-    saved = {k: os.environ.get(k) for k in ("VQEXPLORE_CHECKPOINTS", "VQEXPLORE_RUNS", "VQEXPLORE_CACHE_DIR")}
-    os.environ.update(VQEXPLORE_CHECKPOINTS=str(paths["checkpoints"]), VQEXPLORE_RUNS=str(paths["runs"]),
-                      VQEXPLORE_CACHE_DIR=str(paths["cache"]))
-    yield paths
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with dashboard_env(paths):
+        yield paths
 
 
 def _select(at, labels):

@@ -175,10 +175,9 @@ def test_one_checkpoint_reads_the_same_everywhere(tmp_path):
     assert 0 < truth["usage"] < 100
 
     # the dashboard (AppTest), its own cache
-    saved = {k: os.environ.get(k) for k in ("VQEXPLORE_CHECKPOINTS", "VQEXPLORE_RUNS", "VQEXPLORE_CACHE_DIR")}
-    os.environ.update(VQEXPLORE_CHECKPOINTS=str(ckpts), VQEXPLORE_RUNS=str(runs),
-                      VQEXPLORE_CACHE_DIR=str(tmp_path / "cache-dash"))
-    try:
+    from helpers.dashboard import dashboard_env
+
+    with dashboard_env({"checkpoints": ckpts, "runs": runs, "cache": tmp_path / "cache-dash"}):
         at = AppTest.from_file(str(APP), default_timeout=600)
         at.run()
         assert not at.exception and not at.error, ([e.value for e in at.exception], [e.value for e in at.error])
@@ -193,12 +192,6 @@ def test_one_checkpoint_reads_the_same_everywhere(tmp_path):
         header = next(m.value for m in at.markdown if m.value.startswith("**tiny-vq**"))
         recon = {"usage": _pct(header), "psnr": float(re.search(r"PSNR ([\d.]+) dB", header).group(1)),
                  "ssim": float(re.search(r"SSIM ([\d.]+)", header).group(1))}
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
     # the Gradio demo: a real server, its own cache, through its API
     from gradio_client import Client

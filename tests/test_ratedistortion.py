@@ -84,7 +84,7 @@ def test_points_from_the_cpu_sweep_table():
     assert by_name["vq-entropy-2048"].variant == "entropy" and by_name["vq-ema-512"].variant == "EMA"
     assert by_name["vq-d8-2048"].variant == "code dim 8" and by_name["vq-l2-16384"].variant == "l2"
     assert vq.lpips is None and "cpu_sweep.json" in vq.source and "256 images" in vq.source
-    assert by_name["vq-16384-restart"].variant == "dead-code restart 0.008"
+    assert by_name["vq-16384-restart"].variant == "dead-code restart 0.0078125"
 
 
 def test_points_from_the_sweep_rows_file(tmp_path):

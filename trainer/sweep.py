@@ -139,9 +139,15 @@ def run_sweep(folder: str | Path, *, out: str | Path | None = "docs/cpu_sweep.md
               f"SSIM {metrics['ssim']:.4f} ({seconds:.0f} s)", file=sys.stderr, flush=True)
         results.append((path.stem, cfg, metrics, seconds, _train_seconds(cfg)))
     first_command = history[0]["command"] if history else command
-    updates = history[1:] + ([{"command": command, "rows": list(only)}] if only else [])
+    updates = history[1:]
+    if only:
+        update = {"command": command, "rows": list(only)}
+        updates = [u for u in updates if u != update] + [update]  # the same rerun again: listed once
+    # Training time by the trainer's clock, of the rows that recorded it (rows kept from a rows file
+    # written before it recorded the clock have none).
+    trained = sum(r[4] for r in results if r[4])
     text = render_tables([(cfg, metrics, seconds) for _, cfg, metrics, seconds, _ in results], command=first_command,
-                         updates=updates, train_seconds=sum(r[4] or 0.0 for r in results))
+                         updates=updates, train_seconds=trained, unclocked=sum(not r[4] for r in results))
     print(f"sweep: {len(results) - len(recorded)} rows run in {(time.time() - start) / 60:.1f} min", file=sys.stderr)
     if out:
         out = Path(out)
@@ -182,12 +188,29 @@ def _recorded_rows(configs, out, only: list[str]) -> tuple[dict[str, dict], list
         row = rows.get(path.stem)
         if row is None:
             raise ConfigError(f"sweep --only: {rows_file(out)} holds no result for row {path.stem}; add it to --only")
-        if row["config"] != json.loads(json.dumps(dict(cfg.model))) or row.get("image_size") != cfg.data.size:
+        if not _same_model(row["config"], dict(cfg.model)) or row.get("image_size") != cfg.data.size:
             raise ConfigError(f"sweep --only: row {path.stem} changed since {rows_file(out)} recorded it (model or "
                               f"image size); add it to --only")
         kept[path.stem] = row
     history = [{"command": data.get("command")}, *data.get("updates", [])]
     return kept, history
+
+
+def _same_model(recorded: dict, model: dict) -> bool:
+    """Whether a recorded row's model config is ``model``: the record read through today's checks
+    (an argument added since takes its default) and, where the record holds no ``resolution`` (rows
+    written before the tokenizer recorded its image size), that key left out."""
+    from vqexplore.modelconfig import check_config
+
+    try:
+        then = dict(check_config(recorded))
+    except ConfigError:
+        return False
+    now = json.loads(json.dumps(model))
+    if recorded.get("resolution") is None:
+        then.pop("resolution", None)
+        now.pop("resolution", None)
+    return json.loads(json.dumps(then)) == now
 
 
 def _fresh_metrics(ckpt: Path) -> dict | None:
@@ -237,14 +260,14 @@ METRIC_ALIGN = "---:|---:|---:|---:|---:|---:|"
 
 
 def render_tables(results: list[tuple[Config, dict, float]], *, command: str | None = None,
-                  updates: list[dict] | None = None, train_seconds: float | None = None) -> str:
+                  updates: list[dict] | None = None, train_seconds: float | None = None, unclocked: int = 0) -> str:
     """The study's tables (markdown) of (config, metrics, seconds) rows, with how they were made:
     ``command`` made them, each of ``updates`` ({"command", "rows"}) reran some rows since."""
     lines = ["Produced by:", "", "```", command, "```", ""] if command else []
     for update in updates or []:
         lines += [f"Rows {', '.join(update['rows'])} rerun by:", "", "```", update["command"], "```", ""]
     if results:
-        lines += _setup_lines(results, train_seconds)
+        lines += _setup_lines(results, train_seconds, unclocked)
     others = sorted({table_of(r[0]) for r in results} - set(TABLES))  # a quantizer the study lacks
     for table, (title, columns) in {**TABLES, **{q: (f"{q.upper()}-VAE:", ("code dim", "codebook size"))
                                                  for q in others}}.items():
@@ -258,6 +281,9 @@ def render_tables(results: list[tuple[Config, dict, float]], *, command: str | N
             rows = plain + rows
             header, align_tail = header + " x plain |", align_tail + "---:|"
         align = "".join(("---:" if c in ("code dim", "codebook size") else ":-:") + "|" for c in columns)
+        if table == "vqgan":  # its rows are evaluated under their own data's protocol
+            under = "; ".join(sorted({m.get("protocol_description") or "" for _, m, _ in rows} - {""}))
+            title = title + (f" Metrics under: {under}." if under else "")
         lines += [title, "", f"| {' | '.join(columns)} | {header}", f"|{align}{align_tail}"]
         for cfg, m, _ in rows:
             described = describe_config(cfg.model)
@@ -277,7 +303,8 @@ def _metric_cells(m: dict) -> str:
             f"{_num(m.get('lpips'))} | {_num(m.get('rfid'))} |")
 
 
-def _setup_lines(results: list[tuple[Config, dict, float]], train_seconds: float | None = None) -> list[str]:
+def _setup_lines(results: list[tuple[Config, dict, float]], train_seconds: float | None = None,
+                 unclocked: int = 0) -> list[str]:
     """What every SimpleCNN row shares (data, model body, optimiser, steps) and the total training
     time (``train_seconds``, else read from the rows' run folders)."""
     simple = [r for r in results if table_of(r[0]) != "vqgan"] or results
@@ -291,9 +318,10 @@ def _setup_lines(results: list[tuple[Config, dict, float]], train_seconds: float
              f"({notes.get('data_description', '')}), SimpleCNN hidden {m.hidden_dim}, "
              f"{m.n_resblocks} residual blocks, Adam lr {t.lr:g}, batch {t.batch_size}, {t.steps} steps, "
              f"seed {t.seed}. Metrics by `python -m trainer eval` under one protocol: {protocol}. "
-             f"Training time, all rows: "
-             f"{train_seconds / 60:.1f} min (the trainer's clock; "
-             f"startup, validation and evaluation excluded).", ""]
+             + ("Training time, all rows: " if not unclocked else
+                f"Training time of the {len(results) - unclocked} rows rerun since the rows file keeps it: ")
+             + f"{train_seconds / 60:.1f} min (the trainer's clock; startup, validation and evaluation excluded).",
+             ""]
     skipped = sorted({n for _, metrics, _ in results for n in metrics.get("notes", [])})
     if skipped:
         lines += ["LPIPS and rFID are n/a: their pretrained weights are not on this machine.", ""]

@@ -11,6 +11,7 @@ config in a fraction of a second.
 """
 from .errors import (CheckpointError, ConfigError, DataError, HubError, ImageError,
                      MissingWeightsError, VQExploreError)
+from .lazy import lazy_names
 
 __version__ = "0.1.0"
 
@@ -28,15 +29,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, globals())

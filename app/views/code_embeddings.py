@@ -47,13 +47,7 @@ def render() -> None:
                        + ("; blue: encoder outputs" if proj.latents is not None else "")
                        + ". Click a point for its decoded tile and nearest codes (tiles on click: plotly hover "
                          "labels cannot show images).")
-        clicked = plots.selected_code(event)
-        # A selection stays in the chart's state: act on a new click only, once.
-        if clicked is not None and clicked != st.session_state.get("_embedding_last_click"):
-            st.session_state["_embedding_last_click"] = clicked
-            if clicked != code:
-                st.session_state[keys.INSPECT_CODE] = clicked
-                st.rerun()
+        ui.follow_clicked_code(plots.selected_code(event), code, "_embedding_last_click")
         with side:
             def _typed() -> None:
                 st.session_state[keys.INSPECT_CODE] = int(st.session_state["embedding_code"])

@@ -59,13 +59,8 @@ def render() -> None:
                                               title="Click a code")
             event = None if fig is None else st.plotly_chart(
                 fig, width="stretch", key=f"inspector_pick_{pick_from}", on_select="rerun", selection_mode="points")
-            clicked = None if event is None else plots.selected_code(event)
-            # A selection stays in the chart's state: act on a new click only, once.
-            if clicked is not None and clicked != st.session_state.get("_inspector_last_click"):
-                st.session_state["_inspector_last_click"] = clicked
-                if clicked != code:
-                    st.session_state[keys.INSPECT_CODE] = clicked
-                    st.rerun()
+            ui.follow_clicked_code(None if event is None else plots.selected_code(event), code,
+                                   "_inspector_last_click")
         with right:
             max_patches = st.slider("Patches to show", 4, 64, 24, step=4, key="inspector_max")
             with st.spinner("Finding patches..."):

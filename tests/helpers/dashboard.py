@@ -2,6 +2,8 @@
 registry) and opening a page by its key."""
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
 from pathlib import Path
 
 from app.pages import PAGES as REGISTRY
@@ -20,3 +22,31 @@ def open_page(at, key: str):
     assert key in PAGES, f"no page {key!r} in app.pages"
     at._page_hash = calc_hash(key)
     return at.run()
+
+
+@contextmanager
+def dashboard_env(paths: dict):
+    """The dashboard's folders (``paths``: checkpoints, runs, cache) set in this process's
+    environment, as AppTest runs the app in it, and restored afterwards."""
+    names = {"VQEXPLORE_CHECKPOINTS": "checkpoints", "VQEXPLORE_RUNS": "runs", "VQEXPLORE_CACHE_DIR": "cache"}
+    saved = {k: os.environ.get(k) for k in names}
+    os.environ.update({k: str(paths[v]) for k, v in names.items()})
+    try:
+        yield paths
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def demo_names() -> list[str]:
+    """The demo set as documented: the checkpoints docs/demo_set.md lists (its grid's columns, in
+    order), which the tests expect in checkpoints/ (one missing fails, never skips)."""
+    import re
+
+    text = (ROOT / "docs" / "demo_set.md").read_text()
+    columns = re.search(r"Columns of docs/demo_grid\.png: input, then ([^.]+)\.", text)
+    assert columns, "docs/demo_set.md lacks its 'Columns of docs/demo_grid.png' line"
+    return [name.strip() for name in columns.group(1).split(",")]

@@ -17,6 +17,8 @@ uint8 ``(H, W, 3)`` RGB. One module per subject:
 """
 from __future__ import annotations
 
+from ..lazy import lazy_names
+
 NAMED_SOURCES = ("builtin", "photos")
 """Source names that are not paths: the built-in photos and the photo corpus."""
 
@@ -38,18 +40,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, globals())
 
 
 __all__ = [

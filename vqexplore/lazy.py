@@ -1,0 +1,24 @@
+"""Names of a package imported on first use (PEP 562), so that importing the package costs nothing
+until one is needed: ``import vqexplore`` and the torch-free modules (``modelconfig``, ``errors``,
+``runlayout``) do not import torch, and the trainer refuses a bad config in a fraction of a second."""
+from __future__ import annotations
+
+import importlib
+
+
+def lazy_names(package: str, names: dict[str, str], namespace: dict):
+    """(``__getattr__``, ``__dir__``) for ``package`` whose ``names`` map to the submodule that defines
+    them (relative, without the dot). A name, once imported, is stored in ``namespace`` (the
+    package's globals), so the next access is a plain attribute."""
+
+    def __getattr__(name: str):
+        if name in names:
+            value = getattr(importlib.import_module(f".{names[name]}", package), name)
+            namespace[name] = value
+            return value
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    def __dir__():
+        return sorted(set(namespace) | set(names))
+
+    return __getattr__, __dir__
