@@ -19,7 +19,8 @@ LAYOUT_OWNER = ROOT / "vqexplore" / "runlayout.py"
 
 # File names of a run folder / of the trainer's files in a checkpoint folder. config.json and
 # model.safetensors are the checkpoint format, owned by vqexplore/hub.py, and not listed here.
-RUN_FILES = {"config.yaml", "metrics.jsonl", "training.json", "trainer_state.json", "metrics.json"}
+RUN_FILES = {"config.yaml", "metrics.jsonl", "training.json", "trainer_state.json", "metrics.json", "projection.npz",
+             "evaluation.npz"}
 # Folder names that are ordinary words too ("ema" is also a --weights choice, "samples" a count):
 # they count only as a path component (``x / "ema"``, "samples/...").
 RUN_DIRS = {"checkpoints", "ema", "samples"}
