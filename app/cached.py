@@ -44,7 +44,7 @@ def default_protocol():
     photos whole at 64-512 px (the README's tables and the demo's)."""
     from vqexplore.protocol import Protocol
 
-    return Protocol.heldout_photos(DEFAULT_IMAGE_SIZE)
+    return Protocol.default(DEFAULT_IMAGE_SIZE)
 
 
 def protocol():
@@ -98,9 +98,29 @@ def encoded(path: str, stamp: tuple, n):
     return analysis.encode_sample(load_model(path, stamp), validation_images(n))
 
 
+@st.cache_data(show_spinner=False, max_entries=128)
+def _usage_on_disk(path: str, stamp: tuple, protocol) -> tuple[np.ndarray, int] | None:
+    from vqexplore.protocol import cached_evaluation
+
+    result = cached_evaluation(path, None, protocol, measure=False)
+    return None if result is None else (result.counts, int(result.metrics["num_images"]))
+
+
+def usage(path: str, stamp: tuple, n) -> tuple[np.ndarray, int]:
+    """((K,) code counts, number of images) of the checkpoint under protocol ``n`` (its evaluation's).
+    Counts do not depend on LPIPS: an evaluation on disk without it (stored beside the checkpoint,
+    metrics.json, the cache) serves, before the evaluation with LPIPS is measured (or, without its
+    weights, the same one). Reading one imports no torch and loads no model."""
+    hit = _usage_on_disk(path, stamp, n)
+    if hit is not None:
+        return hit
+    result = evaluation(path, stamp, n, lpips_module() is not None)
+    return result.counts, int(result.metrics["num_images"])
+
+
 def usage_counts(path: str, stamp: tuple, n) -> np.ndarray:
-    """(K,) code counts of the checkpoint under protocol ``n`` (its evaluation's counts)."""
-    return evaluation(path, stamp, n, lpips_module() is not None).counts
+    """(K,) code counts of the checkpoint under protocol ``n`` (see :func:`usage`)."""
+    return usage(path, stamp, n)[0]
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -118,15 +138,31 @@ def counts_of(p: Source) -> np.ndarray:
     return usage_counts(p.path, weights_stamp(p.path), sample())
 
 
+def _projection_params(path: str, stamp: tuple, method: str, dims: int) -> dict:
+    """The page's layout parameters: ``vqexplore.projection.default_params`` with its method and dimensions."""
+    from vqexplore.projection import default_params
+
+    return {**default_params(int(config_of(path, stamp)["codebook_size"])), "method": method, "dims": dims}
+
+
+def projection_stored(path: str, stamp: tuple, method: str, dims: int = 2) -> bool:
+    """Whether this layout is stored beside the checkpoint for these weights (``trainer export`` /
+    ``eval`` wrote it): the page then needs neither umap-learn nor the model."""
+    from vqexplore.projection import stored_projection
+
+    return stored_projection(path, **_projection_params(path, stamp, method, dims)) is not None
+
+
 @st.cache_data(show_spinner=False, max_entries=32)
 def projection(path: str, stamp: tuple, method: str, with_latents: bool, n, dims: int = 2):
-    from vqexplore import analysis
+    """The codebook's layout (``vqexplore.projection.cached_projection``): read from beside the checkpoint
+    when stored there for these weights, else from the disk cache, else computed (the model is loaded only then)."""
+    from vqexplore.projection import cached_projection
 
-    model = load_model(path, stamp)
-    return analysis.cached_projection(path, model, method, images=validation_images(n) if with_latents else None,
-                                      encoded=encoded(path, stamp, n) if with_latents else None,
-                                      seed=analysis.default_seed(model.codebook_size),
-                                      n_epochs=analysis.default_epochs(model.codebook_size), dims=dims)
+    return cached_projection(path, lambda: load_model(path, stamp),
+                             images=validation_images(n) if with_latents else None,
+                             encoded=encoded(path, stamp, n) if with_latents else None,
+                             **_projection_params(path, stamp, method, dims))
 
 
 def warm_models(paths_and_stamps: list[tuple[str, tuple]]) -> None:

@@ -45,6 +45,7 @@ import io
 import logging
 import math
 import os
+import re
 import signal
 import weakref
 from pathlib import Path
@@ -150,7 +151,8 @@ def app_kwargs() -> dict:
     from fastapi.exceptions import RequestValidationError
     from starlette.middleware import Middleware
 
-    return {"middleware": [Middleware(BodyLimit, limit_for=body_limit_for, describe=_body_refusal)],
+    return {"middleware": [Middleware(OutputFiles),
+                           Middleware(BodyLimit, limit_for=body_limit_for, describe=_body_refusal)],
             "exception_handlers": {RequestValidationError: validation_error}}
 
 
@@ -265,16 +267,82 @@ def png_file(img: np.ndarray) -> str:
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(img)).save(buf, format="PNG", compress_level=3)
     data = buf.getvalue()
-    folder = Path(get_upload_folder()) / "vqexplore-outputs"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = outputs_folder()
+    if folder not in _MADE_FOLDERS:
+        folder.mkdir(parents=True, exist_ok=True)
+        _MADE_FOLDERS.add(folder)
     path = folder / f"{hashlib.sha256(data).hexdigest()[:40]}.png"
     try:
         # Handed out again: restart its age (Gradio's scheduled deletion goes by ctime), so that it
         # is not deleted on the schedule of its first use before this client fetches it.
         os.utime(path)
     except FileNotFoundError:
-        write_atomic(path, data, durable=False)
+        try:
+            write_atomic(path, data, durable=False)
+        except FileNotFoundError:  # the folder went with the TTL's deletion: make it again
+            folder.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, data, durable=False)
     return str(path)
+
+
+OUTPUTS_DIR = "vqexplore-outputs"   # beside Gradio's uploads: result images, named by their content
+_OUTPUT_NAME = re.compile(r"[0-9a-f]{40}\.png")
+_MADE_FOLDERS: set[Path] = set()
+FAST_OUTPUT_MAX = 4 * 1024 ** 2     # larger result images (native mode) go through Gradio's file route
+
+
+def outputs_folder() -> Path:
+    """Where :func:`png_file` writes: ``vqexplore-outputs`` in Gradio's upload folder (deleted with it on the TTL)."""
+    return Path(os.path.abspath(get_upload_folder())) / OUTPUTS_DIR
+
+
+class OutputFiles:
+    """ASGI middleware: a GET (or HEAD) of a result image that :func:`png_file` wrote, answered here.
+
+    Gradio's file route costs a request several thread hops (its login dependency, the file's stat,
+    open and reads in worker threads), a route search and path checks with ``resolve()`` on every
+    component; a one-checkpoint request downloads four such images. Only a file whose URL path is
+    exactly ``<outputs folder>/<40 hex digits>.png`` (a name this server chose: no other file, no
+    symlink, nothing outside that folder) and at most ``FAST_OUTPUT_MAX`` bytes is answered here,
+    with the headers Gradio sends; anything else (a range request, a missing or deleted file, any
+    other path) goes on to Gradio unchanged. The demo has no login (a server with one would need its
+    check here too)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope.get("method") in ("GET", "HEAD"):
+            data = self._output(scope)
+            if data is not None:
+                name = scope["path"].rsplit("/", 1)[1]
+                await send({"type": "http.response.start", "status": 200, "headers": [
+                    (b"content-type", b"image/png"), (b"content-length", str(len(data)).encode()),
+                    (b"accept-ranges", b"bytes"),
+                    (b"content-disposition", f'inline; filename="{name}"'.encode())]})
+                await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else data})
+                return
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    def _output(scope) -> bytes | None:
+        path = scope.get("path", "")
+        where = path.find("/file=")
+        if where < 0 or any(k == b"range" for k, _ in scope.get("headers") or ()):
+            return None
+        folder, _, name = path[where + 6:].rpartition("/")
+        if not _OUTPUT_NAME.fullmatch(name) or folder != str(outputs_folder()):
+            return None
+        try:
+            fd = os.open(os.path.join(folder, name), os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:  # gone (the TTL) or not a plain file: Gradio answers
+            return None
+        try:
+            with os.fdopen(fd, "rb") as f:
+                data = f.read(FAST_OUTPUT_MAX + 1)
+        except OSError:
+            return None
+        return data if len(data) <= FAST_OUTPUT_MAX else None
 
 
 def _fmt(value: float | None, digits: int) -> str:
@@ -511,8 +579,9 @@ def build_demo(entries: list[Entry] | None = None, *, preload: bool = False) -> 
         if not names:
             gr.Markdown("No demo checkpoints were found (set `VQEXPLORE_CHECKPOINTS` or `VQEXPLORE_HUB_REPOS`); "
                         "type a Hub repo id above.")
-        button.click(demo_state.run, inputs=[image, checkpoints, typed, mode],
-                     outputs=[model_input, gallery, table, notes], api_name="reconstruct")
+        inputs, outputs = [image, checkpoints, typed, mode], [model_input, gallery, table, notes]
+        button.click(in_one_thread(demo_state.run, inputs, outputs), inputs=inputs, outputs=outputs,
+                     api_name="reconstruct", preprocess=False, postprocess=False)
         # Another photo (an upload or an example): the old results go, so nothing on screen belongs
         # to an image that is no longer the input.
         image.change(clear_results, inputs=None, outputs=[model_input, gallery, table, notes], api_name=False,
@@ -520,6 +589,37 @@ def build_demo(entries: list[Entry] | None = None, *, preload: bool = False) -> 
     guard_inputs(demo, NOT_UPLOADED, lambda path: uploaded_file(path) is not None)
     _STATES[demo] = demo_state
     return demo
+
+
+def in_one_thread(fn, inputs: list, outputs: list):
+    """``fn`` with its components' processing done around it, in the request's one worker thread, for
+    an event registered with ``preprocess=False, postprocess=False``: each input value goes through
+    its component's ``preprocess`` and each return value through its output component's
+    ``postprocess``, exactly what Gradio would do.
+
+    Gradio otherwise runs each of those in a worker thread of its own (eight thread hops for the
+    demo's four inputs and four outputs) and moves each result file into its cache twice
+    (``resolve()`` on every path, once for the session's copy of the page and once for the answer);
+    this way it moves each once. What is checked, computed and sent is the same: the inputs are
+    still vetted (``request_guard.guard_inputs``) and moved into the cache by Gradio first."""
+    from gradio.data_classes import GradioModel, GradioRootModel
+
+    def run(*args):
+        values = []
+        for component, value in zip(inputs, args):
+            model = getattr(component, "data_model", None)
+            if model is not None and value is not None:
+                value = model.model_validate(value, context={"validate_meta": True})
+            values.append(component.preprocess(value))
+        out = []
+        for component, value in zip(outputs, fn(*values)):
+            value = component.postprocess(value)
+            out.append(value.model_dump() if isinstance(value, (GradioModel, GradioRootModel)) else value)
+        return out
+
+    run.__name__ = getattr(fn, "__name__", "run")
+    run.__doc__ = fn.__doc__
+    return run
 
 
 _STATES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

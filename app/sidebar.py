@@ -30,6 +30,9 @@ PROTOCOL_SOURCES = {
     "imagenet64": ("Downsampled ImageNet val", (16, 64, 256, 1024), 1024),
 }
 DEFAULT_PROTOCOL_SOURCE = "photos"
+# Shipped with the package, so never checked by counting their images (which imports torch and decodes
+# them: seconds of a fresh server's first page that reads only stored results).
+BUNDLED_SOURCES = ("photos", "builtin")
 IMAGE_SIZE_CHOSEN = "image_size_chosen"  # set once a link or the user picked the image size
 
 
@@ -71,7 +74,6 @@ def training_size(paths) -> int | None:
     """The largest training resolution (config.json ``resolution``; 64 when not recorded) of the
     local checkpoint or run folders ``paths``, as the nearest offered image size; None if none."""
     from vqexplore.hub import CONFIG_NAME, read_config
-    from vqexplore.reconstruct import DEFAULT_RESOLUTION
 
     sizes = []
     for path in paths:
@@ -80,7 +82,8 @@ def training_size(paths) -> int | None:
             if not folder.is_dir():
                 continue  # a Hub repo id: not fetched for the sidebar
             src = resolve(str(folder))
-            sizes.append(int(read_config(src.path / CONFIG_NAME).get("resolution") or DEFAULT_RESOLUTION))
+            # a checkpoint that does not record its resolution was trained at the study's 64 px
+            sizes.append(int(read_config(src.path / CONFIG_NAME).get("resolution") or DEFAULT_IMAGE_SIZE))
         except Exception:  # an unreadable checkpoint says so on the pages that open it
             continue
     if not sizes:
@@ -196,8 +199,8 @@ def protocol_sidebar() -> None:
                 problem = protocol_path_refusal(text)
                 if problem is None:
                     chosen = Protocol(text, "val", size, "center", count, usage_scales=scales)
-        if chosen is not None:
-            protocol_images_count(chosen)
+        if chosen is not None and src not in BUNDLED_SOURCES:
+            protocol_images_count(chosen)  # a typed folder or dataset: usable? (one error here if not)
     except VQExploreError as e:
         chosen, problem = None, str(e)
     except Exception as e:  # never let a data source take the app down

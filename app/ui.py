@@ -21,7 +21,9 @@ from vqexplore.errors import VQExploreError
 from vqexplore.hub import Source
 
 log = logging.getLogger("vqexplore.dashboard")
-PROJECTING_PAGES = ("code_embeddings", "code_inspector")  # pages whose first render needs umap-learn
+# pages whose first render may need umap-learn (Code embeddings starts the warm-up itself, only when
+# the projection is not stored beside the checkpoint)
+PROJECTING_PAGES = ("code_inspector",)
 
 
 @contextmanager
@@ -96,12 +98,15 @@ def stop() -> None:
     st.stop()
 
 
-def footer() -> None:
-    """How long this page's script took on the server (from ``page()`` to here)."""
+def footer(warm_up: bool = True) -> None:
+    """How long this page's script took on the server (from ``page()`` to here). ``warm_up``: start
+    the background import of umap-learn now (a page that showed only stored results passes False: the
+    warm-up would compete with the browser drawing it, for a projection nobody asked for yet)."""
     # The view state goes into the link once per run, here (or in stop()): two query updates in
     # one run sometimes left the browser's address at the first.
     viewstate.publish()
-    prewarm()  # after the page: the warm-up thread would otherwise compete with a fresh server's first page
+    if warm_up:
+        prewarm()  # after the page: the warm-up thread would otherwise compete with a fresh server's first page
     started = st.session_state.get(keys.PAGE_STARTED)
     if started is not None:
         st.caption(f"Page computed in {time.perf_counter() - started:.2f} s on the server.")
@@ -139,12 +144,31 @@ def single_checkpoint_page(key: str) -> tuple[Source, object, tuple]:
     return p, model, sample()
 
 
-def describe(model, p: Source) -> str:
-    """The caption of a single-checkpoint page: the config (``vqexplore.describe``) and where it is."""
+def single_checkpoint_config_page(key: str) -> tuple[Source, dict]:
+    """:func:`single_checkpoint_page` without loading the model: (the focused source, its config.json),
+    for a page that can often show stored results only (the model is loaded where it is needed)."""
+    from app.cached import config_of
+    from app.sources import weights_stamp
+
+    page(key)
+    p = pick_one(require_selection())
+    try:
+        config = config_of(p.path, weights_stamp(p.path))
+    except VQExploreError as e:
+        st.error(f"{p.name}: {e}")
+        stop()
+    st.caption(describe(config, p))
+    return p, config
+
+
+def describe(model_or_config, p: Source) -> str:
+    """The caption of a single-checkpoint page: the config (``vqexplore.describe``; of a model or a
+    config.json dict) and where it is."""
     from vqexplore.describe import config_summary
 
+    config = model_or_config if isinstance(model_or_config, dict) else model_or_config.config
     where = f"{p.kind} {p.path}" + (f" (step {p.step})" if p.step is not None else "")
-    return f"{config_summary(model.config)} — {where}"
+    return f"{config_summary(config)} — {where}"
 
 
 def follow_clicked_code(clicked: int | None, shown: int | None, memo: str) -> None:

@@ -4,8 +4,16 @@ freshly started server (UMAP included), and re-renders of every page from cache.
     python bench/dashboard.py                      # a 16,384-code demo checkpoint if there is one
     python bench/dashboard.py --ckpt checkpoints/vq-16384
     python bench/dashboard.py --cold-numba         # also count numba's one-time compilation
+    python bench/dashboard.py --only-views --rounds 3   # only the stored-views rows, before / after
 
-Targets (2 CPU cores): first render <= 20 s, any re-render from cache <= 2 s.
+Targets (2 CPU cores): first render <= 20 s, any re-render from cache <= 2 s; the first render of a
+checkpoint that went through ``python -m trainer export`` (its views stored beside the weights)
+<= 4 s.
+
+Stored views, before and after in one run: the checkpoint is exported twice with the real command,
+``python -m trainer export --no-views`` (before: the page computes the projection and the usage counts)
+and ``python -m trainer export`` (after: it reads them), and a fresh server with an empty cache draws
+Code embeddings of each, alternating, ``--rounds`` times.
 
 A render is timed in a real browser (Debian chromium through playwright) from navigation until
 the page's script has finished (Streamlit's "running" indicator is gone) and its plotly charts
@@ -159,6 +167,9 @@ def main() -> None:
     parser.add_argument("--screenshots", type=Path, default=None, help="save a screenshot per page here")
     parser.add_argument("--only-compare", action="store_true",
                         help="only the Compare rows (six demo checkpoints: first render, size switch)")
+    parser.add_argument("--only-views", action="store_true",
+                        help="only the stored-views rows (export --no-views vs export, fresh servers)")
+    parser.add_argument("--rounds", type=int, default=1, help="alternating before/after rounds of the views rows")
     args = parser.parse_args()
 
     from playwright.sync_api import sync_playwright
@@ -176,13 +187,17 @@ def main() -> None:
         k = read_config(ckpt / "config.json").get("codebook_size")
         env_extra = {"NUMBA_CACHE_DIR": str(work / "numba")} if args.cold_numba else {}
         load = os.getloadavg()[0]
+        exports = [] if args.only_compare else export_both(ckpt, work)
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            rows = [] if args.only_compare else fresh_and_cached_rows(browser, root, work, env_extra, k,
-                                                                      args.screenshots)
-            if not args.only_compare:
+            rows = []
+            if not (args.only_compare or args.only_views):
+                rows += fresh_and_cached_rows(browser, root, work, env_extra, k, args.screenshots)
                 rows.append(disk_cache_row(browser, root, work, env_extra))
-            rows += compare_rows(browser, work, env_extra)
+            if not args.only_compare:
+                rows += views_rows(browser, exports, work, env_extra, k, args.rounds)
+            if not args.only_views:
+                rows += compare_rows(browser, work, env_extra)
             browser.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -241,6 +256,48 @@ def compare_rows(browser, work: Path, env_extra: dict) -> list:
             rows.append((f"compare, {what}", t, (5.0, "server")))
     finally:
         server.stop()
+    return rows
+
+
+def export_both(ckpt: Path, work: Path) -> list[tuple[str, Path, float]]:
+    """``ckpt`` exported with the real command twice: without and with the stored views. Returns
+    (label, server root holding only that export, seconds the export took)."""
+    out = []
+    for label, extra in (("export --no-views", ["--no-views"]), ("export", [])):
+        root = work / f"root-{label.replace(' ', '').replace('-', '')}"
+        dest = root / f"{ckpt.name}-exported"
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "trainer", "export", "--ckpt", str(ckpt), "--to", str(dest), *extra],
+                       cwd=REPO, check=True, env={**os.environ, "VQEXPLORE_CACHE_DIR": str(work / "export-cache")},
+                       stdout=subprocess.DEVNULL)
+        out.append((label, root, time.perf_counter() - t0))
+        shutil.rmtree(work / "export-cache", ignore_errors=True)  # the second export computes its views itself
+    return out
+
+
+def views_rows(browser, exports, work: Path, env_extra: dict, k, rounds: int) -> list:
+    """A fresh server with an empty cache per visit: Code embeddings of the checkpoint exported without
+    its views (before) and with them (after), alternating ``rounds`` times; the median of each."""
+    import statistics
+
+    times: dict[str, list] = {label: [] for label, _, _ in exports}
+    for r in range(rounds):
+        for label, root, _ in exports:
+            server = Server(root, work / f"cache-views-{r}-{label.replace(' ', '')}", env_extra)
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                times[label].append(timed_visit(page, f"{server.url}/code_embeddings"))
+                page.close()
+            finally:
+                server.stop()
+    rows = []
+    for label, _, seconds in exports:
+        browser_s = statistics.median(t[0] for t in times[label])
+        server_s = [t[1] for t in times[label] if t[1] is not None]
+        rows.append((f"`python -m trainer {label}` (its own wall time)", (seconds, None), None))
+        target = 4.0 if label == "export" else None
+        rows.append((f"code_embeddings, fresh server, first render after `{label}` (median of {rounds})",
+                     (browser_s, statistics.median(server_s) if server_s else None), target))
     return rows
 
 

@@ -9,6 +9,20 @@ server (HTTP, queue, PNG encoding, file transfer) on top of the model.
     python bench/demo.py                                  # the demo checkpoints in checkpoints/
     python bench/demo.py --checkpoints DIR --requests 30  # another folder of checkpoint folders
     python bench/demo.py --burst 20                       # also: 20 clients at once (throughput)
+    git worktree add /tmp/vqx-before <commit>  # (or git archive <commit> | tar -x -C /tmp/vqx-before)
+    python bench/demo.py --baseline /tmp/vqx-before --rounds 3   # before vs after, alternating, one run
+
+``--http``: the requests are sent the way the page's own script and any HTTP client send them, on
+one kept-alive connection: POST the image to ``/gradio_api/upload``, POST ``/gradio_api/call/reconstruct``,
+read its event stream, GET the four result images. ``gradio_client`` (the default) waits for the
+result by polling its message queue every 50 ms (``stream_sse_v1plus``), so with it no request can
+take less than about 50 ms plus its HTTP round trips, however fast the server; ``--http`` measures
+the server's request path without that floor.
+
+``--baseline DIR``: another checkout of the project (the code before a change); its demo server
+(``DIR/app/gradio_app.py`` with ``DIR`` first on ``PYTHONPATH``, so it runs its own ``app`` and
+``vqexplore``) and this tree's are timed in alternating rounds on the same checkpoints, and the table
+gives both medians and their ratio.
 
 Target: under 100 ms per 64x64 image per checkpoint through the server.
 
@@ -42,13 +56,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(checkpoints: Path, port: int, concurrency: int, threads: int, tmp: Path) -> subprocess.Popen:
+def start_server(checkpoints: Path, port: int, concurrency: int, threads: int, tmp: Path,
+                 tree: Path = ROOT) -> subprocess.Popen:
+    """The demo server of the code in ``tree`` (this checkout, or a ``--baseline`` one)."""
     env = dict(os.environ, VQEXPLORE_CHECKPOINTS=str(checkpoints), VQEXPLORE_HUB_REPOS="",
                VQEXPLORE_CONCURRENCY=str(concurrency), VQEXPLORE_TORCH_THREADS=str(threads),
                GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(port), GRADIO_ANALYTICS_ENABLED="False",
                GRADIO_TEMP_DIR=str(tmp / "gradio"), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    if tree != ROOT:  # its own app and vqexplore first
+        env["PYTHONPATH"] = os.pathsep.join([str(tree), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     log = open(tmp / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "app" / "gradio_app.py")], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, str(tree / "app" / "gradio_app.py")], cwd=tree, env=env,
                             stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -91,6 +109,13 @@ def parse_args() -> argparse.Namespace:
                         help="torch threads per request (default: the server's default, cores / concurrency)")
     parser.add_argument("--burst", type=int, default=0,
                         help="also send this many requests at once from as many clients (throughput)")
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="another checkout of the project: time its demo server against this one's")
+    parser.add_argument("--http", action="store_true",
+                        help="send the requests over plain HTTP (upload, call, event stream, downloads on one "
+                             "kept-alive connection) instead of gradio_client, whose 50 ms polling floors them")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="with --baseline: alternating rounds (a fresh server of each tree per round)")
     return parser.parse_args()
 
 
@@ -112,28 +137,74 @@ def main() -> None:
     files = [tmp / f"photo{i}.png" for i in range(len(photos))]
     for img, path in zip(photos, files):
         Image.fromarray(img).save(path)
+    if args.baseline is not None:
+        compare_trees(args, names, files, threads, tmp)
+        return
     server = time_server(args, names, files, threads, tmp)
     bare, model_only = time_library(args, names, files, photos, threads)
     report(args, names, cores, threads, server, bare, model_only)
 
 
-def time_server(args, names: list[str], files: list[Path], threads: int, tmp: Path) -> dict:
-    """Latencies through the demo server: per checkpoint, all checkpoints in one request, a burst;
-    and the CPU seconds per request of the server and of this client."""
+def compare_trees(args, names: list[str], files: list[Path], threads: int, tmp: Path) -> None:
+    """One-checkpoint requests through the baseline tree's server and this tree's, alternating rounds
+    (a fresh server each), then per checkpoint both medians, the ratio and the server CPU per request."""
+    baseline = args.baseline.resolve()
+    if not (baseline / "app" / "gradio_app.py").is_file():
+        sys.exit(f"{baseline} is not a checkout of this project (no app/gradio_app.py)")
+    trees = {"before": baseline, "after": ROOT}
+    served = {t: {n: [] for n in names} for t in trees}
+    cpu = {t: {n: [] for n in names} for t in trees}
+    for r in range(args.rounds):
+        for label, tree in trees.items():
+            out = time_server(args, names, files, threads, tmp / f"{label}-{r}", tree=tree, together=False)
+            for n in names:
+                served[label][n] += out["served"][n]
+                cpu[label][n].append(out["cpu"][n][0])
+    print(f"\nvqexplore demo latency, before ({baseline}) vs after ({ROOT}): one 64x64 image, one checkpoint per "
+          f"request, {args.rounds} alternating rounds x {args.requests} requests per checkpoint (after "
+          f"{args.warmup} warm-up); concurrency {args.concurrency} x {threads} torch thread(s); client: "
+          f"{'plain HTTP on one kept-alive connection (--http)' if args.http else 'gradio_client'}")
+    header = f"{'checkpoint':<24} {'before med':>11} {'after med':>10} {'after/before':>13} " \
+             f"{'before CPU':>11} {'after CPU':>10} {'after p90':>10}"
+    print(header)
+    print("-" * len(header))
+    for n in names + ["all"]:
+        b = [t for v in served["before"].values() for t in v] if n == "all" else served["before"][n]
+        a = [t for v in served["after"].values() for t in v] if n == "all" else served["after"][n]
+        bc = [c for v in cpu["before"].values() for c in v] if n == "all" else cpu["before"][n]
+        ac = [c for v in cpu["after"].values() for c in v] if n == "all" else cpu["after"][n]
+        print(f"{n:<24} {stats(b)[0]:>9.1f}ms {stats(a)[0]:>8.1f}ms {stats(a)[0] / stats(b)[0]:>13.2f} "
+              f"{statistics.median(bc) * 1000:>9.1f}ms {statistics.median(ac) * 1000:>8.1f}ms {stats(a)[1]:>8.1f}ms")
+    med = stats([t for v in served["after"].values() for t in v])[0]
+    print(f"target: <= 50 ms median per one-checkpoint request for a 64x64 image -> "
+          f"{'met' if med <= 50 else 'NOT met'}")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (a shared machine: compare "
+          f"the two columns, measured alternately in one run)")
+
+
+def time_server(args, names: list[str], files: list[Path], threads: int, tmp: Path, tree: Path = ROOT,
+                together: bool = True) -> dict:
+    """Latencies through the demo server (of the code in ``tree``): per checkpoint, all checkpoints in
+    one request (``together``), a burst; and the CPU seconds per request of the server and of this client."""
     from gradio_client import Client, handle_file
 
     port = free_port()
+    tmp.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    proc = start_server(args.checkpoints, port, args.concurrency, threads, tmp)
+    proc = start_server(args.checkpoints, port, args.concurrency, threads, tmp, tree)
     out = {"startup": time.perf_counter() - t0, "served": {}, "cpu": {}, "burst": None}
 
     def timed(client, k, chosen):
         t = time.perf_counter()
-        client.predict(handle_file(str(files[k % len(files)])), chosen, "", "64", api_name="/reconstruct")
+        if isinstance(client, HttpClient):
+            client.predict(files[k % len(files)], chosen)
+        else:
+            client.predict(handle_file(str(files[k % len(files)])), chosen, "", "64", api_name="/reconstruct")
         return time.perf_counter() - t
 
     try:
-        client = Client(f"http://127.0.0.1:{port}/", verbose=False, ssl_verify=False)
+        client = HttpClient(port) if args.http else Client(f"http://127.0.0.1:{port}/", verbose=False,
+                                                          ssl_verify=False)
         for name in names:
             for k in range(args.warmup):
                 timed(client, k, [name])
@@ -142,8 +213,9 @@ def time_server(args, names: list[str], files: list[Path], threads: int, tmp: Pa
             out["cpu"][name] = ((cpu_seconds(proc.pid) - cpu0[0]) / args.requests,
                                 (cpu_seconds() - cpu0[1]) / args.requests)
         # one request with every checkpoint: the page's default
-        out["together"] = [timed(client, k, names) for k in range(args.warmup + args.requests)][args.warmup:]
-        if args.burst:
+        if together:
+            out["together"] = [timed(client, k, names) for k in range(args.warmup + args.requests)][args.warmup:]
+        if args.burst and together:
             clients = [Client(f"http://127.0.0.1:{port}/", verbose=False, ssl_verify=False) for _ in range(args.burst)]
             t = time.perf_counter()
             with concurrent.futures.ThreadPoolExecutor(args.burst) as pool:
@@ -156,6 +228,49 @@ def time_server(args, names: list[str], files: list[Path], threads: int, tmp: Pa
         except subprocess.TimeoutExpired:
             proc.kill()
     return out
+
+
+class HttpClient:
+    """The demo's HTTP API on one kept-alive connection, as the page's script uses it: upload the image,
+    call ``reconstruct``, read the event stream until it completes, download every result file."""
+
+    def __init__(self, port: int):
+        import http.client
+
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+
+    def _request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None) -> bytes:
+        self.conn.request(method, path, body=body, headers=headers or {})
+        r = self.conn.getresponse()
+        data = r.read()
+        if r.status != 200:
+            raise RuntimeError(f"{method} {path}: HTTP {r.status}: {data[:200]!r}")
+        return data
+
+    def predict(self, file: Path, chosen: list[str]) -> list:
+        import json
+        from urllib.parse import quote
+
+        boundary = "----vqexplore-bench"
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{file.name}\"\r\n"
+                f"Content-Type: image/png\r\n\r\n").encode() + file.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+        [path] = json.loads(self._request("POST", "/gradio_api/upload", body,
+                                          {"Content-Type": f"multipart/form-data; boundary={boundary}"}))
+        call = json.dumps({"data": [{"path": path, "meta": {"_type": "gradio.FileData"}}, chosen, "", "64"]})
+        event_id = json.loads(self._request("POST", "/gradio_api/call/reconstruct", call.encode(),
+                                            {"Content-Type": "application/json"}))["event_id"]
+        event, outputs = None, None
+        for line in self._request("GET", f"/gradio_api/call/reconstruct/{event_id}").decode().splitlines():
+            if line.startswith("event:"):
+                event = line.split(":", 1)[1].strip()
+            elif line.startswith("data:") and event in ("complete", "error"):
+                outputs = json.loads(line.split(":", 1)[1])
+        if event != "complete":
+            raise RuntimeError(f"reconstruct: {event}: {outputs}")
+        files = [outputs[0]] + [item["image"] for item in outputs[1]]
+        for f in files:
+            self._request("GET", f"/gradio_api/file={quote(f['path'])}")
+        return outputs
 
 
 def time_library(args, names: list[str], files: list[Path], photos: list, threads: int) -> tuple[dict, dict]:

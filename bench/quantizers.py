@@ -2,6 +2,8 @@
 
     python bench/quantizers.py                      # N = 16,384 tokens, D = 64, K in {512, 2048, 16384}
     python bench/quantizers.py --sizes 512 --repeats 1
+    python bench/quantizers.py --sizes 16384 --rounds 2 --baseline main --cases "vqexplore VQ" \
+        "vqexplore LFQ" "vqexplore LFQ, factorised entropy (groups of ceil(D/2) bits)" "vqexplore IBQ"
 
 Rows, all in one run on the same inputs:
   naive VQ        the textbook formulation: the full (N, K) distance matrix
@@ -14,9 +16,14 @@ Rows, all in one run on the same inputs:
                   worst case; the worker also times the restart alone), k-means init (its one-time
                   first step: 10 Lloyd iterations on the batch), rotation trick
   LFQ, BSQ        vqexplore (chunked entropy terms) vs vector_quantize_pytorch.LFQ (full N x K
-                  softmax); their tokens have D = log2(K) channels, not --dim
-  IBQ             vqexplore (chunked softmax over all codes) vs the official formulation with the
-                  full (N, K) softmax and one-hot
+                  softmax); their tokens have D = log2(K) channels, not --dim; and the factorised
+                  entropy (entropy_group_bits = ceil(D / 2): two groups), against plain VQ
+  IBQ             vqexplore (argmax in the forward, the softmax over all codes in the backward, in
+                  chunks) vs the official formulation with the full (N, K) softmax and one-hot
+--baseline REV also times the vqexplore rows asked for with the package as it is at git revision
+REV (``git archive`` into a temporary folder, first on the worker's PYTHONPATH): rows "... @REV".
+--rounds R runs the whole list of cases R times in turn (each case a fresh process each round), so
+that the machine's load hits every case alike; the table gives each case's median over rounds.
 Time: median wall time of forward+backward over --repeats runs after one warm-up.
 Peak memory: the process's peak resident set (VmHWM, reset before each case through
 /proc/self/clear_refs) minus the resident set before the case, so inputs are not counted.
@@ -156,6 +163,7 @@ def _restart_every_step(k: int, d: int) -> nn.Module:
 
 
 _LOG2 = lambda k: k.bit_length() - 1  # noqa: E731  LFQ / BSQ tokens have log2(K) channels
+_HALF = lambda k: (_LOG2(k) + 1) // 2  # noqa: E731  factorised entropy: two groups of bits
 
 CASES = {
     # name: (factory(k, d, entropy_reg), reference row for the ratios[, token dim from K])
@@ -176,9 +184,15 @@ CASES = {
     "vqexplore LFQ": (lambda k, d, e: Ours(LFQ(k)), "vector_quantize_pytorch.LFQ", _LOG2),
     "vector_quantize_pytorch.LFQ(spherical=True)": (lambda k, d, e: LFQPytorch(k, True), None, _LOG2),
     "vqexplore BSQ": (lambda k, d, e: Ours(BSQ(k)), "vector_quantize_pytorch.LFQ(spherical=True)", _LOG2),
+    "vqexplore LFQ, factorised entropy (groups of ceil(D/2) bits)": (
+        lambda k, d, e: Ours(LFQ(k, entropy_group_bits=_HALF(k))), "vqexplore VQ", _LOG2),
+    "vqexplore BSQ, factorised entropy (groups of ceil(D/2) bits)": (
+        lambda k, d, e: Ours(BSQ(k, entropy_group_bits=_HALF(k))), "vqexplore VQ", _LOG2),
     "naive IBQ (full softmax and one-hot)": (lambda k, d, e: NaiveIBQ(k, d), None),
     "vqexplore IBQ": (lambda k, d, e: Ours(IBQ(k, d)), "naive IBQ (full softmax and one-hot)"),
 }
+# Rows whose time is also given as a multiple of plain VQ's (the issue's "within 2x of VQ").
+VERSUS_VQ = ("vqexplore LFQ", "vqexplore BSQ", "vqexplore IBQ")
 
 
 def measure_first_step(module: nn.Module, z: torch.Tensor, repeats: int) -> tuple[float, float]:
@@ -246,7 +260,43 @@ def worker(case: str, k: int, n: int, d: int, repeats: int, entropy_reg: float) 
         # each pair ran back to back under the same load: the median of the pairs' ratios
         ratio = statistics.median(r / p for p, r in zip(plain_times, restart_times))
         extra = f" {alone} {per_step} {statistics.median(plain_times)} {statistics.median(restart_times)} {ratio}"
+    import vqexplore
+
+    print(f"PACKAGE {Path(vqexplore.__file__).resolve().parent}")
     print(f"RESULT {t} {mem}{extra}")
+
+
+def _baseline_package(rev: str, dest: Path) -> Path:
+    """vqexplore/ as it is at git revision ``rev``, extracted under ``dest``; returns ``dest``."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    archive = subprocess.run(["git", "-C", str(root), "archive", rev, "vqexplore"], capture_output=True)
+    if archive.returncode:
+        sys.exit(f"error: --baseline {rev}: {archive.stderr.decode().strip() or 'git archive failed'}")
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    return dest
+
+
+def _run_case(case: str, k: int, args, package: Path | None) -> tuple[list[float] | None, str]:
+    """One fresh worker process: ([time, peak, extra...] or None, error or package path)."""
+    import os
+    import subprocess
+
+    env = dict(os.environ)
+    if package is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(package)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    out = subprocess.run(
+        [sys.executable, __file__, "--worker", case, "--k", str(k), "--tokens", str(args.tokens), "--dim",
+         str(args.dim), "--repeats", str(args.repeats), "--entropy-reg", str(args.entropy_reg)],
+        capture_output=True, text=True, env=env)
+    line = [s for s in out.stdout.splitlines() if s.startswith("RESULT ")]
+    where = [s.split(" ", 1)[1] for s in out.stdout.splitlines() if s.startswith("PACKAGE ")]
+    if out.returncode or not line:
+        return None, (out.stderr.strip().splitlines() or ["?"])[-1]
+    if package is not None and not (where and Path(where[0]).is_relative_to(package)):
+        return None, f"the worker imported vqexplore from {where[0] if where else '?'}, not the baseline {package}"
+    return list(map(float, line[-1].split()[1:])), where[0] if where else ""
 
 
 def main(argv=None) -> None:
@@ -255,52 +305,91 @@ def main(argv=None) -> None:
     ap.add_argument("--dim", type=int, default=64)
     ap.add_argument("--sizes", type=int, nargs="+", default=[512, 2048, 16384])
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=1, help="run the whole list of cases this many times in turn")
     ap.add_argument("--entropy-reg", type=float, default=0.1)
     ap.add_argument("--cases", nargs="+", default=list(CASES), help="subset of the rows, by name")
+    ap.add_argument("--baseline", metavar="REV", help="also time the vqexplore rows asked for at this git revision")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--k", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
         return worker(args.worker, args.k, args.tokens, args.dim, args.repeats, args.entropy_reg)
+    unknown = [c for c in args.cases if c not in CASES]
+    if unknown:
+        sys.exit(f"error: unknown case {unknown[0]!r}; choose from: {', '.join(map(repr, CASES))}")
 
-    import subprocess
+    import tempfile
+
+    tmp = tempfile.TemporaryDirectory(prefix="bench-baseline-")
+    package = _baseline_package(args.baseline, Path(tmp.name)) if args.baseline else None
+    # (row label, case, package or None); a baseline row follows its case
+    runs = []
+    for case in args.cases:
+        runs.append((case, case, None))
+        if package is not None and case.startswith("vqexplore ") and "factorised" not in case:
+            runs.append((f"{case} @{args.baseline}", case, package))
 
     n, d = args.tokens, args.dim
     print(f"# forward+backward on CPU ({torch.get_num_threads()} threads), N={n} tokens, D={d}, "
-          f"median of {args.repeats}, each case in a fresh process; torch {torch.__version__}")
+          f"median of {args.repeats}" + (f", median over {args.rounds} rounds" if args.rounds > 1 else "")
+          + f", each case in a fresh process; torch {torch.__version__}"
+          + (f"; @{args.baseline}: vqexplore/ at {args.baseline}" if args.baseline else ""))
     print("| K | quantizer | time (ms) | peak memory (MB) | speed-up vs reference | memory / reference |")
     print("|---:|---|---:|---:|---:|---:|")
     notes: list[str] = []
     for k in args.sizes:
+        samples: dict[str, list[list[float]]] = {label: [] for label, _, _ in runs}
+        errors: dict[str, str] = {}
+        for _ in range(args.rounds):
+            for label, case, pkg in runs:
+                values, info = _run_case(case, k, args, pkg)
+                if values is None:
+                    errors[label] = info
+                else:
+                    samples[label].append(values)
         results: dict[str, tuple[float, float]] = {}
-        for case in args.cases:
-            ref = CASES[case][1]  # runs first in CASES order; absent when it failed or was not asked for
-            out = subprocess.run(
-                [sys.executable, __file__, "--worker", case, "--k", str(k), "--tokens", str(n), "--dim", str(d),
-                 "--repeats", str(args.repeats), "--entropy-reg", str(args.entropy_reg)],
-                capture_output=True, text=True)
-            line = [s for s in out.stdout.splitlines() if s.startswith("RESULT ")]
-            if out.returncode or not line:
-                print(f"| {k} | {case} | failed: {(out.stderr.strip().splitlines() or ['?'])[-1]} | | | |", flush=True)
+        for label, case, pkg in runs:
+            if not samples[label]:
+                print(f"| {k} | {label} | failed: {errors.get(label, '?')} | | | |", flush=True)
                 continue
-            t, mem, *extra = map(float, line[-1].split()[1:])
-            results[case] = (t, mem)
+            t = statistics.median(v[0] for v in samples[label])
+            mem = statistics.median(v[1] for v in samples[label])
+            extra = samples[label][-1][2:]
+            results[label] = (t, mem)
+            ref = CASES[case][1]  # runs first in CASES order; absent when it failed or was not asked for
+            if ref and pkg is not None and f"{ref} @{args.baseline}" in samples:
+                ref = f"{ref} @{args.baseline}"
             if ref:
                 rt, rm = results.get(ref, (math.nan, 0.0))
                 speed = f"{rt / t:.2f}x" if ref in results else "-"
                 memr = f"{mem / rm:.3f}" if rm > 0 else "-"
-                label = case if ref.startswith("naive VQ (") else f"{case} (vs {ref})"
+                label_out = label if ref.startswith("naive VQ (") else f"{label} (vs {ref})"
             else:
-                speed, memr, label = "1.00x", "1.000", case
+                speed, memr, label_out = "1.00x", "1.000", label
             if len(CASES[case]) > 2:
-                label += f", D={CASES[case][2](k)}"
-            print(f"| {k} | {label} | {t * 1e3:.1f} | {mem / 2**20:.1f} | {speed} | {memr} |", flush=True)
+                label_out += f", D={CASES[case][2](k)}"
+            print(f"| {k} | {label_out} | {t * 1e3:.1f} | {mem / 2**20:.1f} | {speed} | {memr} |", flush=True)
             if extra:
                 alone, per_step, plain_t, restart_t, ratio = extra
                 notes.append(f"{case}, K={k}: each step restarted {per_step:.0f} codes. Plain and restarting steps "
                              f"interleaved in one process, {args.repeats} pairs: medians {plain_t * 1e3:.1f} ms and "
                              f"{restart_t * 1e3:.1f} ms, median ratio within a pair {100 * (ratio - 1):+.1f}%; the "
                              f"restart alone {alone * 1e3:.1f} ms = {100 * alone / plain_t:.2f}% of the plain step.")
+        if "vqexplore VQ" in results:
+            vq = results["vqexplore VQ"][0]
+            versus = [f"{label} {results[label][0] / vq:.2f}x" for label, case, _ in runs
+                      if case.startswith(VERSUS_VQ) and label in results]
+            if versus:
+                notes.append(f"K={k}, time as a multiple of vqexplore VQ's ({vq * 1e3:.1f} ms): " + "; ".join(versus))
+        if package is not None:
+            for label, case, pkg in runs:
+                old = f"{label} @{args.baseline}"
+                if pkg is None and label in results and old in results:
+                    # per round, both measured minutes apart under the same load: the median of the ratios
+                    ratios = [a[0] / b[0] for a, b in zip(samples[label], samples[old])]
+                    notes.append(f"K={k}, {label}: {results[label][0] * 1e3:.1f} ms now, "
+                                 f"{results[old][0] * 1e3:.1f} ms at {args.baseline}; median ratio now / "
+                                 f"{args.baseline} over {len(ratios)} round(s) {statistics.median(ratios):.2f}")
     for note in notes:
         print(f"\n{note}")
 

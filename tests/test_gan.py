@@ -102,7 +102,7 @@ def test_patch_discriminator_is_tamings_nlayer_discriminator():
     assert PatchDiscriminator(width=8, n_layers=2)(torch.zeros(2, 3, 64, 64)).shape == (2, 1, 14, 14)
     bn = [m for m in disc.modules() if isinstance(m, nn.BatchNorm2d)]
     assert all(float(m.bias.detach().abs().max()) == 0 for m in bn)
-    assert 0.01 < float(convs[1].weight.std()) < 0.03  # N(0, 0.02)
+    assert 0.01 < float(convs[1].weight.detach().std()) < 0.03  # N(0, 0.02)
 
 
 def test_perceptual_loss_with_a_random_trunk():

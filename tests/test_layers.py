@@ -19,7 +19,8 @@ LAYOUT_OWNER = ROOT / "vqexplore" / "runlayout.py"
 
 # File names of a run folder / of the trainer's files in a checkpoint folder. config.json and
 # model.safetensors are the checkpoint format, owned by vqexplore/hub.py, and not listed here.
-RUN_FILES = {"config.yaml", "metrics.jsonl", "training.json", "trainer_state.json", "metrics.json"}
+RUN_FILES = {"config.yaml", "metrics.jsonl", "training.json", "trainer_state.json", "metrics.json", "projection.npz",
+             "evaluation.npz"}
 # Folder names that are ordinary words too ("ema" is also a --weights choice, "samples" a count):
 # they count only as a path component (``x / "ema"``, "samples/...").
 RUN_DIRS = {"checkpoints", "ema", "samples"}
@@ -248,6 +249,26 @@ def test_checking_a_run_config_imports_no_torch():
             "heavy = sorted(m for m in ('torch', 'numpy', 'PIL', 'huggingface_hub') if m in sys.modules)\n"
             "assert not heavy, heavy")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_import_vqexplore_gives_its_names_and_submodules_on_first_use():
+    """`import vqexplore` is lazy but complete: its public names, and its submodules as attributes
+    (``vqexplore.hub``, ``vqexplore.data.decode``), as the eager package gave them; a wrong name is an
+    AttributeError."""
+    code = ("import sys, vqexplore, vqexplore.data as d\n"
+            "assert 'torch' not in sys.modules\n"
+            "assert callable(vqexplore.hub.read_config) and callable(vqexplore.load) and vqexplore.FSQ\n"
+            "assert callable(d.decode.load_image) and callable(d.load_image) and d.NAMED_SOURCES\n"
+            "for bad in ('nope', '_private'):\n"
+            "    try:\n"
+            "        getattr(vqexplore, bad)\n"
+            "    except AttributeError:\n"
+            "        pass\n"
+            "    else:\n"
+            "        raise SystemExit(bad)\n"
+            "assert set(vqexplore.__all__) <= set(dir(vqexplore))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
 
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from vector_quantize_pytorch import LFQ as ReferenceLFQ
 
 from vqexplore.quantizers import BSQ, LFQ
-from vqexplore.quantizers.lfq import ENTROPY_EPS, hypercube_entropy
+from vqexplore.quantizers.lfq import ENTROPY_EPS, bit_entropy, group_codebook_entropy, hypercube_entropy
 
 CASES = [  # (codebook size, batch, dtype)
     (2, 3, torch.float64), (16, 4, torch.float64), (1024, 2, torch.float32), (1024, 5, torch.float64),
@@ -184,3 +184,97 @@ def test_bfloat16_autocast_changes_nothing(cls):
     assert torch.equal(out.indices, ref.indices) and torch.equal(out.quantized, ref.quantized)
     for name, value in ref.losses.items():
         assert torch.equal(out.losses[name], value), name
+
+
+# -- the factorised form (entropy_group_bits): exact where it is exact, bounded where it is not ---
+
+def _direct_unclamped(tokens, scale, temperature):
+    """The entropies of the full (N, 2^d) softmax without vector_quantize_pytorch's clamp, and
+    the full softmax itself (to marginalise)."""
+    d = tokens.shape[1]
+    ids = torch.arange(2 ** d)
+    codes = ((ids[:, None] >> torch.arange(d - 1, -1, -1)) & 1).to(tokens.dtype) * 2 - 1
+    logp = (2 / temperature * tokens @ (scale * codes).t()).log_softmax(1)
+    p = logp.exp()
+    return -(p * logp).sum(1).mean(), p
+
+
+def test_factorised_sample_entropy_by_hand():
+    # 2 bits, scale 1, T = 0.01: bit i is 1 with probability sigmoid(400 t_i). t = 0 gives two fair
+    # bits (2 log 2); t_1 = ln(3) / 400 gives p = 3/4 on bit 1.
+    t = torch.tensor([[0.0, 0.0], [0.0, math.log(3) / 400]], dtype=torch.float64)
+    h34 = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
+    expected = (2 * math.log(2) + math.log(2) + h34) / 2
+    sample, _ = hypercube_entropy(t, 1.0, 0.01, group_bits=2)
+    assert abs(float(sample) - expected) < 1e-14
+    # no code below the 1e-5 clamp here, so it equals vector_quantize_pytorch's (clamped) form too
+    exact_sample, _ = hypercube_entropy(t, 1.0, 0.01)
+    assert abs(float(exact_sample) - expected) < 1e-14
+
+
+@pytest.mark.parametrize("d, scale, temperature, spread", [(4, 1.0, 0.01, 0.05), (10, 1.0, 0.05, 0.05),
+                                                           (12, 12 ** -0.5, 0.01, 0.05), (9, 1.0, 0.01, 3.0)])
+def test_factorised_terms_equal_the_direct_form_values_and_gradients(d, scale, temperature, spread):
+    # spread 3.0: saturated bits (|x| up to ~1e4), where a naive softplus(x) - x sigmoid(x) cancels
+    torch.manual_seed(d)
+    tokens = (torch.randn(150, d, dtype=torch.float64) * spread).requires_grad_()
+    ref_sample, p = _direct_unclamped(tokens, scale, temperature)
+    sample, codebook_joint = hypercube_entropy(tokens, scale, temperature, chunk_size=37, group_bits=d)
+    _, exact_codebook = hypercube_entropy(tokens, scale, temperature, chunk_size=37)
+    torch.testing.assert_close(sample, ref_sample, rtol=1e-10, atol=1e-12)
+    # g = d: one group, the joint (exact) codebook entropy
+    torch.testing.assert_close(codebook_joint, exact_codebook, rtol=1e-12, atol=1e-12)
+    # g < d: each group's term is the entropy of the batch average of the full softmax marginalised
+    # onto that group's channels (channel 0 is the most significant bit, as the code ids)
+    for g in (1, 3, d - 1):
+        expected = 0.0
+        for start in range(0, d, g):
+            width = min(g, d - start)
+            marginal = p.reshape(-1, 2 ** start, 2 ** width, 2 ** (d - start - width)).sum((1, 3))
+            avg = marginal.mean(0)
+            expected = expected - (avg * avg.clamp_min(ENTROPY_EPS).log()).sum()
+        grouped = group_codebook_entropy(tokens, scale, temperature, g, chunk_size=23)
+        torch.testing.assert_close(grouped, expected, rtol=1e-10, atol=1e-12)
+        (grad,) = torch.autograd.grad(grouped - 0.3 * sample, tokens, retain_graph=True)
+        (grad_ref,) = torch.autograd.grad(expected - 0.3 * ref_sample, tokens, retain_graph=True)
+        torch.testing.assert_close(grad, grad_ref, rtol=1e-8, atol=1e-11)
+
+
+def test_factorised_codebook_entropy_bounded_on_a_trained_encoders_tokens():
+    # Realistic tokens: the shipped BSQ demo's encoder on a training batch of the photo corpus (its
+    # batch of 32 crops at 64 px, 8,192 tokens of 12 bits). The grouped entropy is an upper bound
+    # of the joint one (subadditivity; for nested groupings, the finer is the larger), and with two
+    # groups of 6 bits it stays within 25% above it here.
+    from vqexplore.data.corpus import PhotoCorpus
+    from vqexplore.models import VQModel
+
+    model = VQModel.from_pretrained("checkpoints/bsq-4096").eval()
+    data = PhotoCorpus("train", 64, seed=0)
+    with torch.no_grad():
+        z = model.encode_latents(torch.stack([data[i] for i in range(32)]))
+    q = model.quantizer
+    tokens = q.to_code_space(z.permute(0, 2, 3, 1).reshape(-1, q.code_dim)).double()
+    scale, temperature = q.code_scale, q.entropy_temperature
+    sample, exact = hypercube_entropy(tokens, scale, temperature)
+    grouped = {g: float(group_codebook_entropy(tokens, scale, temperature, g)) for g in (1, 2, 3, 4, 6, 12)}
+    assert abs(grouped[12] - float(exact)) < 1e-9
+    for fine, coarse in ((1, 2), (2, 4), (4, 12), (1, 3), (3, 6), (2, 6), (6, 12)):
+        assert grouped[fine] >= grouped[coarse] - 1e-9, (fine, coarse, grouped)
+    assert float(exact) <= grouped[6] <= 1.25 * float(exact), (float(exact), grouped)
+    # the per-sample term differs from the clamped exact one only by the clamp: within 1% here
+    factorised = bit_entropy(tokens, scale, temperature)
+    assert abs(float(factorised) - float(sample)) <= 0.01 * float(sample)
+
+
+@pytest.mark.parametrize("cls", [LFQ, BSQ])
+def test_factorised_entropy_trains_the_encoder(cls):
+    torch.manual_seed(0)
+    layer = torch.nn.Conv2d(3, 10, 1)
+    q = cls(1024, entropy_group_bits=5, diversity_gamma=0.7).train()
+    out = q(layer(torch.randn(2, 3, 8, 8)))
+    assert set(out.losses) == {"entropy", "commitment"}
+    out.losses["entropy"].backward()
+    assert layer.weight.grad is not None and bool(layer.weight.grad.abs().sum() > 0)
+    assert torch.isfinite(layer.weight.grad).all()
+    with pytest.raises(ValueError, match="entropy_group_bits must be in"):
+        cls(1024, entropy_group_bits=11)

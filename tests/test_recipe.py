@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import vqexplore
+import vqexplore.hub  # a submodule: the package imports its names lazily, not its submodules
 from helpers.trainer_runs import run_trainer, write_config
 from trainer.recipe import WeightEMA, learning_rate
 
@@ -78,12 +79,18 @@ def test_export_chooses_the_live_weights_or_their_ema(tmp_path):
     step_dir = run / "checkpoints" / "step-00000004"
     for choice, source in (("live", step_dir), ("ema", step_dir / "ema"), ("best", None)):
         out = tmp_path / f"out-{choice}"
-        r = run_trainer("export", "--ckpt", str(run), "--to", str(out), "--weights", choice)
+        # the dashboard's views (a UMAP and the default protocol) only where they are checked: the EMA's
+        views = [] if choice == "ema" else ["--no-views"]
+        r = run_trainer("export", "--ckpt", str(run), "--to", str(out), "--weights", choice, *views)
         assert r.returncode == 0, r.stderr
         picked = expected_best if choice == "best" else choice
         assert f"exported the {picked} weights" in r.stdout
         source = source or (step_dir / "ema" if picked == "ema" else step_dir)
         assert (out / "model.safetensors").read_bytes() == (source / "model.safetensors").read_bytes()
+        if choice == "ema":  # stored for the exported (EMA) weights, not the live ones beside them
+            from vqexplore.protocol import stored_evaluation
+
+            assert stored_evaluation(out) is not None and (out / "projection.npz").is_file()
     # A run without a weight EMA: --weights ema is a clear error, best falls back to live.
     cfg = write_config(tmp_path / "n.yaml", "n", tmp_path / "runs", train={"steps": 2, "ckpt_every": 2})
     assert run_trainer("--cfg", str(cfg)).returncode == 0

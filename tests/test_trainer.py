@@ -250,8 +250,10 @@ def test_train_checkpoint_eval_load(tmp_path, capsys):
     rc, _, err = _main(capsys, "export", "--ckpt", run, "--to", tmp_path / "demo")
     assert rc == 0, err
     # (training.json: the run facts the card is generated from, issue 8)
+    # (projection.npz, evaluation.npz: the dashboard's views, stored for these weights)
     assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == \
-        ["README.md", "config.json", "metrics.json", "model.safetensors", "training.json"]
+        ["README.md", "config.json", "evaluation.npz", "metrics.json", "model.safetensors", "projection.npz",
+         "training.json"]
     vqexplore.load(tmp_path / "demo")
 
 

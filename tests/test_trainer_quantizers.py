@@ -19,7 +19,9 @@ from vqexplore.hub import read_run_metrics
 
 MODELS = {
     "lfq": {"quantizer": "lfq", "codebook_size": 64, "code_dim": None},
-    "bsq": {"quantizer": "bsq", "codebook_size": 64, "code_dim": None, "diversity_gamma": 0.5},
+    # BSQ with the factorised entropy (two groups of 3 bits), LFQ with the exact one
+    "bsq": {"quantizer": "bsq", "codebook_size": 64, "code_dim": None, "diversity_gamma": 0.5,
+            "entropy_group_bits": 3},
     "ibq": {"quantizer": "ibq", "codebook_size": 48, "code_dim": 8},
 }
 LOSSES = {"lfq": {"entropy", "commitment"}, "bsq": {"entropy", "commitment"},
@@ -47,6 +49,8 @@ def test_train_save_load_and_analyse(tmp_path, capsys, name):
     assert (k, d) == ((64, 6) if name != "ibq" else (48, 8))
     if name != "ibq":
         assert saved["code_dim"] == 6 and saved["entropy_loss_weight"] == 0.1  # effective values recorded
+        assert saved["entropy_group_bits"] == MODELS[name].get("entropy_group_bits")
+        assert model.quantizer.entropy_group_bits == saved["entropy_group_bits"]
     images = validation_batch("builtin", n=8, size=16)
 
     counts = analysis.usage_counts(model, images)
@@ -77,6 +81,16 @@ def test_train_save_load_and_analyse(tmp_path, capsys, name):
     ({"quantizer": "ibq", "diversity_gamma": 1.0}, "model.diversity_gamma: applies to quantizer='lfq' or 'bsq' only"),
     ({"quantizer": "lfq", "codebook_size": 64, "code_dim": None, "diversity_gamma": -1},
      "model.diversity_gamma: must be >= 0"),
+    ({"quantizer": "vq", "entropy_group_bits": 4},
+     "model.entropy_group_bits: applies to quantizer='lfq' or 'bsq' only"),
+    ({"quantizer": "bsq", "codebook_size": 64, "code_dim": None, "entropy_group_bits": 7},
+     "model.entropy_group_bits: must be null (the exact entropy) or a number of bits per group in [1, 6]"),
+    ({"quantizer": "lfq", "codebook_size": 64, "code_dim": None, "entropy_group_bits": 0},
+     "model.entropy_group_bits: must be null (the exact entropy) or a number of bits per group in [1, 6]"),
+    ({"quantizer": "lfq", "codebook_size": 64, "code_dim": None, "entropy_group_bits": "factorised"},
+     "model.entropy_group_bits: expected an integer or null"),
+    ({"quantizer": "lfq", "codebook_size": 64, "code_dim": None, "entropy_group_bits": 2.5},
+     "model.entropy_group_bits: expected an integer or null"),
 ])
 def test_config_errors_name_the_key(tmp_path, capsys, model, expected):
     cfg = write_config(tmp_path / "c.yaml", "bad", tmp_path / "runs", model=model)
@@ -93,9 +107,11 @@ def test_yaml_keys_reach_the_quantizer(tmp_path):
 
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({"model": {"quantizer": "bsq", "codebook_size": 16384,
-                                              "entropy_loss_weight": 0.05, "entropy_temperature": 0.02}}))
+                                              "entropy_loss_weight": 0.05, "entropy_temperature": 0.02,
+                                              "entropy_group_bits": 7}}))
     cfg = load_config(path)
     assert cfg.model.code_dim == 14 and cfg.model.diversity_gamma == 1.0
     model = vqexplore.VQModel(**cfg.model.kwargs())
     q = model.quantizer
     assert (q.entropy_loss_weight, q.entropy_temperature, q.diversity_gamma) == (0.05, 0.02, 1.0)
+    assert q.entropy_group_bits == 7 and model.config["entropy_group_bits"] == 7

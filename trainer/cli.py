@@ -31,11 +31,13 @@ commands:
             Several processes: torchrun --nproc-per-node N -m trainer --cfg FILE (DDP).
   eval      --ckpt DIR  metrics under one evaluation protocol (--data, --size, --crop, --max-images,
             --usage-scales: usage, perplexity, dead codes, PSNR, SSIM, bits per image and per pixel; LPIPS
-            and rFID when their weights are available offline) -> DIR/metrics.json, which records it
+            and rFID when their weights are available offline) -> DIR/metrics.json, which records it;
+            also stores the dashboard's views beside the checkpoint (--no-views: not)
   push      --ckpt DIR --repo user/name  upload the checkpoint with a model card to the Hub
   sweep     CONFIG_DIR  train + evaluate every row (default*.yaml skipped), write the study's tables;
             --only ROW ... reruns some rows and keeps the others' recorded results
-  export    --ckpt DIR --to FOLDER  copy a checkpoint without its optimizer state (demo checkpoints)
+  export    --ckpt DIR --to FOLDER  copy a checkpoint without its optimizer state (demo checkpoints),
+            with the dashboard's views stored beside it (codebook projection, usage counts; --no-views: not)
             --projector --ckpt DIR --out FOLDER  TensorBoard Embedding Projector files of the codebook
             (vectors, usage metadata, a sprite of decoded tiles): tensorboard --logdir FOLDER
   tokenize  --ckpt DIR --data SRC --out FOLDER  token grids of a whole dataset (memory-mapped
@@ -87,6 +89,9 @@ def _eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--lpips-weights", help="AlexNet weights file for LPIPS (default: torch's hub cache)")
     p.add_argument("--rfid-weights", help="InceptionV3 weights file for rFID (default: torch's hub cache)")
+    p.add_argument("--no-views", action="store_true",
+                   help="do not store the dashboard's views (the default projection of the codebook and the default "
+                        "protocol's usage counts) beside the checkpoint (they are stored only without --out)")
     return p
 
 
@@ -123,6 +128,10 @@ def _export_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", choices=("live", "ema", "best"), default="live",
                    help="live: the trained weights; ema: their EMA (step-N/ema, train.ema_decay > 0); "
                         "best: whichever scored the higher PSNR at the checkpoint's validation")
+    p.add_argument("--no-views", action="store_true",
+                   help="do not store the dashboard's views (the default projection of the codebook and the "
+                        "default protocol's usage counts, PSNR and SSIM) beside the exported weights; the apps then "
+                        "compute them on first use")
     p.add_argument("--projector", action="store_true",
                    help="write TensorBoard Embedding Projector files to --out instead (see trainer/projector.py)")
     p.add_argument("--out", help="with --projector: the folder to write (then: tensorboard --logdir FOLDER)")
@@ -254,7 +263,8 @@ def _eval(argv: list[str]) -> None:
     a = _eval_parser().parse_args(argv[1:])
     evaluate_checkpoint(a.ckpt, data=a.data, out=a.out, size=a.size, batch_size=a.batch_size,
                         max_images=a.max_images, device=a.device, lpips_weights=a.lpips_weights,
-                        rfid_weights=a.rfid_weights, crop=a.crop, usage_scales=a.usage_scales, workers=a.workers)
+                        rfid_weights=a.rfid_weights, crop=a.crop, usage_scales=a.usage_scales, workers=a.workers,
+                        views=not a.no_views)
 
 
 def _push(argv: list[str]) -> None:
@@ -289,7 +299,7 @@ def _export(argv: list[str]) -> None:
         raise ConfigError("export needs --to FOLDER (or --projector --out FOLDER)")
     from .export import export_checkpoint
 
-    dest, chosen = export_checkpoint(a.ckpt, a.to, weights=a.weights)
+    dest, chosen = export_checkpoint(a.ckpt, a.to, weights=a.weights, views=not a.no_views)
     print(f"exported the {chosen} weights to {dest}")
 
 

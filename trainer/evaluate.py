@@ -57,7 +57,7 @@ def evaluate_checkpoint(ckpt: str, *, data: str | None = None, out: str | None =
                         batch_size: int = 64, max_images: int | None = None, device: str = "auto",
                         lpips_weights: str | None = None, rfid_weights: str | None = None,
                         update_card: bool = True, quiet: bool = False, crop: str | None = None,
-                        usage_scales: str | None = None, workers: int = 0) -> tuple[dict, Path]:
+                        usage_scales: str | None = None, workers: int = 0, views: bool = True) -> tuple[dict, Path]:
     """Evaluate a checkpoint (folder, run folder or Hub repo id) under one evaluation protocol
     (``vqexplore.protocol``); write metrics.json, which records the protocol, its key, the weights'
     sha256 and the per-code counts (so the dashboard can show these numbers without measuring again).
@@ -65,6 +65,9 @@ def evaluate_checkpoint(ckpt: str, *, data: str | None = None, out: str | None =
     Returns (metrics, path written). LPIPS and rFID are computed when their pretrained weights
     are available offline; otherwise they are null and ``notes`` says why. Data, image size and
     metric weights default to the run's own config.yaml when the checkpoint belongs to a run.
+
+    views: with no ``out`` and a local checkpoint, also store the dashboard's views beside it
+    (``trainer.views``: the default projection, the default protocol's evaluation).
     """
     import vqexplore
     from vqexplore.protocol import cached_evaluation, evaluate_protocol, weights_hash
@@ -116,6 +119,10 @@ def evaluate_checkpoint(ckpt: str, *, data: str | None = None, out: str | None =
         if info and not read_facts(src.path):
             write_facts(src.path, info)  # an older run checkpoint: its facts as training.json
         write_card(src.path)
+    if views and out is None and src.kind != "hub":
+        from .views import write_views
+
+        write_views(src.path, model=model, quiet=quiet)
     if not quiet:
         for note in notes:
             print(f"note: {note}", file=sys.stderr)

@@ -8,21 +8,26 @@ from pathlib import Path
 
 from vqexplore.errors import CheckpointError
 from vqexplore.hub import CONFIG_NAME, EMA_DIR, METRICS_NAME, WEIGHTS_NAME, read_run_metrics, resolve
+from vqexplore.runlayout import EVALUATION_VIEW, PROJECTION_VIEW
 
 from .checkpoint import STATE_JSON
 from .evaluate import training_info
 from .runfacts import FACTS_NAME, write_card, write_facts
 
 FILES = (CONFIG_NAME, WEIGHTS_NAME, METRICS_NAME)
+WEIGHT_FILES = (CONFIG_NAME, WEIGHTS_NAME, PROJECTION_VIEW, EVALUATION_VIEW)  # taken from ema/ for the EMA
 
 
-def export_checkpoint(ckpt: str, to: str, weights: str = "live") -> tuple[Path, str]:
+def export_checkpoint(ckpt: str, to: str, weights: str = "live", views: bool = True) -> tuple[Path, str]:
     """Copy config.json, model.safetensors and metrics.json of ``ckpt`` into ``to``, with its
     training.json extended by the eval and export commands, and a model card made from them;
     returns (``to``, "live" or "ema").
 
     weights: "live" (the trained weights), "ema" (the weight EMA saved in ``step-N/ema``) or
     "best" (whichever scored the higher validation PSNR at that step in the run's metrics.jsonl).
+    views: also store the dashboard's views beside the exported weights (``trainer.views``: the
+    default projection and the default protocol's evaluation; the source's own are reused when
+    they were made from the same weights), so that no app computes them again.
     """
     src = resolve(ckpt)
     if src.kind == "hub":
@@ -34,8 +39,8 @@ def export_checkpoint(ckpt: str, to: str, weights: str = "live") -> tuple[Path, 
         raise CheckpointError(f"--to {dest} exists and is not a checkpoint folder; choose an empty or new folder")
     chosen = _choose_weights(src.path, weights)
     dest.mkdir(parents=True, exist_ok=True)
-    for name in FILES:
-        origin = src.path / EMA_DIR if chosen == "ema" and name in (CONFIG_NAME, WEIGHTS_NAME) else src.path
+    for name in FILES + (PROJECTION_VIEW, EVALUATION_VIEW):
+        origin = src.path / EMA_DIR if chosen == "ema" and name in WEIGHT_FILES else src.path
         if (origin / name).is_file():
             shutil.copy2(origin / name, dest / name)
         else:
@@ -56,6 +61,10 @@ def export_checkpoint(ckpt: str, to: str, weights: str = "live") -> tuple[Path, 
     else:
         (dest / FACTS_NAME).unlink(missing_ok=True)
     write_card(dest)
+    if views:
+        from .views import write_views
+
+        write_views(dest)  # what was copied and is still valid for these weights is kept as it is
     return dest, chosen
 
 

@@ -133,7 +133,7 @@ def run_sweep(folder: str | Path, *, out: str | Path | None = "docs/cpu_sweep.md
             train(cfg, resume=True, command=(command or row_cmd).strip())
         metrics = _fresh_metrics(final)
         if metrics is None:  # evaluation is deterministic: a metrics.json newer than the weights is reused
-            metrics, _ = evaluate_checkpoint(str(final), batch_size=eval_batch_size, quiet=True)
+            metrics, _ = evaluate_checkpoint(str(final), batch_size=eval_batch_size, quiet=True, views=False)
         seconds = time.time() - t0
         print(f"[sweep {i}/{len(configs)}] {cfg.name}: usage {metrics['usage']:.2%}, PSNR {metrics['psnr']:.2f}, "
               f"SSIM {metrics['ssim']:.4f} ({seconds:.0f} s)", file=sys.stderr, flush=True)

@@ -30,6 +30,7 @@ def _arguments(quantizer: str = "vq", codebook_size: int | None = None, code_dim
                commitment_weight: float = 0.25, kmeans_init: bool = False,
                dead_code_threshold: float = 0.0, rotation_trick: bool = False,
                entropy_loss_weight: float | None = None, diversity_gamma: float | None = None,
+               entropy_group_bits: int | None = None,
                hidden_dim: int = 256, n_resblocks: int = 2, in_channels: int = 3, arch: str = "simplecnn",
                ch: int | None = None, ch_mult: list[int] | None = None, num_res_blocks: int | None = None,
                attn_resolutions: list[int] | None = None, z_channels: int | None = None,
@@ -67,7 +68,7 @@ def downsample_factor(cfg: dict) -> int:
 QUANTIZER_ONLY = {  # arguments that only some quantizers take (a true value elsewhere is an error)
     "levels": ("fsq",), "l2_norm": ("vq",), "ema_update": ("vq",), "entropy_reg": ("vq",),
     "kmeans_init": ("vq",), "dead_code_threshold": ("vq",), "rotation_trick": ("vq",),
-    "entropy_loss_weight": ("lfq", "bsq"), "diversity_gamma": ("lfq", "bsq"),
+    "entropy_loss_weight": ("lfq", "bsq"), "diversity_gamma": ("lfq", "bsq"), "entropy_group_bits": ("lfq", "bsq"),
 }
 ARCH_ONLY = {  # arguments of one architecture (the other's config leaves them out)
     "hidden_dim": "simplecnn", "n_resblocks": "simplecnn",
@@ -245,6 +246,10 @@ def _check_binary(cfg: dict) -> None:
         raise ConfigError(f"{cfg['code_dim']} contradicts codebook_size={k} (quantizer={quantizer!r} needs "
                           f"code_dim = log2(codebook_size) = {d}); drop code_dim", key="code_dim")
     cfg["codebook_size"], cfg["code_dim"] = k, d
+    g = cfg["entropy_group_bits"]
+    if g is not None and not 1 <= g <= d:
+        raise ConfigError(f"must be null (the exact entropy) or a number of bits per group in [1, {d}] (the code's "
+                          f"{d} bits), got {g}", key="entropy_group_bits")
     for name, default in _BINARY_DEFAULTS.items():
         cfg[name] = default if cfg[name] is None else cfg[name]
 

@@ -81,6 +81,14 @@ class VQModel(
     - ``entropy_loss_weight`` / ``diversity_gamma``: LFQ and BSQ only (default 0.1 and 1.0, as
       MAGVIT-v2 and vector_quantize_pytorch): the entropy loss is
       ``entropy_loss_weight * (mean_n H(p_n) - diversity_gamma * H(mean_n p_n))``.
+    - ``entropy_group_bits``: LFQ and BSQ only, the form of that entropy loss. ``None`` (default):
+      exact, vector_quantize_pytorch's, a softmax over all K codes per token (O(N K)). An integer g
+      in [1, log2 K]: factorised (the BSQ paper's), O(N log2(K) 2^g / g): ``H(p_n)`` as the sum of
+      per-bit binary entropies (exact, without vector_quantize_pytorch's 1e-5 clamp), and
+      ``H(mean_n p_n)`` as the sum of the entropies of consecutive groups of g bits, an upper bound
+      of the joint entropy (it ignores dependence between groups; exact at g = log2 K). See
+      :mod:`vqexplore.quantizers.lfq` and the README ("LFQ and BSQ: the exact or the factorised
+      entropy").
     - ``commitment_weight``: weight (>= 0) of the commitment loss (every quantizer but FSQ).
     - ``kmeans_init``: VQ only, k-means on the first batch's encoder outputs.
     - ``dead_code_threshold``: VQ only, restart codes whose EMA count per step falls below it (0: off).
@@ -106,6 +114,7 @@ class VQModel(
                  commitment_weight: float = 0.25, kmeans_init: bool = False,
                  dead_code_threshold: float = 0.0, rotation_trick: bool = False,
                  entropy_loss_weight: float | None = None, diversity_gamma: float | None = None,
+                 entropy_group_bits: int | None = None,
                  hidden_dim: int = 256, n_resblocks: int = 2, in_channels: int = 3, arch: str = "simplecnn",
                  ch: int | None = None, ch_mult: list[int] | None = None, num_res_blocks: int | None = None,
                  attn_resolutions: list[int] | None = None, z_channels: int | None = None,
@@ -300,7 +309,7 @@ def _build_quantizer(cfg: dict) -> nn.Module:
         return (LFQ if cfg["quantizer"] == "lfq" else BSQ)(
             cfg["codebook_size"], entropy_loss_weight=cfg["entropy_loss_weight"],
             diversity_gamma=cfg["diversity_gamma"], commitment_weight=cfg["commitment_weight"],
-            entropy_temperature=cfg["entropy_temperature"])
+            entropy_temperature=cfg["entropy_temperature"], entropy_group_bits=cfg["entropy_group_bits"])
     if cfg["quantizer"] == "ibq":
         return IBQ(cfg["codebook_size"], cfg["code_dim"], commitment_weight=cfg["commitment_weight"])
     return VectorQuantizer(

@@ -5,6 +5,12 @@ outputs projected alongside, and a disk cache keyed by the weights' content hash
 ``vqexplore.utils.cache_dir()/projections`` so a second call (another process, the other app)
 loads it in milliseconds; :func:`encoder_outputs` samples the encoder outputs (in code space)
 to project with the codes.
+
+:func:`store_projection` writes the apps' default layout (:func:`default_params`) beside a checkpoint
+(``CheckpointFiles.projection``, what ``trainer export`` and ``trainer eval`` do), recording the
+parameters and the weights' sha256; :func:`cached_projection` reads it from there first, so a fresh
+server never recomputes it. A stored layout of other parameters or other weights (stale), or a file
+that cannot be read, is ignored and the layout computed again.
 """
 from __future__ import annotations
 
@@ -15,13 +21,18 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import torch
-from torch import Tensor, nn
+from typing import TYPE_CHECKING
 
-from .encoding import EncodedSample, encode_sample
+import numpy as np
+
 from .hub import WEIGHTS_NAME
+from .runlayout import CheckpointFiles
 from .utils import cache_dir, write_atomic
+
+if TYPE_CHECKING:  # torch is imported where a layout is computed: a stored one is read without it
+    from torch import Tensor, nn
+
+    from .encoding import EncodedSample
 
 PROJECTION_METHODS = ("umap", "pca")
 # Bumped whenever the projection code changes what it returns, so stale disk caches are ignored.
@@ -37,6 +48,8 @@ def encoder_outputs(model: nn.Module, images: Tensor, max_points: int = 2048, se
     together with ``model.codebook_vectors()``.
     """
     if encoded is None:
+        from .encoding import encode_sample
+
         encoded = encode_sample(model, images, batch_size)
     tokens = encoded.latents.reshape(-1, encoded.latents.shape[-1])
     if tokens.shape[0] > max_points:
@@ -57,6 +70,7 @@ class Projection:
     params: dict = field(default_factory=dict)
     seconds: float = 0.0
     from_cache: bool = False
+    stored: bool = False  # read from the checkpoint folder (``store_projection``), not computed or cached
 
 
 def _exact_knn(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -155,6 +169,15 @@ def default_epochs(num_points: int) -> int | None:
     return None if num_points <= 8192 else 100
 
 
+def default_params(codebook_size: int) -> dict:
+    """The layout apps open on, for a codebook of ``codebook_size`` codes: the keyword arguments of
+    :func:`cached_projection` (2-D UMAP, 15 neighbours, min_dist 0.1, :func:`default_seed`,
+    :func:`default_epochs`). ``trainer export`` / ``eval`` store this one beside a checkpoint."""
+    k = int(codebook_size)
+    return {"method": "umap", "n_neighbors": 15, "min_dist": 0.1, "seed": default_seed(k),
+            "n_epochs": default_epochs(k), "dims": 2}
+
+
 def project_codebook(vectors: np.ndarray | Tensor, method: str = "umap", *, latents: np.ndarray | None = None,
                      n_neighbors: int = 15, min_dist: float = 0.1, seed: int | None = 0,
                      n_epochs: int | None = None, dims: int = 2) -> Projection:
@@ -167,7 +190,7 @@ def project_codebook(vectors: np.ndarray | Tensor, method: str = "umap", *, late
     """
     if method not in PROJECTION_METHODS:
         raise ValueError(f"method must be one of {', '.join(PROJECTION_METHODS)}, got {method!r}")
-    codes = np.asarray(vectors.detach().cpu() if isinstance(vectors, Tensor) else vectors, dtype=np.float32)
+    codes = np.asarray(vectors.detach().cpu() if hasattr(vectors, "detach") else vectors, dtype=np.float32)
     if codes.ndim != 2 or codes.shape[0] < 2:
         raise ValueError(f"vectors must be (K, D) with K >= 2, got {codes.shape}")
     lat = None if latents is None else np.asarray(latents, dtype=np.float32)
@@ -223,11 +246,99 @@ def _images_digest(images: Tensor) -> str:
     return hashlib.sha256(images.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
 
 
-def cached_projection(checkpoint_dir: str | Path, model: nn.Module, method: str = "umap", *,
+def _key_parts(checkpoint_dir, method, images, max_latents, n_neighbors, min_dist, seed, n_epochs, dims) -> dict:
+    key_parts = {"v": _PROJECTION_VERSION, "weights": weights_fingerprint(checkpoint_dir), "method": method,
+                 "n_neighbors": n_neighbors, "min_dist": min_dist, "seed": seed, "n_epochs": n_epochs}
+    if images is not None:
+        key_parts.update(images=_images_digest(images), max_latents=max_latents)
+    if dims != 2:  # 2-D keys stay as they were, so existing caches remain valid
+        key_parts["dims"] = dims
+    return key_parts
+
+
+def _read_npz(path: Path, key_parts: dict | None = None) -> Projection | None:
+    """The projection saved at ``path``; None when it is missing, unreadable or (``key_parts``
+    given) was made from other weights or parameters."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            meta = json.loads(str(f["meta"]))
+            if key_parts is not None and meta.get("key") != key_parts:
+                return None
+            codes = np.asarray(f["codes"], dtype=np.float32)
+            latents = np.asarray(f["latents"], dtype=np.float32) if "latents" in f.files else None
+            dims = int((meta.get("key") or {}).get("dims", 2))
+            if codes.ndim != 2 or codes.shape[1] != dims or not np.isfinite(codes).all():
+                return None
+            return Projection(codes, latents, str(meta["method"]), dict(meta["params"]), float(meta["seconds"]),
+                              from_cache=True)
+    except Exception:  # missing, truncated, not an npz, other keys: recomputed by the caller
+        return None
+
+
+def _write_npz(path: Path, proj: Projection, key_parts: dict, durable: bool = False) -> None:
+    arrays = {"codes": proj.codes, "meta": np.array(json.dumps(
+        {"method": proj.method, "params": proj.params, "seconds": proj.seconds, "key": key_parts}))}
+    if proj.latents is not None:
+        arrays["latents"] = proj.latents
+    # atomic: concurrent readers see the old or the new file, never half
+    write_atomic(path, lambda f: np.savez(f, **arrays), durable=durable)
+
+
+def stored_projection(checkpoint_dir: str | Path, method: str = "umap", *, n_neighbors: int = 15,
+                      min_dist: float = 0.1, seed: int | None = 0, n_epochs: int | None = None,
+                      dims: int = 2) -> Projection | None:
+    """The layout stored beside the checkpoint (``CheckpointFiles.projection``) when it was made from
+    these weights (sha256) with these parameters; None otherwise (missing, stale or unreadable)."""
+    try:
+        key_parts = _key_parts(checkpoint_dir, method, None, 0, n_neighbors, min_dist, seed, n_epochs, dims)
+    except OSError:
+        return None
+    proj = _read_npz(CheckpointFiles(checkpoint_dir).projection, key_parts)
+    if proj is not None:
+        proj.stored = True
+    return proj
+
+
+def store_projection(checkpoint_dir: str | Path, model, **params) -> Projection:
+    """Compute (or take from the caches) the layout of ``params`` (default: :func:`default_params`)
+    of the checkpoint's codebook and write it beside the checkpoint, recording the parameters and
+    the weights' sha256. ``model``: the checkpoint's model or a function returning it (called only
+    when the layout has to be computed)."""
+    if not params:
+        params = default_params(_codebook_size(checkpoint_dir, model))
+    proj = cached_projection(checkpoint_dir, model, **params)
+    if not proj.stored:
+        key_parts = _key_parts(checkpoint_dir, params.get("method", "umap"), None, 0,
+                               params.get("n_neighbors", 15), params.get("min_dist", 0.1), params.get("seed", 0),
+                               params.get("n_epochs"), params.get("dims", 2))
+        _write_npz(CheckpointFiles(checkpoint_dir).projection, proj, key_parts, durable=True)
+    return proj
+
+
+def _codebook_size(checkpoint_dir: str | Path, model) -> int:
+    from .hub import CONFIG_NAME, read_config
+
+    try:
+        return int(read_config(Path(checkpoint_dir) / CONFIG_NAME)["codebook_size"])
+    except Exception:
+        return int(_model(model).codebook_size)
+
+
+def _model(model):
+    """``model``, or what the function ``model`` returns (a model has parameters; a loader does not)."""
+    return model if hasattr(model, "parameters") else model()
+
+
+def cached_projection(checkpoint_dir: str | Path, model, method: str = "umap", *,
                       images: Tensor | None = None, max_latents: int = 2048, n_neighbors: int = 15,
                       min_dist: float = 0.1, seed: int | None = 0, n_epochs: int | None = None,
                       cache: Path | None = None, encoded: EncodedSample | None = None, dims: int = 2) -> Projection:
     """:func:`project_codebook` of ``model`` (loaded from ``checkpoint_dir``), kept on disk.
+
+    ``model``: the model, or a function of no arguments returning it (called only when the layout
+    has to be computed: one stored beside the checkpoint or cached needs no model). Without encoder
+    outputs, a layout stored beside the checkpoint (:func:`store_projection`) for these weights and
+    parameters is read first (``stored=True``).
 
     The key is the sha256 of the weights file plus the method, its parameters and (when encoder
     outputs are projected too: ``images`` given, ``encoded`` optionally their
@@ -235,24 +346,23 @@ def cached_projection(checkpoint_dir: str | Path, model: nn.Module, method: str 
     process, loads the saved ``.npz`` (no pickle) instead of recomputing. An unwritable cache
     folder only means the result is not saved.
     """
-    key_parts = {"v": _PROJECTION_VERSION, "weights": weights_fingerprint(checkpoint_dir), "method": method,
-                 "n_neighbors": n_neighbors, "min_dist": min_dist, "seed": seed, "n_epochs": n_epochs}
-    if images is not None:
-        key_parts.update(images=_images_digest(images), max_latents=max_latents)
-    if dims != 2:  # 2-D keys stay as they were, so existing caches remain valid
-        key_parts["dims"] = dims
+    key_parts = _key_parts(checkpoint_dir, method, images, max_latents, n_neighbors, min_dist, seed, n_epochs, dims)
+    if images is None:
+        stored = _read_npz(CheckpointFiles(checkpoint_dir).projection, key_parts)
+        if stored is not None:
+            stored.stored = True
+            return stored
     key = hashlib.sha256(json.dumps(key_parts, sort_keys=True).encode()).hexdigest()[:32]
     folder = (cache or cache_dir()) / "projections"
     path = folder / f"{key}.npz"
     if path.is_file():
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                latents = f["latents"] if "latents" in f.files else None
-                meta = json.loads(str(f["meta"]))
-                return Projection(f["codes"].copy(), None if latents is None else latents.copy(),
-                                  meta["method"], meta["params"], meta["seconds"], from_cache=True)
-        except Exception:
-            pass  # a damaged cache entry is recomputed (and overwritten) below
+        hit = _read_npz(path)
+        if hit is not None:
+            return hit
+        # a damaged cache entry is recomputed (and overwritten) below
+    import torch
+
+    model = _model(model)
     latents = encoder_outputs(model, images, max_latents, seed or 0, encoded=encoded) if images is not None else None
     with torch.no_grad():
         vectors = model.codebook_vectors().detach().float().cpu().numpy()
@@ -260,12 +370,7 @@ def cached_projection(checkpoint_dir: str | Path, model: nn.Module, method: str 
                             min_dist=min_dist, seed=seed, n_epochs=n_epochs, dims=dims)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        arrays = {"codes": proj.codes, "meta": np.array(json.dumps(
-            {"method": proj.method, "params": proj.params, "seconds": proj.seconds, "key": key_parts}))}
-        if proj.latents is not None:
-            arrays["latents"] = proj.latents
-        # atomic: concurrent readers see the old or the new file, never half
-        write_atomic(path, lambda f: np.savez(f, **arrays), durable=False)
+        _write_npz(path, proj, key_parts)
     except OSError:
         pass
     return proj

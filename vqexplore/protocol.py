@@ -19,6 +19,11 @@ Constructors: :meth:`Protocol.builtin` (the built-in photos' fixed validation cr
 (Downsampled ImageNet val), and :meth:`Protocol.for_source` for any source name
 ``vqexplore.data.make_dataset`` takes. Images come from ``vqexplore.data`` (no loader of its own).
 
+The default protocol (:meth:`Protocol.default`: the held-out photos) is measured once per checkpoint:
+``trainer export`` and ``trainer eval`` store it beside the checkpoint (:func:`store_evaluation`,
+``CheckpointFiles.evaluation``, with the weights' sha256), and :func:`cached_evaluation` reads it from
+there (a stale or unreadable file is ignored and the numbers measured again).
+
 ``usage_scales``: codebook usage needs many tokens (8 photos at 64 px are 2,048 tokens, fewer than a
 4,096-code codebook has codes), so a protocol may count usage over the same images encoded whole at
 several shorter sides (e.g. 64, 128, 256, 512 px), the way the demo tokenizes larger uploads. PSNR and
@@ -34,15 +39,21 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-from torch import Tensor, nn
 
 from .errors import ConfigError, DataError
-from .utils import cache_dir, eval_mode, write_atomic
+from .runlayout import CheckpointFiles
+from .utils import cache_dir, write_atomic
+
+if TYPE_CHECKING:  # torch is imported where images are measured: a stored result is read without it
+    import torch
+    from torch import Tensor, nn
 
 __all__ = ["Protocol", "ProtocolResult", "METRICS", "DEFAULT_METRICS", "HELDOUT_USAGE_SCALES",
-           "evaluate_protocol", "cached_evaluation", "protocol_of_metrics", "bits_per_image", "weights_hash"]
+           "evaluate_protocol", "cached_evaluation", "protocol_of_metrics", "bits_per_image", "weights_hash",
+           "store_evaluation", "stored_evaluation"]
 
 METRICS = ("usage", "psnr", "ssim", "lpips", "rfid")
 """Metric groups a protocol can ask for: "usage" (usage, perplexity, dead codes, normalised entropy,
@@ -113,6 +124,13 @@ class Protocol:
         object.__setattr__(self, "usage_scales", scales)
 
     # --- constructors ---------------------------------------------------------------------------
+
+    @classmethod
+    def default(cls, size: int = 64) -> "Protocol":
+        """The protocol the apps open on: :meth:`heldout_photos` at ``size`` (a checkpoint's training
+        resolution; 64 for the study's), usage over the photos whole at 64-512 px. ``trainer export``
+        and ``trainer eval`` store a checkpoint's numbers under it (:func:`store_evaluation`)."""
+        return cls.heldout_photos(size)
 
     @classmethod
     def builtin(cls, size: int = 64, count: int | None = 64, **kw) -> "Protocol":
@@ -226,11 +244,15 @@ class Protocol:
 
     def images(self) -> Tensor:
         """All items at once: float32 (n, 3, size, size) in [-1, 1] (small protocols: the dashboard's)."""
+        import torch
+
         return torch.cat(list(self.batches(256)))
 
     def batches(self, batch_size: int = 64, workers: int = 0) -> Iterator[Tensor]:
         """The items in order, ``batch_size`` at a time: float32 (b, 3, size, size) in [-1, 1];
         ``workers`` DataLoader processes decode them (0: in this process)."""
+        import torch
+
         ds = self.dataset()
         n = len(ds) if self.count is None else min(self.count, len(ds))
         if n == 0:
@@ -273,7 +295,7 @@ def _photo_arrays(split: str):
     return photo_arrays(split)
 
 
-class _CenterCrops(torch.utils.data.Dataset):
+class _CenterCrops:
     """Whole photos, each resized to shorter side ``size`` and centre-cropped (the built-in photos' "center")."""
 
     def __init__(self, arrays: list[np.ndarray], size: int):
@@ -319,12 +341,21 @@ def bits_per_image(counts: np.ndarray, codebook_size: int, tokens: int, pixels: 
             "bits_per_pixel_fixed": fixed / pixels, "bits_per_pixel_entropy": entropy / pixels}
 
 
-@torch.no_grad()
 def _scale_counts(model: nn.Module, protocol: Protocol) -> tuple[np.ndarray, int]:
     """(K,) counts and the number of tokens of the protocol's whole images at its usage scales."""
+    import torch
+
+    with torch.no_grad():
+        return _scale_counts_no_grad(model, protocol)
+
+
+def _scale_counts_no_grad(model: nn.Module, protocol: Protocol) -> tuple[np.ndarray, int]:
+    import torch
+
     from .data import fit_to_multiple, image_to_tensor
     from .data.decode import _resize_shorter
     from .metrics import code_counts
+    from .utils import eval_mode
 
     device = next(model.parameters()).device
     counts = torch.zeros(model.codebook_size, dtype=torch.long)
@@ -349,6 +380,8 @@ def evaluate_protocol(model: nn.Module, protocol: Protocol, *, lpips=None, rfid=
     (the usage-scale pass is then skipped). images: ``protocol.images()`` when the caller holds them
     already (several checkpoints measured on the same images decode them once).
     """
+    import torch
+
     from .encoding import usage_stats
     from .metrics import evaluate
 
@@ -429,20 +462,63 @@ def protocol_of_metrics(metrics: dict | None) -> Protocol | None:
         return None
 
 
+_STORED_VERSION = 1
+_STORED_NUMBERS = ("codebook_size", "num_images", "usage_tokens", "tokens_per_image")  # what readers rely on
+
+
+def store_evaluation(checkpoint_dir: str | Path, result: ProtocolResult) -> Path:
+    """Write ``result`` (its metrics, protocol and per-code counts) beside the checkpoint
+    (``CheckpointFiles.evaluation``) with the sha256 of its weights, so that every later reader
+    (:func:`cached_evaluation`: the dashboard, the demo) takes it instead of measuring."""
+    meta = {"v": _STORED_VERSION, "weights_sha256": weights_hash(checkpoint_dir),
+            "metrics": {k: v for k, v in result.metrics.items() if k != "code_counts"}}
+    counts = np.asarray(result.counts, dtype=np.int64)
+    path = CheckpointFiles(checkpoint_dir).evaluation
+    write_atomic(path, lambda f: np.savez(f, counts=counts, meta=np.array(json.dumps(meta))))
+    return path
+
+
+def stored_evaluation(checkpoint_dir: str | Path) -> tuple[Protocol, dict, np.ndarray] | None:
+    """(protocol, metrics, counts) stored beside the checkpoint by :func:`store_evaluation`, when they
+    were measured on these very weights (sha256); None when missing, stale or unreadable."""
+    path = CheckpointFiles(checkpoint_dir).evaluation
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            meta = json.loads(str(f["meta"]))
+            counts = np.asarray(f["counts"])
+        metrics = meta["metrics"]
+        if (meta.get("v") != _STORED_VERSION or meta.get("weights_sha256") != weights_hash(checkpoint_dir)
+                or not isinstance(metrics, dict) or counts.ndim != 1 or counts.dtype.kind not in "iu"
+                or counts.size != metrics.get("codebook_size") or (counts < 0).any()
+                or not all(isinstance(metrics.get(k), (int, float)) for k in _STORED_NUMBERS)):
+            return None
+        protocol = protocol_of_metrics(metrics)
+        if protocol is None:
+            return None
+        return protocol, metrics, counts.astype(np.int64)
+    except Exception:  # a truncated or foreign file, a missing key: measured again
+        return None
+
+
 def cached_evaluation(checkpoint_dir: str | Path, model, protocol: Protocol, *, lpips=None, rfid=None,
                       cache: Path | None = None, batch_size: int = 64, workers: int = 0,
-                      images=None) -> ProtocolResult:
+                      images=None, measure: bool = True) -> ProtocolResult | None:
     """:func:`evaluate_protocol`, kept on disk per (sha256 of the weights, protocol key).
 
     model: the checkpoint's model, or a function of no arguments returning it (called only when
     something has to be measured: a result on disk or in metrics.json needs no model at all); images:
     the protocol's images, or a function returning them, likewise (see :func:`evaluate_protocol`).
 
-    A second call in any process reads the result back (``from_cache=True``). The usage counts of a
+    A second call in any process reads the result back (``from_cache=True``). What was measured on
+    these weights already counts as cached too: the evaluation stored beside the checkpoint
+    (:func:`store_evaluation`) and a ``metrics.json`` that ``trainer eval`` wrote, each under the same
+    protocol (their usage counts also serve a protocol that differs only in size or crop). The usage counts of a
     protocol with ``usage_scales`` are kept apart, per ``usage_key``, so changing only the size
-    re-measures PSNR / SSIM but not usage. A ``metrics.json`` that ``trainer eval`` wrote for these
-    weights under this protocol counts as cached too. LPIPS / rFID asked for but not given (no
+    re-measures PSNR / SSIM but not usage. LPIPS / rFID asked for but not given (no
     weights) are None and such a result is kept as well; with the metric module it is measured again.
+    ``measure=False``: only what is on disk (None when nothing is; the model is never loaded).
     """
     from .hub import read_metrics
 
@@ -454,28 +530,39 @@ def cached_evaluation(checkpoint_dir: str | Path, model, protocol: Protocol, *, 
     hit = _read_cached(folder, weights, key)
     if hit is not None:
         return ProtocolResult(hit[0], hit[1], from_cache=True)
+    # What was measured on these weights already: the stored default protocol, then eval's metrics.json.
+    measured = []
+    stored = stored_evaluation(checkpoint_dir)
+    if stored is not None:
+        measured.append(stored)
     saved = read_metrics(checkpoint_dir) or {}
     saved_protocol = protocol_of_metrics(saved)
-    from_json = (saved_protocol is not None and saved.get("weights_sha256") == weights
-                 and isinstance(saved.get("code_counts"), list)
-                 and len(saved["code_counts"]) == saved.get("codebook_size"))
-    if (from_json and saved_protocol.data_key == protocol.data_key
-            and set(protocol.metrics) <= set(saved_protocol.metrics)
-            and (lpips is None or "lpips" not in protocol.metrics or saved.get("lpips") is not None)):
-        counts = np.asarray(saved["code_counts"], dtype=np.int64)
-        meta = {k: v for k, v in saved.items() if k != "code_counts"}
-        for group, keys in (("lpips", ("lpips",)), ("rfid", ("rfid",)), ("psnr", ("psnr",)), ("ssim", ("ssim",))):
-            if group not in protocol.metrics:
-                meta.update(dict.fromkeys(keys))
-        meta.update(protocol=protocol.as_dict(), protocol_key=protocol.key, protocol_description=protocol.describe())
-        _write_cached(folder, weights, key, meta, counts)
-        return ProtocolResult(meta, counts, from_cache=True)
+    if (saved_protocol is not None and saved.get("weights_sha256") == weights
+            and isinstance(saved.get("code_counts"), list) and len(saved["code_counts"]) == saved.get("codebook_size")):
+        measured.append((saved_protocol, saved, np.asarray(saved["code_counts"], dtype=np.int64)))
+    for done_protocol, done, counts in measured:
+        if (done_protocol.data_key == protocol.data_key and set(protocol.metrics) <= set(done_protocol.metrics)
+                and (lpips is None or "lpips" not in protocol.metrics or done.get("lpips") is not None)):
+            meta = {k: v for k, v in done.items() if k != "code_counts"}
+            for group in ("lpips", "rfid", "psnr", "ssim"):
+                if group not in protocol.metrics:
+                    meta[group] = None
+            meta.update(protocol=protocol.as_dict(), protocol_key=protocol.key,
+                        protocol_description=protocol.describe())
+            if done is saved:
+                _write_cached(folder, weights, key, meta, counts)
+            return ProtocolResult(meta, counts, from_cache=True)
+    if not measure:
+        return None
     usage_counts = None
     if protocol.usage_scales and "usage" in protocol.metrics:
         hit_usage = _read_cached(folder, weights, "usage-" + protocol.usage_key)
         usage_counts = hit_usage[1] if hit_usage is not None else None
-        if usage_counts is None and from_json and saved_protocol.usage_key == protocol.usage_key:
-            usage_counts = np.asarray(saved["code_counts"], dtype=np.int64)
+        for done_protocol, _, counts in measured:
+            if usage_counts is None and done_protocol.usage_key == protocol.usage_key:
+                usage_counts = counts
+    from torch import Tensor, nn
+
     if not isinstance(model, nn.Module):
         model = model()
     if images is not None and not isinstance(images, Tensor):

@@ -16,6 +16,10 @@ A checkpoint folder holds ``config.json`` + ``model.safetensors`` (the format, o
     training.json                   how it was made: run name, data, step, commands (FACTS)
     trainer_state.json              resumable state: step, data position, the run's config (STATE)
     ema/                            the weight EMA, itself a checkpoint folder (EMA_DIR)
+    projection.npz                  the dashboard's default codebook projection, for these weights
+                                    (PROJECTION_VIEW; ``export`` and ``eval`` write it)
+    evaluation.npz                  usage counts, PSNR and SSIM under the default evaluation protocol,
+                                    for these weights (EVALUATION_VIEW; ``export`` and ``eval`` write it)
 
 Every reader and writer in the library, the trainer, the apps, the benchmarks and the scripts
 takes these names from here (``tests/test_layers.py`` fails on a copy spelled elsewhere).
@@ -35,6 +39,8 @@ EVAL_METRICS = "metrics.json"
 FACTS = "training.json"
 STATE = "trainer_state.json"
 EMA_DIR = "ema"
+PROJECTION_VIEW = "projection.npz"
+EVALUATION_VIEW = "evaluation.npz"
 _STEP_RE = re.compile(r"^step-(\d+)$")
 
 # The repository's own folder of demo checkpoints (the dashboard's, the demo's and the benches' default).
@@ -121,6 +127,17 @@ class CheckpointFiles:
     def ema(self) -> Path:
         return self.root / EMA_DIR
 
+    @property
+    def projection(self) -> Path:
+        """The stored default projection of the codebook (``vqexplore.projection``)."""
+        return self.root / PROJECTION_VIEW
+
+    @property
+    def evaluation(self) -> Path:
+        """The stored evaluation under the default protocol (``vqexplore.protocol``)."""
+        return self.root / EVALUATION_VIEW
+
 
 __all__ = ["CONFIG_YAML", "RUN_METRICS", "EVENTS_GLOB", "SAMPLES_DIR", "CHECKPOINTS_DIR", "EVAL_METRICS", "FACTS",
-           "STATE", "EMA_DIR", "DEMO_CHECKPOINTS", "checkpoint_dirname", "step_of", "RunLayout", "CheckpointFiles"]
+           "STATE", "EMA_DIR", "PROJECTION_VIEW", "EVALUATION_VIEW", "DEMO_CHECKPOINTS", "checkpoint_dirname",
+           "step_of", "RunLayout", "CheckpointFiles"]

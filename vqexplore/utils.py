@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # no torch import: the apps read stored results through this module without it
     from torch import nn
 
 CACHE_ENV = "VQEXPLORE_CACHE_DIR"

@@ -11,9 +11,11 @@ from vqexplore import plots
 
 
 def render() -> None:
-    p, model, sample = ui.single_checkpoint_page("code_embeddings")
-    n = cached.sample_size()
-    k = model.codebook_size
+    # No model until it is needed (a click's tile, a layout that is not stored): a checkpoint that went
+    # through `trainer export` / `eval` carries its layout and usage counts, and its first render reads them.
+    p, config = ui.single_checkpoint_config_page("code_embeddings")
+    sample = cached.sample()
+    k = int(config["codebook_size"])
 
     viewstate.track("dims", "proj_dims", int, lambda v: v in (2, 3))
     c1, c2, c3, c4 = st.columns([2, 1, 3, 2])
@@ -24,12 +26,16 @@ def render() -> None:
                              key="proj_latents")
     n_near = c4.slider("Nearest codes to show", 0, 24, 8, key="proj_near")
 
+    stored = False
     with ui.shown_errors():
         stamp = sources.weights_stamp(p.path)
+        stored = not with_latents and cached.projection_stored(p.path, stamp, method, dims)
+        if not stored and method == "umap":
+            cached.prewarm()  # umap-learn's imports and kernels load while the counts are measured
         with st.spinner(f"Projecting {k} codes with {method.upper()} in {dims}-D "
                         "(once per checkpoint; cached on disk)..."):
+            counts, n = cached.usage(p.path, stamp, sample)
             proj = cached.projection(p.path, stamp, method, with_latents, sample, dims)
-            counts = cached.usage_counts(p.path, stamp, sample)
         code = st.session_state.get(keys.INSPECT_CODE)
         code = int(code) if code is not None and 0 <= int(code) < k else None
         near_ids, near_d = [], []
@@ -41,7 +47,8 @@ def render() -> None:
         with plot_col:
             event = st.plotly_chart(fig, width="stretch", key=f"embedding_scatter_{dims}", on_select="rerun",
                                     selection_mode="points")
-            where = "loaded from the disk cache" if proj.from_cache else "computed"
+            where = ("stored beside the checkpoint" if proj.stored
+                     else "loaded from the disk cache" if proj.from_cache else "computed")
             st.caption(f"{proj.method.upper()} {where} (took {proj.seconds:.1f} s when computed); colour: "
                        f"log10(1 + count) on {n} validation images; red: dead codes"
                        + ("; blue: encoder outputs" if proj.latents is not None else "")
@@ -68,4 +75,4 @@ def render() -> None:
             st.image(tiles, width=64, caption=[f"{int(i)}: d={d:.3g}, used {int(counts[int(i)])}"
                                                for i, d in zip(near_ids, near_d)])
 
-    ui.footer()
+    ui.footer(warm_up=not stored)

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import Quantizer, QuantizerOutput, from_tokens, to_tokens
-from .search import max_inner_product, soft_codes
+from .search import max_inner_product, soft_one_hot_gradient
 
 
 class IBQ(Quantizer):
@@ -15,8 +15,10 @@ class IBQ(Quantizer):
 
     With logits l = t . E^T over all K codes, P = softmax(l) and H = one_hot(argmax l), the
     quantized token is z_q = (H - sg[P] + P) E: its value is the chosen code e_argmax, and its
-    gradient reaches the encoder and *every* code through the softmax. P is computed in chunks of
-    tokens (``search.soft_codes``), never as an (N, K) tensor.
+    gradient reaches the encoder and *every* code through the softmax. The term (P - sg[P]) E is zero
+    in value, so the forward computes only the argmax (one chunked matmul, as plain VQ's search) and
+    the backward computes P and its gradient in chunks of tokens
+    (``search.soft_one_hot_gradient``), never as an (N, K) tensor.
 
     Losses (as the official implementation, TencentARC SEED-Voken ``IndexPropagationQuantize``):
       ``quantization``  MSE(z_q, t), no stop-gradient: it pulls t, and every code through the
@@ -55,11 +57,11 @@ class IBQ(Quantizer):
         tokens = tokens if tokens.dtype == torch.float64 else tokens.float()
         codebook = self.embedding.to(tokens.dtype)
         if torch.is_grad_enabled() and (tokens.requires_grad or codebook.requires_grad):
-            # The codebook enters the soft path's value detached: its value term cancels in
-            # (P - sg[P]) E, only the logits carry the gradient to every code.
-            soft, idx = soft_codes(tokens, codebook, codebook.detach(), self.chunk_size)
+            # soft - sg[soft] with soft = P sg[E]: zero in value, so no softmax is computed in the
+            # forward; its gradient reaches the tokens and every code through the logits.
+            delta, idx = soft_one_hot_gradient(tokens, codebook, self.chunk_size)
             hard = F.embedding(idx, codebook)
-            q = hard + (soft - soft.detach())
+            q = hard + delta
         else:
             idx = max_inner_product(tokens, codebook, self.chunk_size)
             q = hard = F.embedding(idx, codebook)

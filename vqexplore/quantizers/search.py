@@ -237,3 +237,63 @@ def soft_codes(tokens: Tensor, logit_codes: Tensor, value_codes: Tensor | None =
     value_codes = logit_codes if value_codes is None else value_codes
     rows = chunk_rows(logit_codes.shape[0], chunk_size, tokens.device)
     return _ChunkedSoftCodes.apply(tokens, logit_codes, value_codes, rows)
+
+
+class _SoftOneHotGradient(torch.autograd.Function):
+    """IBQ's straight-through term P E_v - sg[P E_v] with E_v = sg[E], P = softmax(T E^T), and
+    the argmax ids, in chunks of tokens.
+
+    The term's value is zero, so the forward computes no softmax at all: one matmul and a max per
+    chunk, what plain VQ's search costs, keeping each token's largest logit. The backward computes
+    what the gradient needs and no more, per chunk: u = exp(T E^T - top) (one fused addmm and an
+    in-place exp), s = rowsum(u), A = G E^T, and with P = u / s:
+        dlogits = P * (A - rowsum(P * A)),   dT = dlogits E,   dE = dlogits^T T
+    (the codebook gets no gradient through the value, E_v = sg[E]). 1 / s is applied to the
+    (chunk, D) results instead of the (chunk, K) matrix. Memory: chunk x K floats, twice.
+    """
+
+    @staticmethod
+    def forward(ctx, tokens: Tensor, codebook: Tensor, rows: int):
+        n = tokens.shape[0]
+        top = tokens.new_empty(n)
+        idx = torch.empty(n, dtype=torch.long, device=tokens.device)
+        for start in range(0, n, rows):
+            top[start : start + rows], idx[start : start + rows] = (tokens[start : start + rows] @ codebook.t()).max(1)
+        ctx.save_for_backward(tokens, codebook, top)
+        ctx.rows = rows
+        ctx.mark_non_differentiable(idx)
+        return tokens.new_zeros(n, codebook.shape[1]), idx
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor, _grad_idx=None):
+        tokens, codebook, top = ctx.saved_tensors
+        need_t, need_e = ctx.needs_input_grad[:2]
+        grad_tokens = torch.empty_like(tokens) if need_t else None
+        grad_codebook = torch.zeros_like(codebook) if need_e else None
+        if not (need_t or need_e):
+            return None, None, None
+        ones = tokens.new_ones(codebook.shape[0])
+        for start in range(0, tokens.shape[0], ctx.rows):
+            sl = slice(start, start + ctx.rows)
+            chunk = tokens[sl]
+            u = torch.addmm(-top[sl, None], chunk, codebook.t()).exp_()  # P * s, every entry <= 1
+            inv_s = 1.0 / (u @ ones)  # row sums as a GEMV
+            a = grad_out[sl] @ codebook.t()
+            mean_a = torch.linalg.vecdot(u, a) * inv_s  # rowsum(P * A)
+            dl = a.sub_(mean_a[:, None]).mul_(u)  # s * dlogits
+            if need_t:
+                grad_tokens[sl] = (dl @ codebook).mul_(inv_s[:, None])
+            if need_e:
+                grad_codebook.addmm_(dl.t(), chunk * inv_s[:, None])
+        return grad_tokens, grad_codebook, None
+
+
+def soft_one_hot_gradient(tokens: Tensor, codebook: Tensor, chunk_size: int | None = None) -> tuple[Tensor, Tensor]:
+    """(zeros (N, D) carrying the gradient of softmax(tokens codebook^T) sg[codebook], argmax ids (N,)).
+
+    IBQ's ``soft - sg[soft]`` without computing ``soft``: the value is exactly zero; the gradient
+    w.r.t. ``tokens`` and ``codebook`` (through the logits) is that of the straightforward formula.
+    Forward: one chunked matmul + max (plain VQ's cost); memory chunk x K floats in both passes.
+    """
+    rows = chunk_rows(codebook.shape[0], chunk_size, tokens.device)
+    return _SoftOneHotGradient.apply(tokens, codebook, rows)
