@@ -2,14 +2,13 @@
 chromium through playwright. Opens every page, switches checkpoint, uploads a non-image,
 watches the Training page pick up new points by itself, and saves screenshots to
 tests/artifacts/dashboard/ (gitignored)."""
-import os
 from pathlib import Path
 
 import pytest
 
 from app.pages import PAGES as REGISTRY
 from helpers.browser import chromium, no_exception, require_chromium, wait_rendered
-from helpers.dashboard import PAGES
+from helpers.dashboard import PAGES, server_env
 from helpers.servers import start_dashboard, stop
 from test_dashboard import build_fixture_tree, write_metrics
 
@@ -21,8 +20,7 @@ ARTIFACTS = REPO / "tests" / "artifacts" / "dashboard"
 def server(tmp_path_factory):
     require_chromium()
     paths = build_fixture_tree(tmp_path_factory.mktemp("browser"))
-    env = {**os.environ, "VQEXPLORE_CHECKPOINTS": str(paths["checkpoints"]), "VQEXPLORE_RUNS": str(paths["runs"]),
-           "VQEXPLORE_CACHE_DIR": str(paths["cache"])}
+    env = server_env(paths["checkpoints"], paths["runs"], paths["cache"])
     proc, url = start_dashboard(env, paths["cache"].parent / "server.log")
     yield {"url": url, **paths}
     stop(proc)

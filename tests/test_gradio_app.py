@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers.browser import CHROMIUM, chromium
+from helpers.browser import CHROMIUM, chromium, run_demo, upload_to_demo
 from helpers.servers import start_demo, stop
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -309,12 +309,9 @@ def test_browser_upload_shows_reconstructions(server, tmp_path):
             errors = []
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto(url, wait_until="networkidle", timeout=60_000)
-            page.locator("#input-image input[type=file]").set_input_files(str(upload))
-            # the upload preview appears once the file reached the server
-            expect(page.locator("#input-image img").first).to_be_visible(timeout=30_000)
-            page.locator("#run").click()
+            upload_to_demo(page, upload)
+            run_demo(page, 3 * len(checkpoints), timeout_s=60)
             images = page.locator("#results img")
-            expect(images).to_have_count(3 * len(checkpoints), timeout=60_000)
             for i in range(images.count()):
                 expect(images.nth(i)).to_be_visible()
                 assert images.nth(i).evaluate("img => img.complete && img.naturalWidth") == 64

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers.browser import CHROMIUM, chromium
+from helpers.browser import CHROMIUM, chromium, upload_to_demo
 from test_gradio_app import ARTIFACTS, client, photo, server  # noqa: F401
 from vqexplore import load
 from vqexplore.reconstruct import prepare_image, reconstruct
@@ -91,8 +91,7 @@ def test_browser_click_cells_and_apply(server, upload):  # noqa: F811
             errors = []
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto(url, wait_until="networkidle", timeout=60_000)
-            page.locator("#input-image input[type=file]").set_input_files(str(upload))
-            expect(page.locator("#input-image img").first).to_be_visible(timeout=30_000)
+            upload_to_demo(page, upload)
             page.locator("#surgery-show").click()
             grid = page.locator("#surgery-grid img").first
             expect(grid).to_be_visible(timeout=60_000)
@@ -148,8 +147,7 @@ def test_browser_surgery_on_the_demo_checkpoints(tmp_path):
         with chromium() as browser:
             page = browser.new_page(viewport={"width": 1500, "height": 1100})
             page.goto(url, wait_until="networkidle", timeout=60_000)
-            page.locator("#input-image input[type=file]").set_input_files(str(upload))
-            expect(page.locator("#input-image img").first).to_be_visible(timeout=30_000)
+            upload_to_demo(page, upload)
             page.locator("#surgery-show").click()
             grid = page.locator("#surgery-grid img").first
             expect(page.locator("#surgery-grid-note")).to_contain_text("16 x 16 tokens", timeout=60_000)

@@ -238,6 +238,13 @@ def test_readme_commands_match_ci_and_install_the_project():
     assert "ruff==" in (ROOT / "requirements-dev.txt").read_text()
 
 
+def run_fresh_python(code: str) -> None:
+    """Run ``code`` in a new interpreter from the repository root (so nothing this test process imported
+    counts) and fail with its stderr if it fails."""
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
 def test_checking_a_run_config_imports_no_torch():
     """`python -m trainer` refuses an impossible config before `import torch` (1.5 s here): the
     config reader, the model config's checks and the memory estimate are torch-free."""
@@ -248,8 +255,7 @@ def test_checking_a_run_config_imports_no_torch():
             "trainer.cli._train_parser()\n"
             "heavy = sorted(m for m in ('torch', 'numpy', 'PIL', 'huggingface_hub') if m in sys.modules)\n"
             "assert not heavy, heavy")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr[-2000:]
+    run_fresh_python(code)
 
 
 def test_import_vqexplore_gives_its_names_and_submodules_on_first_use():
@@ -268,8 +274,7 @@ def test_import_vqexplore_gives_its_names_and_submodules_on_first_use():
             "    else:\n"
             "        raise SystemExit(bad)\n"
             "assert set(vqexplore.__all__) <= set(dir(vqexplore))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
+    run_fresh_python(code)
 
 
 def test_vqmodel_takes_exactly_the_arguments_modelconfig_checks():

@@ -5,7 +5,6 @@ door; every page, with the default selection (the newest run, then the six demos
 shows no error box and no exception (issue 18: two-checkpoint sliders, Aligned codes' default pair)."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from helpers.browser import chromium, no_exception, require_chromium, wait_rendered
-from helpers.dashboard import PAGES
+from helpers.dashboard import PAGES, server_env
 from helpers.servers import start_dashboard, stop
 
 from app.pages import PAGES as REGISTRY
@@ -38,8 +37,7 @@ def readme_run(tmp_path_factory):
     assert result.returncode == 0, result.stderr[-2000:]
     assert len(list((runs / "default" / "checkpoints").glob("step-*"))) == 2
     # as the README runs it: runs/ is this test's (VQEXPLORE_RUNS, what --runs sets), checkpoints/ the demo set
-    env = {**os.environ, "VQEXPLORE_CACHE_DIR": str(root / "cache"), "VQEXPLORE_RUNS": str(runs)}
-    env.pop("VQEXPLORE_CHECKPOINTS", None)
+    env = server_env(runs=runs, cache=root / "cache")
     proc, url = start_dashboard(env, root / "server.log")
     yield url
     stop(proc)

@@ -24,7 +24,7 @@ import pytest
 from app.pages import PAGES as REGISTRY
 from test_dashboard import tree_digest
 from helpers.browser import chromium, no_exception, require_chromium, wait_rendered
-from helpers.dashboard import demo_names
+from helpers.dashboard import demo_names, server_env
 from helpers.servers import start_dashboard, stop
 
 REPO = Path(__file__).resolve().parent.parent
@@ -62,8 +62,7 @@ def env(tmp_path_factory):
          "train.log_every=60", "train.threads=1"], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     before = tree_digest(REPO / "checkpoints")
-    yield {**os.environ, "VQEXPLORE_CHECKPOINTS": str(REPO / "checkpoints"), "VQEXPLORE_RUNS": str(runs),
-           "VQEXPLORE_CACHE_DIR": str(root / "cache"), "_root": str(root)}
+    yield server_env(REPO / "checkpoints", runs, root / "cache", _root=str(root))
     assert tree_digest(REPO / "checkpoints") == before  # the demo checkpoints are only read
 
 

@@ -58,3 +58,30 @@ def wait_rendered(tab, timeout_s: float = 180) -> None:
 def no_exception(tab) -> None:
     """No Streamlit exception box on the page."""
     assert tab.query_selector('[data-testid="stException"]') is None, tab.inner_text("body")[:2000]
+
+
+def upload_to_demo(page, path) -> None:
+    """Put an image file into the Gradio demo's input (``#input-image``) and wait until it reached the
+    server: the preview is shown and the page's network has settled."""
+    from playwright.sync_api import expect
+
+    page.locator("#input-image input[type=file]").set_input_files(str(path))
+    expect(page.locator("#input-image img").first).to_be_visible(timeout=30_000)
+    page.wait_for_load_state("networkidle")
+
+
+def run_demo(page, n_images: int, timeout_s: float = 90) -> None:
+    """Click the demo's Run (``#run``) and wait for ``n_images`` images in ``#results``.
+
+    Once in some CI runs the click started no request at all (the server log showed none, the page no
+    error): not diagnosed. If nothing came back within ``timeout_s``, a second click tells a lost click
+    from a broken demo, which still fails."""
+    from playwright.sync_api import expect
+
+    images = page.locator("#results img")
+    page.locator("#run").click()
+    try:
+        expect(images).to_have_count(n_images, timeout=timeout_s * 1000)
+    except AssertionError:
+        page.locator("#run").click()
+        expect(images).to_have_count(n_images, timeout=timeout_s * 1000 + 30_000)

@@ -11,6 +11,8 @@ from app.pages import PAGES as REGISTRY
 ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "app" / "dashboard.py"
 PAGES = {p.key: p.heading for p in REGISTRY}  # key -> the heading the page shows
+# The dashboard's folders and the environment variables that set them (app/dashboard.py, --checkpoints etc.)
+FOLDER_VARS = {"checkpoints": "VQEXPLORE_CHECKPOINTS", "runs": "VQEXPLORE_RUNS", "cache": "VQEXPLORE_CACHE_DIR"}
 
 
 def open_page(at, key: str):
@@ -24,11 +26,22 @@ def open_page(at, key: str):
     return at.run()
 
 
+def server_env(checkpoints=None, runs=None, cache=None, **extra: str) -> dict:
+    """The environment for a dashboard server (``helpers.servers.start_dashboard``): this process's,
+    with the folders given and the others unset (the dashboard's defaults), plus ``extra``."""
+    env = dict(os.environ)
+    for key, value in (("checkpoints", checkpoints), ("runs", runs), ("cache", cache)):
+        env.pop(FOLDER_VARS[key], None)
+        if value is not None:
+            env[FOLDER_VARS[key]] = str(value)
+    return {**env, **extra}
+
+
 @contextmanager
 def dashboard_env(paths: dict):
     """The dashboard's folders (``paths``: checkpoints, runs, cache) set in this process's
     environment, as AppTest runs the app in it, and restored afterwards."""
-    names = {"VQEXPLORE_CHECKPOINTS": "checkpoints", "VQEXPLORE_RUNS": "runs", "VQEXPLORE_CACHE_DIR": "cache"}
+    names = {var: key for key, var in FOLDER_VARS.items()}
     saved = {k: os.environ.get(k) for k in names}
     os.environ.update({k: str(paths[v]) for k, v in names.items()})
     try:
