@@ -4,6 +4,7 @@ compiled (same model, same weights, same batch, one process).
     python bench/train_step.py                 # the study's model (hidden 256, VQ 64-d), K = 512 and 16,384,
                                                # batch 32 at 64x64, CPU: seed, trainer, trainer compiled
     python bench/train_step.py --codebook-size 512 --rounds 5 --hidden 64   # quicker
+    python bench/train_step.py --codebook-size 512 --variants seed trainer trainer_bf16 seed_bf16   # bf16 on CPU
     python bench/train_step.py --device cuda --bf16 --batch 256 --steps 20   # on a GPU
     python bench/train_step.py --stage vqgan --batch 1 --rounds 3    # the VQGAN stage: LlamaGen VQ-16 at 256 px
     python bench/train_step.py --stage vqgan --device cuda --bf16 --batch 128 --steps 5   # ... at its batch, GPU
@@ -20,10 +21,15 @@ Variants (``--variants``; default ``seed trainer compiled``), for every codebook
   same weights as the others. (Its in-place ReLU at the head of each residual block also rewrites
   the block's input, so its skip connection carries ReLU(x): the same work, a slightly different
   function.)
+- ``seed_bf16``: the same under bf16 autocast, which the seed's ``train_vqvae.py`` does not offer (it
+  trains in float32 only): what mixed precision alone would give it.
 - ``bare``:     vqexplore's VQModel in a minimal loop: model(x); mse + sum(quantizer losses);
   zero_grad; backward; Adam step. Nothing else.
 - ``trainer``:  ``trainer.step.train_step`` plus the per-step bookkeeping of the training loop
   (running loss sums and code counts on the device, the NaN check that the loop does on CPU).
+- ``trainer_bf16``: the same with ``train.precision=bf16`` (bf16 autocast; the quantizer's search stays
+  float32). On a CPU with AVX512-BF16 or AMX (this project's Zen 4 has the former) oneDNN runs the
+  convolutions in bf16.
 - ``compiled``: the same, with the model compiled as ``train.compile=true`` compiles it
   (``trainer.step.compile_for_training``); its compilation happens in the warm-up round.
 - ``... channels_last`` (``--channels-last``): bare, trainer and compiled again with the model and
@@ -67,7 +73,7 @@ from vqexplore import VQModel
 
 
 AUTOCAST: torch.dtype | None = None  # --bf16
-VARIANTS = ("seed", "bare", "trainer", "compiled")
+VARIANTS = ("seed", "seed_bf16", "bare", "trainer", "trainer_bf16", "compiled")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -139,6 +145,13 @@ def seed_step(model, optimizer, x):
     return [loss_rec.item(), loss_commit.item(), loss_vq.item(), perplexity.item()]  # its per-step log
 
 
+def seed_bf16_step(model, optimizer, x):
+    """The seed's step under bf16 autocast: what it would gain from mixed precision, which its
+    train_vqvae.py does not have (its distances then run in bf16 too)."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16):
+        return seed_step(model, optimizer, x)
+
+
 # ---------------------------------------------------------------------------------------------
 # vqexplore's step
 # ---------------------------------------------------------------------------------------------
@@ -152,12 +165,14 @@ def bare_step(model, optimizer, x):
     optimizer.step()
 
 
-def make_trainer_step(model, device):
+def make_trainer_step(model, device, autocast: torch.dtype | None = None):
+    """The trainer's step with --bf16's autocast, or ``autocast`` (trainer_bf16: train.precision=bf16)."""
     window = Window(model.codebook_size, device)
+    dtype = autocast or AUTOCAST
     check_every_step = device.type == "cpu"  # as the loop: a free sync on CPU, at log steps on GPU
 
     def step(model, optimizer, x):
-        out = train_step(model, optimizer, x, AUTOCAST)
+        out = train_step(model, optimizer, x, dtype)
         window.add(out, x.shape[0])
         if check_every_step and not window.finite():
             raise RuntimeError("non-finite loss")
@@ -175,18 +190,20 @@ def mse_variants(a, device, codebook_size: int) -> tuple[dict, str]:
     formats = [("", torch.contiguous_format)] + ([(" channels_last", torch.channels_last)] if a.channels_last else [])
     for suffix, fmt in formats:
         for kind in a.variants:
-            if kind == "seed":
+            name = f"{k} {kind.replace('_', ' ')}{suffix}"
+            if kind.startswith("seed"):
                 if suffix:
                     continue
                 model = SeedVQVAE(codebook_size, a.code_dim, a.hidden).to(device).copy_from(base)
                 opt = torch.optim.Adam(model.parameters(), lr=4e-4)
-                variants[f"{k} seed"] = (model, opt, seed_step, x)
+                variants[name] = (model, opt, seed_bf16_step if kind == "seed_bf16" else seed_step, x)
                 continue
             model = copy.deepcopy(base).to(memory_format=fmt)
             opt = torch.optim.Adam(model.parameters(), lr=4e-4)
-            fn = bare_step if kind == "bare" else make_trainer_step(model, device)
+            bf16 = torch.bfloat16 if kind == "trainer_bf16" else None
+            fn = bare_step if kind == "bare" else make_trainer_step(model, device, bf16)
             step_model = compile_for_training(model) if kind == "compiled" else model
-            variants[f"{k} {kind}{suffix}"] = (step_model, opt, fn, x.contiguous(memory_format=fmt))
+            variants[name] = (step_model, opt, fn, x.contiguous(memory_format=fmt))
     n_params = sum(p.numel() for p in base.parameters())
     title = (f"K={codebook_size}: SimpleCNN hidden {a.hidden}, VQ {codebook_size} x {a.code_dim} ({n_params:,} "
              f"parameters), batch {a.batch} at {a.size}x{a.size}")
@@ -308,8 +325,8 @@ def parse_args() -> argparse.Namespace:
         a.size = 256
     if a.variants is None:
         a.variants = ["bare", "trainer"] if a.stage == "vqgan" else ["seed", "trainer", "compiled"]
-    if a.stage == "vqgan" and "seed" in a.variants:
-        p.error("--stage vqgan has no seed variant (its baseline is the bare loop)")
+    if a.stage == "vqgan" and {"seed", "seed_bf16", "trainer_bf16"} & set(a.variants):
+        p.error("--stage vqgan has no seed variants (its baseline is the bare loop) and no trainer_bf16 (use --bf16)")
     return a
 
 
