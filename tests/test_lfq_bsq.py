@@ -243,8 +243,11 @@ def test_factorised_terms_equal_the_direct_form_values_and_gradients(d, scale, t
 def test_factorised_codebook_entropy_bounded_on_a_trained_encoders_tokens():
     # Realistic tokens: the shipped BSQ demo's encoder on a training batch of the photo corpus (its
     # batch of 32 crops at 64 px, 8,192 tokens of 12 bits). The grouped entropy is an upper bound
-    # of the joint one (subadditivity; for nested groupings, the finer is the larger), and with two
-    # groups of 6 bits it stays within 25% above it here.
+    # of the joint one (subadditivity; for nested groupings, the finer is the larger). The demo was
+    # trained with the two-groups-of-6-bits form, which drives each group's marginal towards uniform
+    # and is blind to dependence between the groups: here it reads 23% above the joint entropy (21%
+    # on the same model trained without any entropy term, 34% at entropy weight 0.1); the bound
+    # below is 30%.
     from vqexplore.data.corpus import PhotoCorpus
     from vqexplore.models import VQModel
 
@@ -260,7 +263,7 @@ def test_factorised_codebook_entropy_bounded_on_a_trained_encoders_tokens():
     assert abs(grouped[12] - float(exact)) < 1e-9
     for fine, coarse in ((1, 2), (2, 4), (4, 12), (1, 3), (3, 6), (2, 6), (6, 12)):
         assert grouped[fine] >= grouped[coarse] - 1e-9, (fine, coarse, grouped)
-    assert float(exact) <= grouped[6] <= 1.25 * float(exact), (float(exact), grouped)
+    assert float(exact) <= grouped[6] <= 1.30 * float(exact), (float(exact), grouped)
     # the per-sample term differs from the clamped exact one only by the clamp: within 1% here
     factorised = bit_entropy(tokens, scale, temperature)
     assert abs(float(factorised) - float(sample)) <= 0.01 * float(sample)
@@ -278,3 +281,19 @@ def test_factorised_entropy_trains_the_encoder(cls):
     assert torch.isfinite(layer.weight.grad).all()
     with pytest.raises(ValueError, match="entropy_group_bits must be in"):
         cls(1024, entropy_group_bits=11)
+
+
+def test_entropy_forms_script_reports_on_the_shipped_bsq_demo():
+    """scripts/entropy_forms.py (the README's numbers) runs on the BSQ demo, and refuses a VQ checkpoint
+    in one line."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    run = [sys.executable, str(root / "scripts" / "entropy_forms.py"), "--crops", "4"]
+    out = subprocess.run(run + ["--groups", "6"], capture_output=True, text=True, timeout=300, cwd=root)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "1,024 tokens of 12 bits" in out.stdout and "groups of 6 bits" in out.stdout, out.stdout
+    bad = subprocess.run(run + ["--ckpt", "checkpoints/vq-4096"], capture_output=True, text=True, timeout=300, cwd=root)
+    assert bad.returncode == 1 and bad.stderr.strip().startswith("error:") and "Traceback" not in bad.stderr, bad.stderr
