@@ -19,11 +19,13 @@ import torch.nn.functional as F
 import vqexplore
 from vqexplore.data.corpus import PhotoCorpus
 from vqexplore.quantizers.lfq import bit_entropy, group_codebook_entropy, hypercube_entropy
+from vqexplore.runlayout import DEMO_CHECKPOINTS
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", default="checkpoints/bsq-4096", help="an LFQ or BSQ checkpoint (folder or Hub id)")
+    p.add_argument("--ckpt", default=str(DEMO_CHECKPOINTS / "bsq-4096"),
+                   help="an LFQ or BSQ checkpoint (folder or Hub id; default: the BSQ demo)")
     p.add_argument("--crops", type=int, default=32)
     p.add_argument("--groups", type=int, nargs="+", default=[6, 1], help="group sizes g (bits) to compare")
     a = p.parse_args()
