@@ -6,6 +6,7 @@ weights' sha256; the dashboard and the demo read them instead of computing, and 
 unreadable one (``CheckpointFiles.projection`` / ``.evaluation`` name them)."""
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from pathlib import Path
@@ -38,12 +39,8 @@ def write_views(ckpt_dir: str | Path, *, model=None, quiet: bool = False) -> dic
     from vqexplore.runlayout import CheckpointFiles
 
     ckpt_dir = Path(ckpt_dir)
-    loaded = [model] if model is not None else []
-
-    def get_model():
-        if not loaded:
-            loaded.append(vqexplore.load(ckpt_dir, device="cpu"))
-        return loaded[0]
+    # loaded at most once, and only if something has to be computed
+    get_model = functools.cache(lambda: model if model is not None else vqexplore.load(ckpt_dir, device="cpu"))
 
     t0 = time.perf_counter()
     try:

@@ -246,7 +246,7 @@ def _images_digest(images: Tensor) -> str:
     return hashlib.sha256(images.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
 
 
-def _key_parts(checkpoint_dir, method, images, max_latents, n_neighbors, min_dist, seed, n_epochs, dims) -> dict:
+def _key_parts(checkpoint_dir, images, max_latents, method, n_neighbors, min_dist, seed, n_epochs, dims) -> dict:
     key_parts = {"v": _PROJECTION_VERSION, "weights": weights_fingerprint(checkpoint_dir), "method": method,
                  "n_neighbors": n_neighbors, "min_dist": min_dist, "seed": seed, "n_epochs": n_epochs}
     if images is not None:
@@ -275,6 +275,14 @@ def _read_npz(path: Path, key_parts: dict | None = None) -> Projection | None:
         return None
 
 
+def _read_stored(checkpoint_dir: str | Path, key_parts: dict) -> Projection | None:
+    """The layout stored beside the checkpoint for ``key_parts`` (``stored=True``), else None."""
+    proj = _read_npz(CheckpointFiles(checkpoint_dir).projection, key_parts)
+    if proj is not None:
+        proj.stored = True
+    return proj
+
+
 def _write_npz(path: Path, proj: Projection, key_parts: dict, durable: bool = False) -> None:
     arrays = {"codes": proj.codes, "meta": np.array(json.dumps(
         {"method": proj.method, "params": proj.params, "seconds": proj.seconds, "key": key_parts}))}
@@ -290,27 +298,21 @@ def stored_projection(checkpoint_dir: str | Path, method: str = "umap", *, n_nei
     """The layout stored beside the checkpoint (``CheckpointFiles.projection``) when it was made from
     these weights (sha256) with these parameters; None otherwise (missing, stale or unreadable)."""
     try:
-        key_parts = _key_parts(checkpoint_dir, method, None, 0, n_neighbors, min_dist, seed, n_epochs, dims)
+        key_parts = _key_parts(checkpoint_dir, None, 0, method, n_neighbors, min_dist, seed, n_epochs, dims)
     except OSError:
         return None
-    proj = _read_npz(CheckpointFiles(checkpoint_dir).projection, key_parts)
-    if proj is not None:
-        proj.stored = True
-    return proj
+    return _read_stored(checkpoint_dir, key_parts)
 
 
 def store_projection(checkpoint_dir: str | Path, model, **params) -> Projection:
-    """Compute (or take from the caches) the layout of ``params`` (default: :func:`default_params`)
-    of the checkpoint's codebook and write it beside the checkpoint, recording the parameters and
-    the weights' sha256. ``model``: the checkpoint's model or a function returning it (called only
-    when the layout has to be computed)."""
-    if not params:
-        params = default_params(_codebook_size(checkpoint_dir, model))
+    """Compute (or take from the caches) the layout of ``params`` (over :func:`default_params`: those
+    not given are the apps' defaults) of the checkpoint's codebook and write it beside the checkpoint,
+    recording the parameters and the weights' sha256. ``model``: the checkpoint's model or a function
+    returning it (called only when the layout has to be computed)."""
+    params = {**default_params(_codebook_size(checkpoint_dir, model)), **params}
     proj = cached_projection(checkpoint_dir, model, **params)
     if not proj.stored:
-        key_parts = _key_parts(checkpoint_dir, params.get("method", "umap"), None, 0,
-                               params.get("n_neighbors", 15), params.get("min_dist", 0.1), params.get("seed", 0),
-                               params.get("n_epochs"), params.get("dims", 2))
+        key_parts = _key_parts(checkpoint_dir, None, 0, **params)
         _write_npz(CheckpointFiles(checkpoint_dir).projection, proj, key_parts, durable=True)
     return proj
 
@@ -346,11 +348,10 @@ def cached_projection(checkpoint_dir: str | Path, model, method: str = "umap", *
     process, loads the saved ``.npz`` (no pickle) instead of recomputing. An unwritable cache
     folder only means the result is not saved.
     """
-    key_parts = _key_parts(checkpoint_dir, method, images, max_latents, n_neighbors, min_dist, seed, n_epochs, dims)
+    key_parts = _key_parts(checkpoint_dir, images, max_latents, method, n_neighbors, min_dist, seed, n_epochs, dims)
     if images is None:
-        stored = _read_npz(CheckpointFiles(checkpoint_dir).projection, key_parts)
+        stored = _read_stored(checkpoint_dir, key_parts)
         if stored is not None:
-            stored.stored = True
             return stored
     key = hashlib.sha256(json.dumps(key_parts, sort_keys=True).encode()).hexdigest()[:32]
     folder = (cache or cache_dir()) / "projections"

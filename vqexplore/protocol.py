@@ -345,13 +345,6 @@ def _scale_counts(model: nn.Module, protocol: Protocol) -> tuple[np.ndarray, int
     """(K,) counts and the number of tokens of the protocol's whole images at its usage scales."""
     import torch
 
-    with torch.no_grad():
-        return _scale_counts_no_grad(model, protocol)
-
-
-def _scale_counts_no_grad(model: nn.Module, protocol: Protocol) -> tuple[np.ndarray, int]:
-    import torch
-
     from .data import fit_to_multiple, image_to_tensor
     from .data.decode import _resize_shorter
     from .metrics import code_counts
@@ -360,7 +353,7 @@ def _scale_counts_no_grad(model: nn.Module, protocol: Protocol) -> tuple[np.ndar
     device = next(model.parameters()).device
     counts = torch.zeros(model.codebook_size, dtype=torch.long)
     tokens = 0
-    with eval_mode(model):
+    with torch.no_grad(), eval_mode(model):
         for photo in protocol.whole_images():
             for side in protocol.usage_scales:
                 img = fit_to_multiple(_resize_shorter(photo, side), 4)
