@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers.dashboard import FOLDER_VARS
 from helpers.servers import ROOT, start_demo, stop
 from test_gradio_app import make_checkpoints, photo
 
@@ -525,8 +526,7 @@ def dashboard_tree(tmp_path, monkeypatch):
     from test_dashboard import build_fixture_tree
 
     paths = build_fixture_tree(tmp_path / "served")
-    for key, env in (("checkpoints", "VQEXPLORE_CHECKPOINTS"), ("runs", "VQEXPLORE_RUNS"),
-                     ("cache", "VQEXPLORE_CACHE_DIR")):
+    for key, env in FOLDER_VARS.items():
         monkeypatch.setenv(env, str(paths[key]))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)

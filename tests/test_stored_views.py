@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.dashboard import APP, open_page
+from helpers.dashboard import APP, FOLDER_VARS, open_page
 from vqexplore import VQModel
 from vqexplore.projection import default_params, stored_projection
 from vqexplore.protocol import Protocol, cached_evaluation, evaluate_protocol, stored_evaluation
@@ -63,9 +63,8 @@ def _dashboard(tmp_path: Path, ckpt: Path, monkeypatch, prepare=None):
     shutil.copytree(ckpt, served / "tiny")
     if prepare is not None:
         prepare(served / "tiny")
-    for key, value in (("VQEXPLORE_CHECKPOINTS", served), ("VQEXPLORE_RUNS", tmp_path / "no-runs"),
-                       ("VQEXPLORE_CACHE_DIR", tmp_path / "dash-cache")):
-        monkeypatch.setenv(key, str(value))
+    for key, value in (("checkpoints", served), ("runs", tmp_path / "no-runs"), ("cache", tmp_path / "dash-cache")):
+        monkeypatch.setenv(FOLDER_VARS[key], str(value))
     at = AppTest.from_file(str(APP), default_timeout=180)
     at.run()
     return at, served / "tiny"

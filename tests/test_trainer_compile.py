@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 import vqexplore
-from helpers.trainer_runs import ROOT, env, write_config
+from helpers.trainer_runs import ROOT, env, run_trainer, write_config
 from test_trainer_resume import STEPS, _kill_after_checkpoint, _start, _weights
 from trainer import cli
 from vqexplore.hub import list_checkpoints, read_run_metrics
@@ -34,8 +34,7 @@ def _saved_names(folder: Path) -> set[str]:
 
 def _train(cfg: Path, *extra: str) -> str:
     """Run the trainer in a child process (a fresh compile, as a user's run); return its stderr."""
-    r = subprocess.run([sys.executable, "-m", "trainer", "--cfg", str(cfg), *extra], cwd=ROOT, env=env(),
-                       capture_output=True, text=True, timeout=300)
+    r = run_trainer("--cfg", str(cfg), *extra, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     return r.stderr
 
