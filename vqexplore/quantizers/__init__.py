@@ -12,16 +12,16 @@ is uniform: ``codebook_size``, ``code_dim``, ``codebook_vectors() -> (K, D)``, `
 - ``lfq``    LFQ: lookup-free quantization (MAGVIT-v2), sign per channel, K = 2^d implicit codes
 - ``bsq``    BSQ: binary spherical quantization, LFQ on l2-normalised tokens
 - ``ibq``    IBQ: index backpropagation, straight-through on the softmax over all codes
-- ``search`` the shared chunked nearest-code search, entropy term, soft assignment and k-means
+- ``search`` the shared chunked nearest-code search, entropy term, IBQ's soft one-hot gradient and k-means
 """
 from .base import Quantizer, QuantizerOutput
 from .bsq import BSQ
 from .fsq import FSQ
 from .ibq import IBQ
 from .lfq import LFQ
-from .search import entropy_and_nearest, entropy_loss, kmeans, nearest_code, soft_codes
+from .search import entropy_and_nearest, entropy_loss, kmeans, nearest_code
 from .simvq import SimVQ
 from .vq import VectorQuantizer, rotate_to
 
 __all__ = ["Quantizer", "QuantizerOutput", "VectorQuantizer", "FSQ", "SimVQ", "LFQ", "BSQ", "IBQ",
-           "nearest_code", "entropy_loss", "entropy_and_nearest", "kmeans", "rotate_to", "soft_codes"]
+           "nearest_code", "entropy_loss", "entropy_and_nearest", "kmeans", "rotate_to"]

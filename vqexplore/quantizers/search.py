@@ -177,68 +177,6 @@ def max_inner_product(tokens: Tensor, codebook: Tensor, chunk_size: int | None =
     return out
 
 
-class _ChunkedSoftCodes(torch.autograd.Function):
-    """softmax(t E_l^T) E_v and argmax_k t . e_k, computed in chunks of tokens.
-
-    Forward keeps one float per token (the log-sum-exp of its logits); backward recomputes the
-    logits per chunk, so no (N, K) tensor is ever stored. With P = softmax(T E_l^T), A = G E_v^T:
-        dT = (P * (A - rowsum(P * A))) E_l,  dE_l = (P * (A - ...))^T T,  dE_v = P^T G.
-    Two codebook arguments so that IBQ can pass E_v = sg[E] (its straight-through estimator sends
-    the codebook no gradient through the value of the soft one-hot, only through the logits).
-    """
-
-    @staticmethod
-    def forward(ctx, tokens: Tensor, logit_codes: Tensor, value_codes: Tensor, rows: int):
-        n = tokens.shape[0]
-        out = tokens.new_empty(n, value_codes.shape[1])
-        lse_all = tokens.new_empty(n)
-        idx = torch.empty(n, dtype=torch.long, device=tokens.device)
-        for start in range(0, n, rows):
-            logits = tokens[start : start + rows] @ logit_codes.t()
-            top, idx[start : start + rows] = logits.max(1)
-            u = logits.sub_(top[:, None]).exp_()  # one exp pass: p = u / sum(u)
-            total = u.sum(1)
-            lse_all[start : start + rows] = top + total.log()
-            out[start : start + rows] = (u @ value_codes) / total[:, None]
-        ctx.save_for_backward(tokens, logit_codes, value_codes, lse_all)
-        ctx.rows = rows
-        ctx.mark_non_differentiable(idx)
-        return out, idx
-
-    @staticmethod
-    def backward(ctx, grad_out: Tensor, _grad_idx=None):
-        tokens, logit_codes, value_codes, lse_all = ctx.saved_tensors
-        need_t, need_l, need_v = ctx.needs_input_grad[:3]
-        grad_tokens = torch.empty_like(tokens) if need_t else None
-        grad_logit = torch.zeros_like(logit_codes) if need_l else None
-        grad_value = torch.zeros_like(value_codes) if need_v else None
-        for start in range(0, tokens.shape[0], ctx.rows):
-            chunk, g = tokens[start : start + ctx.rows], grad_out[start : start + ctx.rows]
-            p = torch.addmm(-lse_all[start : start + ctx.rows, None], chunk, logit_codes.t()).exp_()
-            if need_v:
-                grad_value.addmm_(p.t(), g)
-            if need_t or need_l:
-                a = g @ value_codes.t()
-                dl = a.sub_(torch.linalg.vecdot(p, a)[:, None]).mul_(p)
-                if need_t:
-                    grad_tokens[start : start + ctx.rows] = dl @ logit_codes
-                if need_l:
-                    grad_logit.addmm_(dl.t(), chunk)
-        return grad_tokens, grad_logit, grad_value, None
-
-
-def soft_codes(tokens: Tensor, logit_codes: Tensor, value_codes: Tensor | None = None,
-               chunk_size: int | None = None) -> tuple[Tensor, Tensor]:
-    """(softmax(tokens logit_codes^T) value_codes (N, D), argmax ids (N,)) in chunks of tokens.
-
-    tokens: (N, D); logit_codes, value_codes: (K, D) (value_codes defaults to logit_codes).
-    Differentiable w.r.t. all three; memory chunk x K floats in forward and backward.
-    """
-    value_codes = logit_codes if value_codes is None else value_codes
-    rows = chunk_rows(logit_codes.shape[0], chunk_size, tokens.device)
-    return _ChunkedSoftCodes.apply(tokens, logit_codes, value_codes, rows)
-
-
 class _SoftOneHotGradient(torch.autograd.Function):
     """IBQ's straight-through term P E_v - sg[P E_v] with E_v = sg[E], P = softmax(T E^T), and
     the argmax ids, in chunks of tokens.
